@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/alphauslabs/jupiter/internal/admin"
+	"github.com/alphauslabs/jupiter/internal/backend"
+	"github.com/alphauslabs/jupiter/internal/config"
+	"github.com/alphauslabs/jupiter/internal/proxy"
+	"github.com/alphauslabs/jupiter/internal/resp"
+	"github.com/alphauslabs/jupiter/internal/ring"
+	"github.com/alphauslabs/jupiter/internal/telemetry"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// serve runs the proxy until ctx is cancelled (SIGTERM), then drains.
+func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
+	log := telemetry.NewLogger(logw, cfg.LogLevel, cfg.LogFormat)
+	if cfg.Cluster() {
+		return errors.New("cluster mode (--spanner-db) is not available in this build yet; run standalone with --backends")
+	}
+	nodes := make([]ring.Node, len(cfg.Backends))
+	for i, b := range cfg.Backends {
+		nodes[i] = ring.Node{Addr: b, Weight: 1}
+	}
+	r, err := ring.New(1, nodes)
+	if err != nil {
+		return err
+	}
+	pool := backend.NewPool(backend.Options{
+		ConnsPerNode:   cfg.BackendConns,
+		DialTimeout:    cfg.DialTimeout,
+		RequestTimeout: cfg.RequestTimeout,
+	})
+	router := proxy.NewRouter(pool, r)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		_ = pool.Close(context.Background())
+		return err
+	}
+	self := ln.Addr().String()
+	ctl := &admin.Local{Router: router, Self: self, Pinger: backend.Pinger{Timeout: cfg.DialTimeout}}
+	lim := resp.DefaultLimits
+	lim.MaxBulk = cfg.MaxArgBytes
+	lim.MaxArgs = cfg.MaxArgs
+	srv := proxy.New(proxy.Options{
+		Limits:      lim,
+		HashPrefix:  cfg.HashPrefix,
+		MaxClients:  cfg.MaxClients,
+		IdleTimeout: cfg.IdleTimeout,
+		Version:     version,
+	}, router, admin.Handler{C: ctl}, log)
+
+	health := &telemetry.Health{}
+	reg := prometheus.NewRegistry()
+	registerMetrics(reg, srv, router)
+	var hs *telemetry.Server
+	if cfg.AdminListen != "" {
+		hs, err = telemetry.Listen(cfg.AdminListen, health, reg, func(ctx context.Context) any { return ctl.Status(ctx) }, log)
+		if err != nil {
+			ln.Close()
+			_ = pool.Close(context.Background())
+			return fmt.Errorf("admin listener: %w", err)
+		}
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil {
+			errc <- fmt.Errorf("resp listener: %w", err)
+		}
+	}()
+	if hs != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(); err != nil {
+				errc <- fmt.Errorf("admin listener: %w", err)
+			}
+		}()
+	}
+	health.SetReady(true)
+	log.Info("jupiter serving", "mode", "standalone", "listen", self, "admin", cfg.AdminListen,
+		"backends", cfg.Backends, "ring_version", r.Version(), "version", version)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining clients")
+	case runErr = <-errc:
+		log.Error("listener failed, shutting down", "err", runErr)
+	}
+	health.SetDraining()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("drain did not finish in time; closed remaining clients", "err", err)
+	}
+	if err := pool.Close(sctx); err != nil {
+		log.Warn("backend connections did not close in time", "err", err)
+	}
+	if hs != nil {
+		_ = hs.Shutdown(sctx)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+	log.Info("jupiter stopped")
+	return runErr
+}
+
+func registerMetrics(reg *prometheus.Registry, srv *proxy.Server, router *proxy.Router) {
+	st := &srv.Stats
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_client_connections",
+			Help: "Client connections currently open."}, func() float64 { return float64(st.Connected.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_client_connections_accepted_total",
+			Help: "Client connections accepted."}, func() float64 { return float64(st.Accepted.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_commands_total",
+			Help: "Client commands executed."}, func() float64 { return float64(st.Commands.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_error_replies_total",
+			Help: "Error replies jupiter generated itself."}, func() float64 { return float64(st.ErrReplies.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_protocol_errors_total",
+			Help: "Client connections closed for a protocol error."}, func() float64 { return float64(st.ProtoErrors.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_ring_version",
+			Help: "Version of the ring this pod routes by."}, func() float64 { return float64(router.Ring().Version()) }),
+	)
+}

@@ -1,0 +1,215 @@
+// Package admin is jupiter's operator surface: the RESP `JUPITER …` command
+// family and the HTTP status API. Both are thin front ends over a Controller,
+// which is local in standalone mode and forwards to the cluster leader in
+// cluster mode, so the two modes answer with exactly the same formats.
+package admin
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/tidwall/redcon"
+)
+
+// Change is one requested ring change.
+type Change struct {
+	Op        string // "add", "remove" or "weight"
+	Addr      string
+	Weight    int
+	RequestID string // makes a retried request idempotent (cluster mode)
+}
+
+// NodeStatus describes one ring node.
+type NodeStatus struct {
+	Addr   string
+	Weight int
+	Slots  int
+	Up     bool
+}
+
+// Status is what JUPITER STATUS and /v1/status report.
+type Status struct {
+	Mode        string // "standalone" or "cluster"
+	Self        string
+	Leader      string
+	RingVersion uint64
+	Stage       string
+	Nodes       []NodeStatus
+	Members     []string
+	// Extra lines, in order, appended after the contract fields.
+	Extra [][2]string
+}
+
+// Controller executes admin requests.
+type Controller interface {
+	Status(ctx context.Context) Status
+	// Apply performs a validated change and returns the new ring version.
+	// Invalid changes return an error whose text is shown to the operator
+	// and leave the ring unchanged.
+	Apply(ctx context.Context, c Change) (uint64, error)
+}
+
+// ErrInvalid marks a change refused because of its arguments or the ring's
+// state (as opposed to an outage).
+var ErrInvalid = errors.New("invalid change")
+
+// Handler implements proxy.Admin over a Controller.
+type Handler struct{ C Controller }
+
+// Command answers `JUPITER <sub> …`; args[0] is "JUPITER".
+func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
+	if len(args) < 2 {
+		return redcon.AppendError(nil, "ERR wrong number of arguments for 'jupiter' command")
+	}
+	sub := strings.ToUpper(string(args[1]))
+	rest := args[2:]
+	switch sub {
+	case "STATUS":
+		return redcon.AppendBulkString(nil, FormatStatus(h.C.Status(ctx)))
+	case "NODES":
+		st := h.C.Status(ctx)
+		b := redcon.AppendArray(nil, len(st.Nodes))
+		for _, n := range st.Nodes {
+			b = redcon.AppendBulkString(b, FormatNode(n))
+		}
+		return b
+	case "ADD", "REMOVE", "WEIGHT":
+		c, err := ParseChange(sub, rest)
+		if err != nil {
+			return redcon.AppendError(nil, "ERR "+err.Error())
+		}
+		if _, err := h.C.Apply(ctx, c); err != nil {
+			return redcon.AppendError(nil, "ERR "+err.Error())
+		}
+		return redcon.AppendOK(nil)
+	case "HELP":
+		lines := []string{
+			"JUPITER STATUS                  - this pod's view: self, leader, ring_version, stage, nodes…",
+			"JUPITER NODES                   - one line per ring node: addr weight slots up",
+			"JUPITER ADD <host:port> [weight] - add a Redis node to the ring",
+			"JUPITER REMOVE <host:port>      - remove a node from the ring",
+			"JUPITER WEIGHT <host:port> <w>  - change a node's weight (slot share)",
+		}
+		b := redcon.AppendArray(nil, len(lines))
+		for _, l := range lines {
+			b = redcon.AppendString(b, l)
+		}
+		return b
+	}
+	return redcon.AppendError(nil, "ERR unknown JUPITER subcommand '"+printable(args[1])+"'. Try JUPITER HELP.")
+}
+
+// ParseChange validates the arguments of ADD/REMOVE/WEIGHT (sub upper case).
+func ParseChange(sub string, args [][]byte) (Change, error) {
+	var c Change
+	switch sub {
+	case "ADD":
+		if len(args) < 1 || len(args) > 2 {
+			return c, errors.New("usage: JUPITER ADD <host:port> [weight]")
+		}
+		c = Change{Op: "add", Addr: string(args[0]), Weight: 1}
+		if len(args) == 2 {
+			w, err := parseWeight(args[1])
+			if err != nil {
+				return c, err
+			}
+			c.Weight = w
+		}
+	case "REMOVE":
+		if len(args) != 1 {
+			return c, errors.New("usage: JUPITER REMOVE <host:port>")
+		}
+		c = Change{Op: "remove", Addr: string(args[0])}
+	case "WEIGHT":
+		if len(args) != 2 {
+			return c, errors.New("usage: JUPITER WEIGHT <host:port> <weight>")
+		}
+		w, err := parseWeight(args[1])
+		if err != nil {
+			return c, err
+		}
+		c = Change{Op: "weight", Addr: string(args[0]), Weight: w}
+	default:
+		return c, errors.New("unknown change " + sub)
+	}
+	if err := CheckAddr(c.Addr); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func parseWeight(b []byte) (int, error) {
+	w, err := strconv.Atoi(string(b))
+	if err != nil || w < 1 || w > 10000 {
+		return 0, errors.New("weight must be an integer from 1 to 10000")
+	}
+	return w, nil
+}
+
+// CheckAddr accepts host:port with a numeric port 1..65535.
+func CheckAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || strings.ContainsAny(host, " \t\r\n,") {
+		return errors.New("'" + printable([]byte(addr)) + "' is not a host:port address")
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return errors.New("'" + printable([]byte(addr)) + "' has an invalid port")
+	}
+	return nil
+}
+
+// FormatStatus renders Status as the key:value lines of JUPITER STATUS.
+func FormatStatus(st Status) string {
+	var b strings.Builder
+	line := func(k, v string) { b.WriteString(k + ":" + v + "\r\n") }
+	addrs := make([]string, len(st.Nodes))
+	up := 0
+	for i, n := range st.Nodes {
+		addrs[i] = n.Addr
+		if n.Up {
+			up++
+		}
+	}
+	line("mode", st.Mode)
+	line("self", st.Self)
+	line("leader", st.Leader)
+	line("ring_version", strconv.FormatUint(st.RingVersion, 10))
+	line("stage", st.Stage)
+	line("nodes", strings.Join(addrs, ","))
+	line("nodes_up", strconv.Itoa(up))
+	members := append([]string(nil), st.Members...)
+	sort.Strings(members)
+	line("members", strings.Join(members, ","))
+	for _, kv := range st.Extra {
+		line(kv[0], kv[1])
+	}
+	return b.String()
+}
+
+// FormatNode renders one JUPITER NODES line.
+func FormatNode(n NodeStatus) string {
+	up := "0"
+	if n.Up {
+		up = "1"
+	}
+	return n.Addr + " weight=" + strconv.Itoa(n.Weight) + " slots=" + strconv.Itoa(n.Slots) + " up=" + up
+}
+
+func printable(b []byte) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c < ' ' || c > '~' {
+			c = '?'
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}

@@ -1,0 +1,426 @@
+// Package backend owns jupiter's connections to the Redis nodes.
+//
+// The data path uses multiplexed connections: a small fixed number per node,
+// shared by every client session. A session appends its requests' bytes to a
+// connection's write buffer and queues one Call per expected reply; whichever
+// goroutine finds the connection idle becomes its flusher and writes everything
+// queued, by every session, in one system call. One reader goroutine per
+// connection frames the replies (resp.Scanner) and hands them back in FIFO
+// order. This is how twemproxy and Envoy coalesce: the cost of a backend round
+// trip is shared by all clients instead of paid per client batch, and no
+// goroutine hand-off is needed on the write side.
+//
+//	session A ─┐  append bytes + Calls        ┌──────────────┐
+//	session B ─┼──────────────► wbuf ─(one write)─►│ redis-server │
+//	session C ─┘     (first idle one flushes)      └──────┬───────┘
+//	   ▲                                                  │ replies, in order
+//	   └──── Call.Reply filled, Group done ◄── reader ◄───┘
+//
+// A connection that fails (dial error, read/write error, a reply that is not
+// RESP, a request older than the request timeout) fails every Call queued on
+// it with an error naming the node, and is redialled in the background with
+// backoff. While a node is down, new Calls fail at once instead of waiting, so
+// only that node's keys see errors and they see them fast.
+//
+// go-redis clients (see Health) serve the control path only.
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/alphauslabs/jupiter/internal/resp"
+)
+
+// Call is one request whose single reply is awaited. A session owns its Calls
+// and reuses them, and with them the Reply buffers, across batches.
+type Call struct {
+	// Reply holds the raw RESP reply once the Call's group is done and Err is nil.
+	Reply []byte
+	// Err is set instead of Reply when the node could not answer.
+	Err   error
+	group *Group
+}
+
+// Group counts the outstanding Calls of one client batch.
+type Group struct {
+	pending  atomic.Int32
+	attached int // Calls attached since the last Wait; owner goroutine only
+	done     chan struct{}
+}
+
+// NewGroup returns a reusable Group.
+func NewGroup() *Group { return &Group{done: make(chan struct{}, 1)} }
+
+// Attach adds c to g. All Calls must be attached before any is submitted.
+func (g *Group) Attach(c *Call) {
+	c.group = g
+	c.Err = nil
+	c.Reply = c.Reply[:0]
+	g.attached++
+	g.pending.Add(1)
+}
+
+// Wait blocks until every attached Call has a reply or an error. It is
+// bounded: every queued Call is completed by its connection's reader, or
+// failed when the connection dies or the watchdog finds it too old.
+//
+// The done signal is consumed even when the last reply came before Wait was
+// called, so a Group can be reused for the next batch.
+func (g *Group) Wait() {
+	if g.attached == 0 {
+		return
+	}
+	g.attached = 0
+	<-g.done
+}
+
+func (g *Group) finish() {
+	if g.pending.Add(-1) == 0 {
+		g.done <- struct{}{}
+	}
+}
+
+func (c *Call) complete(reply []byte, err error) {
+	if err != nil {
+		c.Err = err
+	} else {
+		c.Reply = append(c.Reply[:0], reply...)
+	}
+	c.group.finish()
+}
+
+// NodeError is the error a Call gets when its node cannot answer.
+type NodeError struct {
+	Addr string
+	Err  error
+}
+
+func (e *NodeError) Error() string { return fmt.Sprintf("backend %s: %v", e.Addr, e.Err) }
+func (e *NodeError) Unwrap() error { return e.Err }
+
+var (
+	errTimeout = errors.New("request timed out")
+	errDesync  = errors.New("reply without a request")
+	errClosed  = errors.New("connection closed by jupiter")
+)
+
+// queued is a Call waiting for its reply, with the time it was queued.
+type queued struct {
+	call *Call
+	at   int64 // unix nanos
+}
+
+// fifo is a growable ring buffer of queued Calls.
+type fifo struct {
+	buf        []queued
+	head, size int
+}
+
+func (q *fifo) push(c queued) {
+	if q.size == len(q.buf) {
+		n := len(q.buf) * 2
+		if n == 0 {
+			n = 64
+		}
+		nb := make([]queued, n)
+		for i := 0; i < q.size; i++ {
+			nb[i] = q.buf[(q.head+i)%len(q.buf)]
+		}
+		q.buf, q.head = nb, 0
+	}
+	q.buf[(q.head+q.size)%len(q.buf)] = c
+	q.size++
+}
+
+func (q *fifo) pop() queued {
+	c := q.buf[q.head]
+	q.buf[q.head] = queued{}
+	q.head = (q.head + 1) % len(q.buf)
+	q.size--
+	return c
+}
+
+func (q *fifo) oldest() int64 {
+	if q.size == 0 {
+		return 0
+	}
+	return q.buf[q.head].at
+}
+
+// mconn is one multiplexed connection to a node.
+type mconn struct {
+	node *Node
+
+	mu       sync.Mutex
+	nc       net.Conn // nil while down
+	gen      uint64   // incremented on every (re)connect; stale writers check it
+	wbuf     []byte
+	spare    []byte
+	writing  bool
+	inflight fifo
+	dialing  bool
+	dialDone chan struct{}
+	lastErr  error
+	retryAt  time.Time
+	backoff  time.Duration
+	closed   bool
+}
+
+// maxKeptBuf is the largest write buffer kept for reuse; a 1 MiB value
+// should not pin 1 MiB per connection forever.
+const maxKeptBuf = 256 << 10
+
+// submit queues calls (already attached to a Group) whose encoded requests
+// are payload, one reply each, in order.
+func (c *mconn) submit(payload []byte, calls []*Call, now int64) {
+	c.mu.Lock()
+	for c.nc == nil {
+		if c.closed {
+			c.mu.Unlock()
+			failAll(calls, &NodeError{c.node.addr, errClosed})
+			return
+		}
+		if !c.dialing {
+			if time.Now().Before(c.retryAt) {
+				err := c.lastErr
+				c.mu.Unlock()
+				failAll(calls, &NodeError{c.node.addr, err})
+				return
+			}
+			c.startDialLocked()
+		}
+		ch := c.dialDone
+		c.mu.Unlock()
+		<-ch // bounded by the dial timeout
+		c.mu.Lock()
+		if c.nc == nil && !c.dialing {
+			// The dial we waited for failed: fail fast rather than redial.
+			err := c.lastErr
+			c.mu.Unlock()
+			failAll(calls, &NodeError{c.node.addr, err})
+			return
+		}
+	}
+	c.wbuf = append(c.wbuf, payload...)
+	for _, call := range calls {
+		c.inflight.push(queued{call, now})
+	}
+	if c.writing {
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true
+	c.flushLocked(2)
+}
+
+// flushLocked writes everything queued. It is entered with c.mu held and
+// c.writing set, and returns with c.mu released. After rounds writes it hands
+// the remaining work to a new goroutine so that a client session is never
+// kept writing for others indefinitely.
+func (c *mconn) flushLocked(rounds int) {
+	for i := 0; ; i++ {
+		if len(c.wbuf) == 0 || c.nc == nil {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		if i == rounds {
+			c.mu.Unlock()
+			go c.flushAgain()
+			return
+		}
+		buf, nc, gen := c.wbuf, c.nc, c.gen
+		c.wbuf = c.spare[:0]
+		c.mu.Unlock()
+		_, err := nc.Write(buf)
+		c.mu.Lock()
+		if cap(buf) <= maxKeptBuf {
+			c.spare = buf[:0]
+		} else {
+			c.spare = nil
+		}
+		if err != nil && c.gen == gen {
+			c.failLocked(err)
+		}
+	}
+}
+
+func (c *mconn) flushAgain() {
+	c.mu.Lock()
+	c.flushLocked(1 << 30)
+}
+
+// failLocked tears the connection down and fails every queued Call.
+func (c *mconn) failLocked(err error) {
+	if c.nc != nil {
+		c.nc.Close()
+		c.nc = nil
+	}
+	c.lastErr = err
+	c.wbuf = c.wbuf[:0]
+	nerr := &NodeError{c.node.addr, err}
+	for c.inflight.size > 0 {
+		c.inflight.pop().call.complete(nil, nerr)
+	}
+	c.scheduleRetryLocked()
+}
+
+func (c *mconn) scheduleRetryLocked() {
+	if c.backoff == 0 {
+		c.backoff = c.node.opts.RetryMin
+	} else if c.backoff *= 2; c.backoff > c.node.opts.RetryMax {
+		c.backoff = c.node.opts.RetryMax
+	}
+	c.retryAt = time.Now().Add(c.backoff)
+}
+
+func failAll(calls []*Call, err error) {
+	for _, call := range calls {
+		call.complete(nil, err)
+	}
+}
+
+// startDialLocked dials in the background; waiters block on dialDone.
+func (c *mconn) startDialLocked() {
+	c.dialing = true
+	c.dialDone = make(chan struct{})
+	c.node.wg.Add(1)
+	go c.dial()
+}
+
+func (c *mconn) dial() {
+	defer c.node.wg.Done()
+	nc, err := c.node.dialer(c.node.addr, c.node.opts.DialTimeout)
+	c.mu.Lock()
+	defer func() {
+		c.dialing = false
+		close(c.dialDone)
+		c.mu.Unlock()
+	}()
+	if err != nil {
+		c.lastErr = err
+		c.scheduleRetryLocked()
+		c.node.setUp(false)
+		return
+	}
+	if c.closed {
+		nc.Close()
+		return
+	}
+	c.nc = nc
+	c.gen++
+	c.backoff = 0
+	c.lastErr = nil
+	c.node.setUp(true)
+	c.node.wg.Add(1)
+	go c.read(nc, c.gen)
+}
+
+// read frames replies and completes Calls in FIFO order.
+func (c *mconn) read(nc net.Conn, gen uint64) {
+	defer c.node.wg.Done()
+	buf := make([]byte, 16<<10)
+	start, end := 0, 0
+	var sc resp.Scanner
+	var ready []queued
+	var bounds []int
+	for {
+		if end == len(buf) {
+			if start > 0 {
+				end = copy(buf, buf[start:end])
+				start = 0
+			} else {
+				nb := make([]byte, 2*len(buf))
+				copy(nb, buf[:end])
+				buf = nb
+			}
+		}
+		n, err := nc.Read(buf[end:])
+		if err != nil {
+			c.readFailed(gen, err)
+			return
+		}
+		end += n
+		bounds = bounds[:0]
+		for start < end {
+			l, err := sc.Scan(buf[start:end])
+			if err != nil {
+				c.readFailed(gen, err)
+				return
+			}
+			if l == 0 {
+				break
+			}
+			bounds = append(bounds, start, start+l)
+			start += l
+		}
+		if len(bounds) == 0 {
+			continue
+		}
+		ready = ready[:0]
+		c.mu.Lock()
+		if c.gen != gen {
+			c.mu.Unlock()
+			return
+		}
+		k := len(bounds) / 2
+		if k > c.inflight.size {
+			c.failLocked(errDesync)
+			c.mu.Unlock()
+			return
+		}
+		for i := 0; i < k; i++ {
+			ready = append(ready, c.inflight.pop())
+		}
+		c.mu.Unlock()
+		for i, q := range ready {
+			q.call.complete(buf[bounds[2*i]:bounds[2*i+1]], nil)
+		}
+		if start == end {
+			start, end = 0, 0
+			if len(buf) > 64<<10 {
+				buf = make([]byte, 16<<10)
+			}
+		}
+	}
+}
+
+func (c *mconn) readFailed(gen uint64, err error) {
+	c.mu.Lock()
+	if c.gen == gen && c.nc != nil {
+		c.failLocked(err)
+		c.node.setUp(false)
+	}
+	c.mu.Unlock()
+}
+
+// expire fails the connection if its oldest Call is older than the timeout.
+// Replies come back in order, so one stuck reply stalls every Call behind it:
+// the only way out is to drop the connection.
+func (c *mconn) expire(now int64, timeout time.Duration) {
+	c.mu.Lock()
+	if o := c.inflight.oldest(); o != 0 && now-o > int64(timeout) && c.nc != nil {
+		c.failLocked(errTimeout)
+	}
+	c.mu.Unlock()
+}
+
+func (c *mconn) close() {
+	c.mu.Lock()
+	c.closed = true
+	if c.nc != nil {
+		c.failLocked(errClosed)
+	}
+	c.mu.Unlock()
+}
+
+func (c *mconn) queueLen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inflight.size
+}

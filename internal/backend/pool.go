@@ -1,0 +1,213 @@
+package backend
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure the data-path connections. Zero values mean the default.
+type Options struct {
+	ConnsPerNode   int           // multiplexed connections per node (default 2)
+	DialTimeout    time.Duration // default 1s: a dead node must fail fast
+	RequestTimeout time.Duration // default 2s, below go-redis's 3s ReadTimeout
+	RetryMin       time.Duration // first redial delay after a failure (default 50ms)
+	RetryMax       time.Duration // redial delay cap (default 1s, so recovery is quick)
+	// Dialer opens a connection; tests and TLS replace it. Default: net.Dialer.
+	Dialer func(addr string, timeout time.Duration) (net.Conn, error)
+}
+
+func (o Options) withDefaults() Options {
+	if o.ConnsPerNode <= 0 {
+		o.ConnsPerNode = 2
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = time.Second
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 2 * time.Second
+	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = 50 * time.Millisecond
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = time.Second
+	}
+	if o.Dialer == nil {
+		o.Dialer = dialTCP
+	}
+	return o
+}
+
+func dialTCP(addr string, timeout time.Duration) (net.Conn, error) {
+	nc, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlivePeriod(30 * time.Second)
+	}
+	return nc, nil
+}
+
+// Node is one Redis backend and its multiplexed connections.
+type Node struct {
+	addr   string
+	opts   Options
+	dialer func(string, time.Duration) (net.Conn, error)
+	conns  []*mconn
+	up     atomic.Bool
+	wg     *sync.WaitGroup
+}
+
+// Addr returns the node's address.
+func (n *Node) Addr() string { return n.addr }
+
+// Up reports whether the last connection attempt to the node succeeded.
+func (n *Node) Up() bool { return n.up.Load() }
+
+func (n *Node) setUp(v bool) { n.up.Store(v) }
+
+// Submit queues calls, whose encoded requests are payload, on the node's
+// connection number pick (any integer; a session passes a stable value so
+// its requests to one node keep their order).
+func (n *Node) Submit(pick uint32, payload []byte, calls []*Call) {
+	n.conns[int(pick%uint32(len(n.conns)))].submit(payload, calls, time.Now().UnixNano())
+}
+
+// Inflight returns the number of Calls waiting for replies on the node.
+func (n *Node) Inflight() int {
+	t := 0
+	for _, c := range n.conns {
+		t += c.queueLen()
+	}
+	return t
+}
+
+// Pool holds a Node per backend address. Nodes are created on demand and kept
+// until Retain drops them, so a ring change reuses connections to nodes that
+// stay.
+type Pool struct {
+	opts Options
+
+	mu    sync.Mutex
+	nodes map[string]*Node
+	wg    sync.WaitGroup // every reader, dialer and the watchdog
+	stop  chan struct{}
+	once  sync.Once
+}
+
+// NewPool starts a pool and its watchdog; Close stops both.
+func NewPool(opts Options) *Pool {
+	p := &Pool{opts: opts.withDefaults(), nodes: map[string]*Node{}, stop: make(chan struct{})}
+	p.wg.Add(1)
+	go p.watchdog()
+	return p
+}
+
+// Node returns the node for addr, creating it (and starting its dials) on
+// first use.
+func (p *Pool) Node(addr string) *Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n, ok := p.nodes[addr]; ok {
+		return n
+	}
+	n := &Node{addr: addr, opts: p.opts, dialer: p.opts.Dialer, wg: &p.wg}
+	n.conns = make([]*mconn, p.opts.ConnsPerNode)
+	for i := range n.conns {
+		c := &mconn{node: n}
+		n.conns[i] = c
+		select {
+		case <-p.stop:
+			c.closed = true
+		default:
+			c.mu.Lock()
+			c.startDialLocked()
+			c.mu.Unlock()
+		}
+	}
+	p.nodes[addr] = n
+	return n
+}
+
+// Retain closes and forgets every node whose address is not in keep.
+func (p *Pool) Retain(keep []string) {
+	set := make(map[string]bool, len(keep))
+	for _, a := range keep {
+		set[a] = true
+	}
+	p.mu.Lock()
+	var drop []*Node
+	for a, n := range p.nodes {
+		if !set[a] {
+			drop = append(drop, n)
+			delete(p.nodes, a)
+		}
+	}
+	p.mu.Unlock()
+	for _, n := range drop {
+		for _, c := range n.conns {
+			c.close()
+		}
+	}
+}
+
+// Close closes every connection and waits for all goroutines, bounded by ctx.
+func (p *Pool) Close(ctx context.Context) error {
+	p.once.Do(func() { close(p.stop) })
+	p.mu.Lock()
+	nodes := make([]*Node, 0, len(p.nodes))
+	for _, n := range p.nodes {
+		nodes = append(nodes, n)
+	}
+	p.mu.Unlock()
+	for _, n := range nodes {
+		for _, c := range n.conns {
+			c.close()
+		}
+	}
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// watchdog enforces the request timeout and redials idle-down connections so
+// a node that comes back is noticed without waiting for traffic.
+func (p *Pool) watchdog() {
+	defer p.wg.Done()
+	tick := time.NewTicker(p.opts.RequestTimeout / 10)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case t := <-tick.C:
+			now := t.UnixNano()
+			p.mu.Lock()
+			for _, n := range p.nodes {
+				for _, c := range n.conns {
+					c.expire(now, p.opts.RequestTimeout)
+					c.redialIfDue(t)
+				}
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+func (c *mconn) redialIfDue(now time.Time) {
+	c.mu.Lock()
+	if c.nc == nil && !c.dialing && !c.closed && !now.Before(c.retryAt) {
+		c.startDialLocked()
+	}
+	c.mu.Unlock()
+}

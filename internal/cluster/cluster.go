@@ -1,0 +1,273 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/alphauslabs/jupiter/internal/ring"
+	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// LeaderHandlerTimeout bounds the leader's work on one admin request
+// (Spanner reads, ping, CAS, announcement); the sender's context bounds its
+// wait independently.
+const LeaderHandlerTimeout = 30 * time.Second
+
+// Options are the runtime dependencies of Open.
+type Options struct {
+	// Holder is the ring the data path routes with; the Syncer keeps it
+	// current. Required.
+	Holder *ring.Holder
+	// Seed is written as ring version 1 by the leader if Spanner has no
+	// ring yet (--backends in cluster mode). Ignored once a ring exists.
+	Seed []ring.Node
+	// Pinger checks nodes before ADD. nil: DialPinger with a 2s timeout.
+	Pinger Pinger
+	// Prepare runs before a pod publishes a new ring (see SyncerConfig).
+	Prepare func(ctx context.Context, next *State) error
+	Logger  *slog.Logger
+}
+
+// Cluster is cluster mode assembled: the hedge Member, the Spanner ring
+// Store, the leader's Controller and the pod's Syncer, with the Member's
+// handlers wired to the Controller and the Syncer. It is what `jupiter
+// serve --spanner-db …` runs; the parts stay exported for tests and tools.
+type Cluster struct {
+	Member     *Member
+	Store      *SpannerStore
+	Controller *Controller
+	Syncer     *Syncer
+
+	log    *slog.Logger
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Open builds a Cluster (nothing runs until Start). cfg gets WithDefaults.
+func Open(cfg Config, o Options) (*Cluster, error) {
+	if o.Holder == nil {
+		return nil, errors.New("cluster: Open needs a ring Holder")
+	}
+	lg := o.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	m, err := New(cfg, lg, Handlers{})
+	if err != nil {
+		return nil, err
+	}
+	cfg = m.Config()
+	store, err := NewSpannerStore(m.Spanner(), cfg.Tables(), HedgeLockRow(cfg.LockName), cfg.RingName)
+	if err != nil {
+		m.Stop()
+		return nil, err
+	}
+	pinger := o.Pinger
+	if pinger == nil {
+		pinger = DialPinger{Timeout: 2 * time.Second}
+	}
+	ctl, err := NewController(ControllerConfig{
+		Store: store, Fencer: m, Broadcaster: m, Pinger: pinger, Logger: lg,
+		Self: m.Self(), BroadcastTimeout: cfg.BroadcastTimeout,
+	})
+	if err != nil {
+		m.Stop()
+		return nil, err
+	}
+	sy, err := NewSyncer(SyncerConfig{
+		Store: store, Holder: o.Holder, PollInterval: cfg.PollInterval,
+		Seed: o.Seed, Seeder: ctl.Seed, IsLeader: m.IsLeader, Prepare: o.Prepare,
+		Self: m.Self(), Logger: lg,
+	})
+	if err != nil {
+		m.Stop()
+		return nil, err
+	}
+	m.SetHandlers(Handlers{
+		Leader: func(ctx context.Context, msg []byte) ([]byte, error) {
+			ctx, cancel := context.WithTimeout(ctx, LeaderHandlerTimeout)
+			defer cancel()
+			return ctl.HandleLeaderMessage(ctx, msg), nil
+		},
+		Broadcast: func(ctx context.Context, msg []byte) ([]byte, error) {
+			return sy.HandleBroadcast(ctx, msg), nil
+		},
+	})
+	return &Cluster{Member: m, Store: store, Controller: ctl, Syncer: sy, log: lg.With("component", "cluster")}, nil
+}
+
+// Start starts the hedge member and the ring Syncer. The pod is Ready once
+// the Syncer has applied a ring from Spanner.
+func (c *Cluster) Start(ctx context.Context) error {
+	if err := c.Member.Start(ctx); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	c.cancel = cancel
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.Syncer.Run(sctx)
+	}()
+	return nil
+}
+
+// Stop stops the Syncer and the Member and waits for them.
+func (c *Cluster) Stop() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.wg.Wait()
+	c.Member.Stop()
+}
+
+// Ready reports whether this pod serves a ring read from Spanner.
+func (c *Cluster) Ready() bool { return c.Syncer.Ready() }
+
+// Submit forwards an admin request to the leader (whichever pod it is,
+// this one included) and returns its reply. A request without a request id
+// gets a random one, which makes SendToLeader's retries safe. On success
+// Submit waits (within ctx, at most 2s) until this pod serves the new
+// version, so that a STATUS right after a change on the same pod shows it.
+// A non-nil error means the leader could not be reached (retry); a refused
+// request is a reply with ok=false (see ReplyError).
+func (c *Cluster) Submit(ctx context.Context, req *jupiterv1.AdminRequest) (*jupiterv1.AdminReply, error) {
+	if req.GetRequestId() == "" {
+		req.RequestId = NewRequestID()
+	}
+	b, err := proto.Marshal(&jupiterv1.LeaderMessage{Msg: &jupiterv1.LeaderMessage_Admin{Admin: req}})
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.Member.SendToLeader(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	var lr jupiterv1.LeaderReply
+	if err := proto.Unmarshal(out, &lr); err != nil {
+		return nil, fmt.Errorf("cluster: undecodable reply from leader: %w", err)
+	}
+	rep := lr.GetAdmin()
+	if rep == nil {
+		return nil, errors.New("cluster: leader replied without an admin reply")
+	}
+	if rep.GetOk() && rep.GetVersion() > c.Syncer.Version() {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c.Syncer.waitApplied(wctx, rep.GetVersion())
+		cancel()
+	}
+	return rep, nil
+}
+
+// NodeStatus is one ring node in Status.
+type NodeStatus struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Weight int    `json:"weight"`
+}
+
+// Status is what `JUPITER STATUS` and /v1/status report about cluster mode.
+type Status struct {
+	Self          string       `json:"self"`
+	Leader        string       `json:"leader"`
+	IsLeader      bool         `json:"is_leader"`
+	Members       []string     `json:"members"`
+	RingVersion   uint64       `json:"ring_version"`
+	Stage         string       `json:"stage"`
+	Nodes         []NodeStatus `json:"nodes"`
+	Ready         bool         `json:"ready"`
+	LastSync      time.Time    `json:"last_sync"`
+	LastSyncError string       `json:"last_sync_error,omitempty"`
+}
+
+// Status returns a snapshot without any Spanner read.
+func (c *Cluster) Status() Status {
+	s := Status{
+		Self:     c.Member.Self(),
+		Leader:   c.Member.Leader(),
+		IsLeader: c.Member.IsLeader(),
+		Members:  c.Member.Members(),
+		Stage:    StageStable,
+		Ready:    c.Syncer.Ready(),
+	}
+	if st := c.Syncer.State(); st != nil {
+		s.RingVersion = st.Version
+		s.Stage = stageOr(st.Stage)
+		for _, n := range st.Ring.Nodes() {
+			s.Nodes = append(s.Nodes, NodeStatus{Name: n.Name, Addr: n.Addr, Weight: n.Weight})
+		}
+		if s.Leader == "" {
+			s.Leader = st.Leader
+		}
+	}
+	var err error
+	s.LastSync, err = c.Syncer.LastSync()
+	if err != nil {
+		s.LastSyncError = err.Error()
+	}
+	return s
+}
+
+// NewRequestID returns a random admin request id (32 hex digits).
+func NewRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// DialPinger is the default Pinger: it connects to addr, sends a RESP PING
+// and accepts any RESP status or error line as proof of life (a server that
+// answers -NOAUTH is reachable; credentials are the data path's business).
+type DialPinger struct {
+	Timeout time.Duration // per attempt; default 2s
+	// TLSConfig, if set, wraps the connection in TLS (Memorystore in-transit
+	// encryption).
+	TLSConfig *tls.Config
+}
+
+// Ping implements Pinger.
+func (p DialPinger) Ping(ctx context.Context, addr string) error {
+	to := p.Timeout
+	if to <= 0 {
+		to = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, to)
+	defer cancel()
+	var conn net.Conn
+	var err error
+	if p.TLSConfig != nil {
+		d := tls.Dialer{Config: p.TLSConfig}
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if _, err := conn.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("no reply to PING: %w", err)
+	}
+	if line[0] != '+' && line[0] != '-' {
+		return fmt.Errorf("not a Redis server (PING reply %q)", line)
+	}
+	return nil
+}

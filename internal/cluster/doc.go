@@ -1,0 +1,47 @@
+// Package cluster is jupiter's control plane in cluster mode: the adapter
+// to hedge/spindle on Cloud Spanner and the ring's home in Spanner.
+//
+// Every pod runs a Member (a hedge.Op): spindle elects one leader through
+// the lock table; hedge gives Send (pod → leader) and Broadcast (leader →
+// pods). The ring is stored by a Store; only the leader writes it, through
+// the Controller, and every pod follows it with a Syncer:
+//
+//	any pod:  Cluster.Submit(AdminRequest) ──hedge SendToLeader──▶ leader
+//	leader:   Controller.Apply: load ring → dedupe request id → Plan
+//	          (validate: address, duplicate, last node, weight) → ping new
+//	          node → Fence (spindle HasLock → token) → Store.CompareAndSwap
+//	          (one Spanner transaction: lock row token == ours, stored
+//	          version == expected, write ring row + history row) →
+//	          Broadcast RingUpdated{version} (best-effort, bounded) → reply
+//	every pod: Syncer: on RingUpdated, every PollInterval and at start,
+//	          Store.Load → ring.Holder.Store when newer
+//
+// Why this shape:
+//
+//   - The ring row is changed only by a compare-and-set fenced by spindle's
+//     token, in the same serializable transaction. hedge's own Put appends
+//     to its log table without any check and readers take the latest row by
+//     timestamp, so a deposed leader could still win; a CAS on an explicit
+//     version cannot fork, and the token check refuses a leader whose lock
+//     was taken over.
+//   - Broadcast is a hint; Spanner is the truth. hedge's Broadcast reaches
+//     only members in its current list, so pods also poll: a missed
+//     broadcast delays a pod by at most PollInterval, never forks it.
+//   - hedge's SendToLeader retries, so the leader deduplicates by request
+//     id (the ring row and the history table remember which request made
+//     which version).
+//   - Spanner down: pods keep the last ring they applied (availability of
+//     the cache first); admin changes fail with ERROR_CODE_UNAVAILABLE.
+//
+// History: every version is appended to the history table (default
+// jupiter_ring_history) in the same transaction as the ring row, with a
+// human-readable ring_text and change, so operators audit with plain SQL.
+// jupiter does not write ring copies into hedge's log table: the history
+// table is the auditable record (DESIGN.md allows either).
+//
+// The schema is DDL (ddl/jupiter.sql is its rendering with default table
+// names); ApplyDDL creates what is missing.
+//
+// Messages on the wire are the protobufs of proto/v1 (LeaderMessage,
+// BroadcastMessage …), dispatched on their oneof.
+package cluster

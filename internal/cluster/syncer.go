@@ -1,0 +1,234 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/alphauslabs/jupiter/internal/ring"
+	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// SyncerConfig wires a Syncer.
+type SyncerConfig struct {
+	Store  Store        // required
+	Holder *ring.Holder // required: the ring the data path routes with
+	// PollInterval is the period of the Spanner read that catches missed
+	// broadcasts. Default 2s.
+	PollInterval time.Duration
+	// Seed, if not empty, is written as ring version 1 by the leader when
+	// the Store has no ring (cluster mode's --backends).
+	Seed []ring.Node
+	// Seeder writes Seed (Controller.Seed). Required with Seed.
+	Seeder func(ctx context.Context, nodes []ring.Node) error
+	// IsLeader tells whether this pod may seed (Member.IsLeader).
+	IsLeader func() bool
+	// Prepare, if set, runs before a new ring is published (e.g. open
+	// connection pools to new nodes). An error keeps the old ring; the
+	// Syncer retries at the next poll.
+	Prepare func(ctx context.Context, next *State) error
+	// Self is this pod's hedge address, reported in broadcast acks.
+	Self   string
+	Logger *slog.Logger
+	// AckWait bounds how long the broadcast handler waits for the announced
+	// version to be applied before acknowledging. Default 1s.
+	AckWait time.Duration
+}
+
+// Syncer is the pod side of the control plane: it keeps a *ring.Holder
+// equal to the ring stored in Spanner. It loads the ring at start, applies
+// broadcast announcements at once (reading the Store, never trusting the
+// message), and polls the Store so that a missed broadcast only delays a
+// pod. When the Store is unreachable it keeps serving the last ring and
+// reports the error (a cache prefers availability).
+type Syncer struct {
+	cfg    SyncerConfig
+	log    *slog.Logger
+	notify chan struct{}
+
+	applied atomic.Uint64 // version of the last ring published from the Store
+	state   atomic.Pointer[State]
+
+	mu       sync.Mutex
+	lastErr  error
+	lastSync time.Time
+	changed  chan struct{} // closed and replaced on every publish
+}
+
+// NewSyncer returns a Syncer; call Run.
+func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
+	if cfg.Store == nil || cfg.Holder == nil {
+		return nil, errors.New("cluster: NewSyncer needs a Store and a Holder")
+	}
+	if len(cfg.Seed) > 0 && cfg.Seeder == nil {
+		return nil, errors.New("cluster: NewSyncer: Seed needs a Seeder")
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = time.Second
+	}
+	if cfg.IsLeader == nil {
+		cfg.IsLeader = func() bool { return false }
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	return &Syncer{
+		cfg:     cfg,
+		log:     lg.With("component", "cluster.syncer"),
+		notify:  make(chan struct{}, 1),
+		changed: make(chan struct{}),
+	}, nil
+}
+
+// Run syncs once immediately, then on every announcement and every
+// PollInterval, until ctx is done.
+func (s *Syncer) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		s.SyncOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		case <-s.notify:
+		}
+	}
+}
+
+// Notify tells the Syncer that version exists; it syncs now if that is
+// newer than what it serves.
+func (s *Syncer) Notify(version uint64) {
+	if version <= s.applied.Load() {
+		return
+	}
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// SyncOnce reads the Store and publishes its ring if it is newer. With no
+// ring stored, the leader seeds one (if seeds are configured); other pods
+// wait. Errors are recorded for Status and returned.
+func (s *Syncer) SyncOnce(ctx context.Context) error {
+	err := s.syncOnce(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil && (s.lastErr == nil || s.lastErr.Error() != err.Error()) { // log changes only
+		s.log.Warn("ring sync failed; serving the last ring", "version", s.applied.Load(), "err", err)
+	}
+	s.lastErr = err
+	if err == nil {
+		s.lastSync = time.Now()
+	}
+	return err
+}
+
+func (s *Syncer) syncOnce(ctx context.Context) error {
+	st, err := s.cfg.Store.Load(ctx)
+	if errors.Is(err, ErrNoRing) {
+		if len(s.cfg.Seed) == 0 {
+			return errors.New("cluster: no ring stored yet and no seed backends; add a node with JUPITER ADD")
+		}
+		if !s.cfg.IsLeader() {
+			return errors.New("cluster: no ring stored yet; waiting for the leader to seed it")
+		}
+		if err := s.cfg.Seeder(ctx, s.cfg.Seed); err != nil {
+			return err
+		}
+		st, err = s.cfg.Store.Load(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	if st.Version <= s.applied.Load() {
+		return nil
+	}
+	if s.cfg.Prepare != nil {
+		if err := s.cfg.Prepare(ctx, st); err != nil {
+			return err
+		}
+	}
+	if !s.cfg.Holder.Store(st.Ring) {
+		// The holder has a newer ring than the Store (set from elsewhere,
+		// e.g. standalone flags in a test): leave it, but remember.
+		s.log.Warn("holder refused stored ring", "stored", st.Version, "holder", s.cfg.Holder.Load().Version())
+	}
+	s.state.Store(st)
+	s.applied.Store(st.Version)
+	s.log.Info("ring applied", "version", st.Version, "stage", st.Stage, "change", st.Change, "ring", RingText(st.Ring.Nodes()))
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+	return nil
+}
+
+// HandleBroadcast is the hedge broadcast handler body: for RingUpdated it
+// triggers a sync and waits (up to AckWait) until the version is applied,
+// then replies a RingAck with the version this pod serves.
+func (s *Syncer) HandleBroadcast(ctx context.Context, msg []byte) []byte {
+	var m jupiterv1.BroadcastMessage
+	ack := &jupiterv1.RingAck{Pod: s.cfg.Self}
+	if err := proto.Unmarshal(msg, &m); err != nil {
+		ack.Error = "undecodable broadcast: " + err.Error()
+	} else {
+		switch x := m.GetMsg().(type) {
+		case *jupiterv1.BroadcastMessage_RingUpdated:
+			s.waitApplied(ctx, x.RingUpdated.GetVersion())
+		default:
+			ack.Error = "unknown broadcast message"
+		}
+	}
+	ack.AppliedVersion = s.applied.Load()
+	b, _ := proto.Marshal(&jupiterv1.BroadcastReply{Msg: &jupiterv1.BroadcastReply_RingAck{RingAck: ack}})
+	return b
+}
+
+func (s *Syncer) waitApplied(ctx context.Context, version uint64) {
+	t := time.NewTimer(s.cfg.AckWait)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		ch := s.changed
+		s.mu.Unlock()
+		if s.applied.Load() >= version {
+			return
+		}
+		s.Notify(version)
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Ready reports whether a ring from the Store has been applied. A pod is
+// not ready until it has one.
+func (s *Syncer) Ready() bool { return s.applied.Load() > 0 }
+
+// Version returns the version of the last applied ring (0: none).
+func (s *Syncer) Version() uint64 { return s.applied.Load() }
+
+// State returns the last applied State (nil: none).
+func (s *Syncer) State() *State { return s.state.Load() }
+
+// LastSync returns the time of the last successful sync and the error of
+// the last sync (nil if it succeeded).
+func (s *Syncer) LastSync() (time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastSync, s.lastErr
+}

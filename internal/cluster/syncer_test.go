@@ -1,0 +1,126 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alphauslabs/jupiter/internal/ring"
+	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSyncerSeedOnlyByLeader(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := newFixture(t) // no ring
+	seed := []ring.Node{{Addr: "10.0.0.10:6379"}, {Addr: "10.0.0.11:6379"}}
+	var leader atomic.Bool
+	follower, _ := NewSyncer(SyncerConfig{Store: f.store, Holder: ring.NewHolder(nil), PollInterval: 10 * time.Millisecond,
+		Seed: seed, Seeder: f.ctl.Seed, IsLeader: func() bool { return false }})
+	h := ring.NewHolder(nil)
+	lead, _ := NewSyncer(SyncerConfig{Store: f.store, Holder: h, PollInterval: 10 * time.Millisecond,
+		Seed: seed, Seeder: f.ctl.Seed, IsLeader: leader.Load})
+
+	if err := follower.SyncOnce(ctx); err == nil || follower.Ready() {
+		t.Fatalf("follower without a ring: err=%v ready=%v", err, follower.Ready())
+	}
+	if err := lead.SyncOnce(ctx); err == nil || lead.Ready() {
+		t.Fatalf("not-yet-leader seeded: err=%v", err)
+	}
+	if _, err := f.store.Load(ctx); !errors.Is(err, ErrNoRing) {
+		t.Fatalf("store has a ring before the leader seeded: %v", err)
+	}
+	leader.Store(true)
+	go lead.Run(ctx)
+	go follower.Run(ctx)
+	waitFor(t, "leader ready", lead.Ready)
+	waitFor(t, "follower ready", follower.Ready)
+	if r := h.Load(); r == nil || r.Version() != 1 || r.Len() != 2 {
+		t.Fatalf("holder = %v", r)
+	}
+	if _, err := lead.LastSync(); err != nil {
+		t.Fatalf("last sync error %v", err)
+	}
+}
+
+func TestSyncerBroadcastPollAndOutage(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := newFixture(t, "10.0.0.10:6379")
+	h := ring.NewHolder(nil)
+	// Long poll: only broadcasts can make it fast.
+	s, _ := NewSyncer(SyncerConfig{Store: f.store, Holder: h, PollInterval: time.Hour, Self: "pod-a"})
+	f.bcast.setPods(s)
+	go s.Run(ctx)
+	waitFor(t, "initial load", s.Ready)
+
+	// The announcement is acknowledged only after the ring is applied.
+	rep := f.ctl.Apply(ctx, add("a", "10.0.0.11:6379", 1))
+	wantOK(t, rep, 2)
+	if v := h.Load().Version(); v != 2 {
+		t.Fatalf("holder at v%d right after the acknowledged change", v)
+	}
+	var br jupiterv1.BroadcastReply
+	msg, _ := proto.Marshal(&jupiterv1.BroadcastMessage{Msg: &jupiterv1.BroadcastMessage_RingUpdated{RingUpdated: &jupiterv1.RingUpdated{Version: 2}}})
+	if err := proto.Unmarshal(s.HandleBroadcast(ctx, msg), &br); err != nil || br.GetRingAck().GetAppliedVersion() != 2 || br.GetRingAck().GetPod() != "pod-a" {
+		t.Fatalf("ack = %v, %v", br.GetRingAck(), err)
+	}
+
+	// Spanner down: keep serving the last ring, report the error.
+	f.store.SetError(errors.New("spanner: unavailable"))
+	if err := s.SyncOnce(ctx); err == nil {
+		t.Fatal("SyncOnce succeeded with the store down")
+	}
+	if _, err := s.LastSync(); err == nil {
+		t.Fatal("LastSync does not report the outage")
+	}
+	if h.Load().Version() != 2 || !s.Ready() {
+		t.Fatal("ring dropped during the outage")
+	}
+	f.store.SetError(nil)
+
+	// A missed broadcast: a change lands without announcement; polling
+	// (SyncOnce here) picks it up.
+	st, _ := f.store.Load(ctx)
+	next, _ := st.Ring.Add(3, ring.Node{Addr: "10.0.0.12:6379"})
+	if err := f.store.CompareAndSwap(ctx, 2, next, Commit{Leader: "10.0.0.1:7000", Token: 42}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SyncOnce(ctx); err != nil || h.Load().Version() != 3 {
+		t.Fatalf("poll: err=%v holder v%d", err, h.Load().Version())
+	}
+}
+
+func TestSyncerPrepareFailureKeepsRing(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "10.0.0.10:6379")
+	h := ring.NewHolder(nil)
+	fail := true
+	s, _ := NewSyncer(SyncerConfig{Store: f.store, Holder: h, Prepare: func(ctx context.Context, next *State) error {
+		if fail {
+			return errors.New("cannot dial new node")
+		}
+		return nil
+	}})
+	if err := s.SyncOnce(ctx); err == nil || h.Load() != nil || s.Ready() {
+		t.Fatal("ring published although Prepare failed")
+	}
+	fail = false
+	if err := s.SyncOnce(ctx); err != nil || h.Load().Version() != 1 {
+		t.Fatalf("err=%v", err)
+	}
+}

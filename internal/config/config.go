@@ -1,0 +1,274 @@
+// Package config is jupiter's one configuration struct: its defaults, its
+// validation, and its binding to command-line flags and JUPITER_* environment
+// variables. It is built once in cmd/jupiter and passed down as values;
+// no other package reads flags or the environment.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything `jupiter serve` can be told.
+type Config struct {
+	Listen      string   // RESP listen address
+	AdminListen string   // HTTP: /healthz /readyz /metrics /v1/status
+	Backends    []string // host:port of the Redis nodes (cluster mode: seed only)
+
+	// Cluster mode (empty SpannerDB = standalone).
+	SpannerDB    string // projects/P/instances/I/databases/D
+	HedgeAddr    string // host:port this pod's hedge member listens on (and port+1)
+	LockTable    string
+	LogTable     string
+	LockName     string
+	RingTable    string
+	HistoryTable string
+	PollInterval time.Duration // how often pods re-read the ring from Spanner
+
+	// Data path.
+	HashPrefix     string        // trailing "hash=<key>" override; empty disables
+	BackendConns   int           // multiplexed connections per node
+	DialTimeout    time.Duration // backend dial timeout
+	RequestTimeout time.Duration // backend reply timeout
+	MaxClients     int           // 0 = unlimited
+	IdleTimeout    time.Duration // 0 = keep idle clients forever
+	MaxArgBytes    int           // largest single argument accepted
+	MaxArgs        int           // most arguments in one command
+
+	ShutdownTimeout time.Duration // bound on the SIGTERM drain
+	LogLevel        string        // debug|info|warn|error
+	LogFormat       string        // json|text|auto (auto: text on a terminal)
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		Listen:       ":6379",
+		AdminListen:  ":9090",
+		LockTable:    "jupiter_lock",
+		LogTable:     "jupiter_log",
+		LockName:     "jupiter",
+		RingTable:    "jupiter_ring",
+		HistoryTable: "jupiter_ring_history",
+		PollInterval: 2 * time.Second,
+
+		HashPrefix:     "hash=",
+		BackendConns:   2,
+		DialTimeout:    time.Second,        // a dead node fails its keys within ~1s
+		RequestTimeout: 2 * time.Second,    // below go-redis's default 3s read timeout
+		MaxArgBytes:    64 << 20,           // a proxy buffers whole commands: far below redis's 512 MiB
+		MaxArgs:        1 << 20,            // redis-server's own limit
+		ShutdownTimeout: 20 * time.Second,  // fits terminationGracePeriodSeconds=30
+		LogLevel:       "info",
+		LogFormat:      "auto",
+	}
+}
+
+// Cluster reports whether the configuration asks for cluster mode.
+func (c Config) Cluster() bool { return c.SpannerDB != "" }
+
+// Validate reports every problem at once, each naming its flag.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(flag, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, a...)))
+	}
+	if err := checkListen(c.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	if c.AdminListen != "" {
+		if err := checkListen(c.AdminListen); err != nil {
+			bad("admin-listen", "%v", err)
+		}
+	}
+	if !c.Cluster() && len(c.Backends) == 0 {
+		bad("backends", "at least one host:port is required in standalone mode (or set --spanner-db)")
+	}
+	seen := map[string]bool{}
+	for _, b := range c.Backends {
+		if err := checkHostPort(b); err != nil {
+			bad("backends", "%q: %v", b, err)
+		}
+		if seen[b] {
+			bad("backends", "%q is listed twice", b)
+		}
+		seen[b] = true
+	}
+	if c.Cluster() {
+		parts := strings.Split(c.SpannerDB, "/")
+		if len(parts) != 6 || parts[0] != "projects" || parts[2] != "instances" || parts[4] != "databases" ||
+			parts[1] == "" || parts[3] == "" || parts[5] == "" {
+			bad("spanner-db", "want projects/P/instances/I/databases/D, got %q", c.SpannerDB)
+		}
+		if err := checkHostPort(c.HedgeAddr); err != nil {
+			bad("hedge-addr", "cluster mode needs this pod's reachable host:port: %v", err)
+		}
+		for flag, v := range map[string]string{"lock-table": c.LockTable, "log-table": c.LogTable,
+			"ring-table": c.RingTable, "history-table": c.HistoryTable, "lock-name": c.LockName} {
+			if !identifier(v) {
+				bad(flag, "%q is not a valid Spanner identifier", v)
+			}
+		}
+		if c.PollInterval < 100*time.Millisecond {
+			bad("poll-interval", "%v is too short (minimum 100ms)", c.PollInterval)
+		}
+	}
+	if strings.ContainsAny(c.HashPrefix, " \r\n") {
+		bad("hash-prefix", "must not contain spaces or newlines")
+	}
+	if c.BackendConns < 1 || c.BackendConns > 64 {
+		bad("backend-conns", "%d, want 1..64", c.BackendConns)
+	}
+	if c.DialTimeout <= 0 {
+		bad("dial-timeout", "must be positive")
+	}
+	if c.RequestTimeout <= 0 {
+		bad("request-timeout", "must be positive")
+	}
+	if c.MaxClients < 0 {
+		bad("max-clients", "must be >= 0")
+	}
+	if c.IdleTimeout < 0 {
+		bad("idle-timeout", "must be >= 0")
+	}
+	if c.MaxArgBytes < 1024 || c.MaxArgBytes > 512<<20 {
+		bad("max-arg-bytes", "%d, want 1024..%d", c.MaxArgBytes, 512<<20)
+	}
+	if c.MaxArgs < 16 {
+		bad("max-args", "%d, want >= 16", c.MaxArgs)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "%q, want debug|info|warn|error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "text", "auto":
+	default:
+		bad("log-format", "%q, want json|text|auto", c.LogFormat)
+	}
+	return errors.Join(errs...)
+}
+
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("bad port %q", port)
+	}
+	return nil
+}
+
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return errors.New("empty host")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("bad port %q", port)
+	}
+	return nil
+}
+
+func identifier(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i, c := range s {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Bind registers every field as a flag on fs, with c's values as defaults.
+func (c *Config) Bind(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", c.Listen, "RESP listen address")
+	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "HTTP admin address (/healthz /readyz /metrics /v1/status); empty disables")
+	fs.Func("backends", "comma-separated Redis nodes host:port[,host:port…] (cluster mode: seeds an empty ring only)", func(s string) error {
+		c.Backends = splitList(s)
+		return nil
+	})
+	fs.StringVar(&c.SpannerDB, "spanner-db", c.SpannerDB, "cluster mode: projects/P/instances/I/databases/D (honours SPANNER_EMULATOR_HOST)")
+	fs.StringVar(&c.HedgeAddr, "hedge-addr", c.HedgeAddr, "cluster mode: this pod's hedge host:port (port+1 is used too)")
+	fs.StringVar(&c.LockTable, "lock-table", c.LockTable, "cluster mode: spindle lock table")
+	fs.StringVar(&c.LogTable, "log-table", c.LogTable, "cluster mode: hedge log table")
+	fs.StringVar(&c.LockName, "lock-name", c.LockName, "cluster mode: spindle lock name (one per jupiter cluster)")
+	fs.StringVar(&c.RingTable, "ring-table", c.RingTable, "cluster mode: table holding the current ring")
+	fs.StringVar(&c.HistoryTable, "history-table", c.HistoryTable, "cluster mode: table holding every ring version")
+	fs.DurationVar(&c.PollInterval, "poll-interval", c.PollInterval, "cluster mode: how often to re-read the ring from Spanner")
+	fs.StringVar(&c.HashPrefix, "hash-prefix", c.HashPrefix, "prefix of the trailing hash-override argument; empty disables")
+	fs.IntVar(&c.BackendConns, "backend-conns", c.BackendConns, "multiplexed connections per Redis node")
+	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "Redis node dial timeout")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "Redis node reply timeout")
+	fs.IntVar(&c.MaxClients, "max-clients", c.MaxClients, "maximum client connections (0 = unlimited)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "close clients idle this long (0 = never)")
+	fs.IntVar(&c.MaxArgBytes, "max-arg-bytes", c.MaxArgBytes, "largest argument accepted from a client")
+	fs.IntVar(&c.MaxArgs, "max-args", c.MaxArgs, "most arguments accepted in one command")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on the graceful drain after SIGTERM")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json|text|auto")
+}
+
+// ApplyEnv sets every flag not given on the command line from the
+// environment variable JUPITER_<NAME> (upper case, dashes as underscores).
+func ApplyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := EnvName(f.Name)
+		if v := getenv(env); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %v", env, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// EnvName is the environment variable for a flag.
+func EnvName(flagName string) string {
+	return "JUPITER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Load parses args (flags, then environment) into a validated Config.
+func Load(fs *flag.FlagSet, args []string) (Config, error) {
+	c := Default()
+	c.Bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := ApplyEnv(fs, os.Getenv); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return c, c.Validate()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

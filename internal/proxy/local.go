@@ -1,0 +1,283 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alphauslabs/jupiter/internal/command"
+	"github.com/alphauslabs/jupiter/internal/resp"
+	"github.com/tidwall/redcon"
+)
+
+// policyInfo is a proxy-internal merge: INFO's own sections followed by the
+// keyspace section summed over every node.
+const policyInfo command.Policy = 200
+
+// helloError makes every go-redis v9 release fall back to RESP2 (v9.0.0–3
+// only recognise an "unknown command" error), and keeps the connection open.
+const helloError = "ERR unknown command 'HELLO', with args beginning with: (jupiter speaks RESP2 only)"
+
+// configValues are what CONFIG GET reports; redis-benchmark asks for save and
+// appendonly before it starts, and some clients ask for databases.
+var configValues = [][2]string{
+	{"appendonly", "no"},
+	{"databases", "1"},
+	{"save", ""},
+}
+
+// local answers commands that are about the client connection or the proxy.
+func (s *session) answerLocal(v *view, spec *command.Spec, args [][]byte) {
+	switch spec.Name {
+	case "ping":
+		if len(args) > 1 {
+			s.localReply(redcon.AppendBulk(s.enc[:0], args[1]))
+		} else {
+			s.localReply([]byte("+PONG\r\n"))
+		}
+	case "echo":
+		s.localReply(redcon.AppendBulk(s.enc[:0], args[1]))
+	case "hello":
+		s.errorReply(helloError)
+	case "auth":
+		s.localReply([]byte("+OK\r\n"))
+	case "select":
+		if string(args[1]) == "0" {
+			s.localReply([]byte("+OK\r\n"))
+		} else {
+			s.errorReply("ERR DB index is out of range")
+		}
+	case "quit":
+		s.localReply([]byte("+OK\r\n"))
+		s.closing = true
+	case "reset":
+		s.name = ""
+		s.localReply([]byte("+RESET\r\n"))
+	case "readonly", "readwrite":
+		s.localReply([]byte("+OK\r\n"))
+	case "info":
+		s.info(v, args)
+	case "jupiter":
+		ctx, cancel := context.WithTimeout(context.Background(), s.srv.opts.AdminTimeout)
+		reply := s.srv.admin.Command(ctx, args)
+		cancel()
+		s.localReply(reply)
+	default:
+		switch {
+		case strings.HasPrefix(spec.Name, "client"):
+			s.client(spec, args)
+		case strings.HasPrefix(spec.Name, "command"):
+			s.command(spec, args)
+		case spec.Name == "config|get":
+			s.configGet(args)
+		default:
+			s.errorReply("ERR jupiter: '" + spec.Name + "' is not supported through the proxy")
+		}
+	}
+}
+
+func (s *session) client(spec *command.Spec, args [][]byte) {
+	switch spec.Name {
+	case "client|setname":
+		if bytes.ContainsAny(args[2], " \n") {
+			s.errorReply("ERR Client names cannot contain spaces, newlines or special characters.")
+			return
+		}
+		s.name = string(args[2])
+		s.localReply([]byte("+OK\r\n"))
+	case "client|getname":
+		if s.name == "" {
+			s.localReply(redcon.AppendNull(s.enc[:0]))
+		} else {
+			s.localReply(redcon.AppendBulkString(s.enc[:0], s.name))
+		}
+	case "client|id":
+		s.localReply(redcon.AppendInt(s.enc[:0], int64(s.id)))
+	case "client|setinfo", "client|no-evict", "client|no-touch":
+		s.localReply([]byte("+OK\r\n"))
+	case "client|info", "client|list":
+		line := "id=" + strconv.FormatUint(uint64(s.id), 10) + " addr=" + s.nc.RemoteAddr().String() +
+			" laddr=" + s.nc.LocalAddr().String() + " name=" + s.name + " db=0 resp=2\n"
+		s.localReply(redcon.AppendBulkString(s.enc[:0], line))
+	default:
+		sub := spec.Name
+		if len(args) > 1 {
+			sub = string(args[1])
+		}
+		s.errorReply("ERR unknown subcommand '" + printable([]byte(sub)) + "'. Try CLIENT HELP. (jupiter answers CLIENT itself)")
+	}
+}
+
+func (s *session) command(spec *command.Spec, args [][]byte) {
+	switch spec.Name {
+	case "command":
+		s.localReply([]byte("*0\r\n"))
+	case "command|count":
+		s.localReply(redcon.AppendInt(s.enc[:0], int64(len(command.All()))))
+	case "command|list":
+		b := s.enc[:0]
+		all := command.All()
+		b = redcon.AppendArray(b, len(all))
+		for _, c := range all {
+			b = redcon.AppendBulkString(b, c.Name)
+		}
+		s.localReply(b)
+		s.enc = b[:0]
+	case "command|getkeys":
+		sub := command.Lookup(args[2:])
+		if sub == nil || !sub.CheckArity(len(args)-2) {
+			s.errorReply("ERR Invalid command specified")
+			return
+		}
+		keys, err := sub.KeyIndexes(args[2:], nil)
+		if err != nil {
+			s.errorReply(err.Error())
+			return
+		}
+		if len(keys) == 0 {
+			s.errorReply("ERR The command has no key arguments")
+			return
+		}
+		b := redcon.AppendArray(s.enc[:0], len(keys))
+		for _, k := range keys {
+			b = redcon.AppendBulk(b, args[2+k])
+		}
+		s.localReply(b)
+	default:
+		// COMMAND DOCS / INFO: an error makes redis-cli fall back to its
+		// built-in help, which is better than an empty table.
+		s.errorReply("ERR jupiter does not serve '" + spec.Name + "'")
+	}
+}
+
+func (s *session) configGet(args [][]byte) {
+	var pairs []string
+	for _, pat := range args[2:] {
+		p := strings.ToLower(string(pat))
+		for _, kv := range configValues {
+			if ok, _ := path.Match(p, kv[0]); ok {
+				pairs = append(pairs, kv[0], kv[1])
+			}
+		}
+	}
+	b := redcon.AppendArray(s.enc[:0], len(pairs))
+	for _, p := range pairs {
+		b = redcon.AppendBulkString(b, p)
+	}
+	s.localReply(b)
+}
+
+// info writes the proxy's own sections and, when asked for, fans INFO
+// keyspace out to every node to report the summed keyspace.
+func (s *session) info(v *view, args [][]byte) {
+	want := map[string]bool{}
+	for _, a := range args[1:] {
+		want[strings.ToLower(string(a))] = true
+	}
+	all := len(want) == 0 || want["all"] || want["everything"] || want["default"]
+	sec := func(name string) bool { return all || want[name] }
+	var b strings.Builder
+	srv := s.srv
+	if sec("server") {
+		b.WriteString("# Server\r\n")
+		b.WriteString("redis_version:" + srv.opts.RedisVersion + "\r\n")
+		b.WriteString("redis_mode:standalone\r\n")
+		b.WriteString("jupiter_version:" + srv.opts.Version + "\r\n")
+		b.WriteString("process_id:" + strconv.Itoa(os.Getpid()) + "\r\n")
+		b.WriteString("uptime_in_seconds:" + strconv.FormatInt(int64(time.Since(srv.start).Seconds()), 10) + "\r\n\r\n")
+	}
+	if sec("clients") {
+		b.WriteString("# Clients\r\nconnected_clients:" + strconv.FormatInt(srv.Stats.Connected.Load(), 10) + "\r\n\r\n")
+	}
+	if sec("stats") {
+		b.WriteString("# Stats\r\n")
+		b.WriteString("total_connections_received:" + strconv.FormatInt(srv.Stats.Accepted.Load(), 10) + "\r\n")
+		b.WriteString("total_commands_processed:" + strconv.FormatInt(srv.Stats.Commands.Load(), 10) + "\r\n")
+		b.WriteString("rejected_connections:" + strconv.FormatInt(srv.Stats.Rejected.Load(), 10) + "\r\n\r\n")
+	}
+	if sec("jupiter") {
+		b.WriteString("# Jupiter\r\n")
+		b.WriteString("ring_version:" + strconv.FormatUint(v.ring.Version(), 10) + "\r\n")
+		up := 0
+		addrs := make([]string, 0, len(v.nodes))
+		for i, n := range v.nodes {
+			addrs = append(addrs, v.ring.Node(i).Addr)
+			if n.Up() {
+				up++
+			}
+		}
+		b.WriteString("nodes:" + strings.Join(addrs, ",") + "\r\n")
+		b.WriteString("nodes_up:" + strconv.Itoa(up) + "\r\n\r\n")
+	}
+	lo := len(s.local)
+	s.local = append(s.local, b.String()...)
+	if !sec("keyspace") {
+		s.local = append(s.local[:lo], redcon.AppendBulkString(nil, b.String())...)
+		s.cmds = append(s.cmds, entry{kind: kLocal, lo: int32(lo), hi: int32(len(s.local))})
+		return
+	}
+	c0 := s.ncall
+	for i := range v.nodes {
+		s.newCall(i)
+		s.shares[i].payload = resp.AppendCommand(s.shares[i].payload, []byte("INFO"), []byte("keyspace"))
+	}
+	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policyInfo, lo: int32(lo), hi: int32(len(s.local)),
+		c0: int32(c0), cn: int32(len(v.nodes))})
+}
+
+// mergeInfo appends the INFO bulk reply: local text plus the keyspace lines
+// of every node summed per database. Unreachable nodes are skipped and
+// counted, since INFO is for humans and must not fail because one node did.
+func (s *session) mergeInfo(dst []byte, e *entry) []byte {
+	type ks struct{ keys, expires int64 }
+	dbs := map[string]*ks{}
+	var order []string
+	missing := 0
+	for _, c := range s.calls[e.c0 : e.c0+e.cn] {
+		if c.Err != nil {
+			missing++
+			continue
+		}
+		body, _, ok := resp.Bulk(c.Reply)
+		if !ok {
+			missing++
+			continue
+		}
+		for _, line := range strings.Split(string(body), "\r\n") {
+			db, rest, ok := strings.Cut(line, ":")
+			if !ok || !strings.HasPrefix(db, "db") {
+				continue
+			}
+			k := dbs[db]
+			if k == nil {
+				k = &ks{}
+				dbs[db] = k
+				order = append(order, db)
+			}
+			for _, f := range strings.Split(rest, ",") {
+				name, val, _ := strings.Cut(f, "=")
+				n, _ := strconv.ParseInt(val, 10, 64)
+				switch name {
+				case "keys":
+					k.keys += n
+				case "expires":
+					k.expires += n
+				}
+			}
+		}
+	}
+	var b strings.Builder
+	b.Write(s.local[e.lo:e.hi])
+	b.WriteString("# Keyspace\r\n")
+	for _, db := range order {
+		b.WriteString(db + ":keys=" + strconv.FormatInt(dbs[db].keys, 10) + ",expires=" + strconv.FormatInt(dbs[db].expires, 10) + "\r\n")
+	}
+	if missing > 0 {
+		b.WriteString("jupiter_nodes_unreachable:" + strconv.Itoa(missing) + "\r\n")
+	}
+	return redcon.AppendBulkString(dst, b.String())
+}

@@ -1,0 +1,288 @@
+package proxy
+
+import (
+	"strconv"
+
+	"github.com/alphauslabs/jupiter/internal/command"
+	"github.com/alphauslabs/jupiter/internal/merge"
+	"github.com/alphauslabs/jupiter/internal/resp"
+	"github.com/tidwall/redcon"
+)
+
+// Error texts jupiter writes itself, in one place.
+const (
+	errCrossNode = "CROSSSLOT Keys in request don't hash to the same node (jupiter: give them a common {tag} or a trailing hash=<key>)"
+	errCursor    = "ERR invalid cursor"
+)
+
+// scanNodeBits is how many low bits of a proxy SCAN cursor hold the node
+// index; the node's own cursor is stored above them. ring allows at most 1024
+// nodes, and Redis cursors stay far below 2^54.
+const scanNodeBits = 10
+
+// plan decides where one command goes and records how its reply is built.
+// raw is the command's exact bytes when they can be forwarded as they are
+// (nil for inline commands and when hash= was stripped).
+func (s *session) plan(v *view, args [][]byte, raw []byte) {
+	spec := command.Lookup(args)
+	if spec == nil {
+		s.errorReply(unknownCommand(args))
+		return
+	}
+	var hkey []byte
+	hashed := false
+	if p := s.srv.opts.HashPrefix; p != "" {
+		if k, ok := command.HashOverride(spec, args, p); ok {
+			hkey, hashed = k, true
+			args, raw = args[:len(args)-1], nil
+		}
+	}
+	if !spec.CheckArity(len(args)) {
+		s.errorReply("ERR wrong number of arguments for '" + spec.Name + "' command")
+		return
+	}
+	if msg, refused := spec.Refuses(args); refused {
+		s.errorReply(msg)
+		return
+	}
+	switch spec.Policy {
+	case command.PolicyLocal:
+		if hashed && (spec.Name == "ping" || spec.Name == "echo") {
+			s.forward(v, v.ring.Owner(hkey), args, raw)
+			return
+		}
+		s.answerLocal(v, spec, args)
+	case command.PolicyRefuse:
+		s.errorReply(spec.Refusal)
+	case command.PolicySingle:
+		if hashed {
+			s.forward(v, v.ring.Owner(hkey), args, raw)
+			return
+		}
+		s.single(v, spec, args, raw)
+	case command.PolicyMGet, command.PolicySum, command.PolicyMSet:
+		if hashed {
+			s.forward(v, v.ring.Owner(hkey), args, raw)
+			return
+		}
+		s.split(v, spec, args, raw)
+	case command.PolicyScan:
+		if hashed {
+			s.forward(v, v.ring.Owner(hkey), args, raw)
+			return
+		}
+		s.scan(v, args)
+	default: // every all-nodes policy
+		if hashed {
+			s.forward(v, v.ring.Owner(hkey), args, raw)
+			return
+		}
+		s.fanout(v, spec.Policy, args, raw)
+	}
+}
+
+func unknownCommand(args [][]byte) string {
+	msg := "ERR unknown command '" + printable(args[0]) + "', with args beginning with: "
+	for i, a := range args[1:] {
+		if i == 8 {
+			break
+		}
+		msg += "'" + printable(a) + "' "
+	}
+	return msg
+}
+
+// printable shortens and sanitises client bytes quoted in an error line.
+func printable(b []byte) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c < ' ' || c > '~' {
+			c = '?'
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+// appendArgs encodes args into dst, or copies raw when it is still valid.
+func appendArgs(dst []byte, args [][]byte, raw []byte) []byte {
+	if raw != nil {
+		return append(dst, raw...)
+	}
+	return resp.AppendCommand(dst, args...)
+}
+
+func (s *session) errorReply(msg string) {
+	s.srv.Stats.ErrReplies.Add(1)
+	lo := len(s.local)
+	s.local = redcon.AppendError(s.local, msg)
+	s.cmds = append(s.cmds, entry{kind: kLocal, lo: int32(lo), hi: int32(len(s.local))})
+}
+
+func (s *session) localReply(reply []byte) {
+	lo := len(s.local)
+	s.local = append(s.local, reply...)
+	s.cmds = append(s.cmds, entry{kind: kLocal, lo: int32(lo), hi: int32(len(s.local))})
+}
+
+// forward sends the command whole to one node; its reply passes through.
+func (s *session) forward(v *view, node int, args [][]byte, raw []byte) {
+	c0 := s.ncall
+	s.newCall(node)
+	s.shares[node].payload = appendArgs(s.shares[node].payload, args, raw)
+	s.cmds = append(s.cmds, entry{kind: kForward, c0: int32(c0), cn: 1})
+}
+
+func (s *session) random(n int) int {
+	if s.rng == 0 {
+		s.rng = uint64(s.id)*0x9E3779B97F4A7C15 | 1
+	}
+	s.rng ^= s.rng << 13
+	s.rng ^= s.rng >> 7
+	s.rng ^= s.rng << 17
+	return int(s.rng % uint64(n))
+}
+
+// single routes a command whose keys must all live on one node.
+func (s *session) single(v *view, spec *command.Spec, args [][]byte, raw []byte) {
+	keys, err := spec.KeyIndexes(args, s.keys[:0])
+	s.keys = keys[:0]
+	if err != nil {
+		s.errorReply(err.Error())
+		return
+	}
+	if len(keys) == 0 {
+		s.forward(v, s.random(len(v.nodes)), args, raw)
+		return
+	}
+	node := v.ring.Owner(args[keys[0]])
+	for _, k := range keys[1:] {
+		if v.ring.Owner(args[k]) != node {
+			s.errorReply(errCrossNode)
+			return
+		}
+	}
+	s.forward(v, node, args, raw)
+}
+
+// split sends each node one sub-command holding its keys (and values, for
+// MSET), and records how to merge the replies.
+func (s *session) split(v *view, spec *command.Spec, args [][]byte, raw []byte) {
+	keys, err := spec.KeyIndexes(args, s.keys[:0])
+	s.keys = keys[:0]
+	if err != nil {
+		s.errorReply(err.Error())
+		return
+	}
+	step := 1
+	if spec.Policy == command.PolicyMSet {
+		step = 2
+		if (len(args)-1)%2 != 0 {
+			s.errorReply("ERR wrong number of arguments for '" + spec.Name + "' command")
+			return
+		}
+	}
+	s.owners = s.owners[:0]
+	same := true
+	for _, k := range keys {
+		o := int32(v.ring.Owner(args[k]))
+		if len(s.owners) > 0 && o != s.owners[0] {
+			same = false
+		}
+		s.owners = append(s.owners, o)
+	}
+	if same {
+		// Every key on one node: no split, and the reply passes through.
+		s.forward(v, int(s.owners[0]), args, raw)
+		return
+	}
+	// Parts in order of first appearance; each node's keys in client order.
+	c0 := s.ncall
+	p0 := len(s.pos)
+	var nodesBuf, countsBuf [16]int32 // no allocation for rings up to 16 nodes
+	partNodes, counts := nodesBuf[:0], countsBuf[:0]
+	for _, o := range s.owners {
+		p := int32(-1)
+		for i, n := range partNodes {
+			if n == o {
+				p = int32(i)
+				break
+			}
+		}
+		if p < 0 {
+			partNodes = append(partNodes, o)
+			counts = append(counts, 0)
+			p = int32(len(partNodes) - 1)
+		}
+		if spec.Policy == command.PolicyMGet {
+			s.pos = append(s.pos, merge.Pos{Part: p, Index: counts[p]})
+		}
+		counts[p]++
+	}
+	for p, o := range partNodes {
+		s.newCall(int(o))
+		sh := &s.shares[o]
+		sh.payload = redcon.AppendArray(sh.payload, 1+int(counts[p])*step)
+		sh.payload = redcon.AppendBulk(sh.payload, args[0])
+		for j, k := range keys {
+			if s.owners[j] != o {
+				continue
+			}
+			sh.payload = redcon.AppendBulk(sh.payload, args[k])
+			if step == 2 {
+				sh.payload = redcon.AppendBulk(sh.payload, args[k+1])
+			}
+		}
+	}
+	s.cmds = append(s.cmds, entry{kind: kMerge, policy: spec.Policy,
+		c0: int32(c0), cn: int32(len(partNodes)), p0: int32(p0), pn: int32(len(s.pos) - p0)})
+}
+
+// fanout sends a keyless command to every node.
+func (s *session) fanout(v *view, policy command.Policy, args [][]byte, raw []byte) {
+	c0 := s.ncall
+	for i := range v.nodes {
+		s.newCall(i)
+		s.shares[i].payload = appendArgs(s.shares[i].payload, args, raw)
+	}
+	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policy, c0: int32(c0), cn: int32(len(v.nodes))})
+}
+
+// scan continues a cross-node SCAN. The proxy cursor holds the node index in
+// its low bits and that node's cursor above them; nodes are visited in ring
+// order, each to its end.
+func (s *session) scan(v *view, args [][]byte) {
+	cur, err := strconv.ParseUint(string(args[1]), 10, 64)
+	if err != nil {
+		s.errorReply(errCursor)
+		return
+	}
+	node := int(cur & (1<<scanNodeBits - 1))
+	if node >= len(v.nodes) {
+		s.errorReply(errCursor)
+		return
+	}
+	var num [20]byte
+	fwd := make([][]byte, len(args))
+	copy(fwd, args)
+	fwd[1] = strconv.AppendUint(num[:0], cur>>scanNodeBits, 10)
+	c0 := s.ncall
+	s.newCall(node)
+	s.shares[node].payload = resp.AppendCommand(s.shares[node].payload, fwd...)
+	s.cmds = append(s.cmds, entry{kind: kMerge, policy: command.PolicyScan, c0: int32(c0), cn: 1,
+		scanNode: int32(node), scanN: int32(len(v.nodes))})
+}
+
+// nextScanCursor is the proxy cursor after node returned cursor cur.
+func nextScanCursor(cur uint64, node, nodes int) uint64 {
+	if cur != 0 {
+		return cur<<scanNodeBits | uint64(node)
+	}
+	if node+1 < nodes {
+		return uint64(node + 1)
+	}
+	return 0
+}

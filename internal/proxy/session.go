@@ -1,0 +1,296 @@
+package proxy
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/alphauslabs/jupiter/internal/backend"
+	"github.com/alphauslabs/jupiter/internal/merge"
+	"github.com/alphauslabs/jupiter/internal/resp"
+	"github.com/alphauslabs/jupiter/internal/command"
+	"github.com/tidwall/redcon"
+	"net"
+)
+
+const (
+	initialReadBuf = 1 << 10  // small: an idle client should cost little
+	keptBuf        = 64 << 10 // larger buffers are dropped once a batch is done
+	maxBatch       = 4096     // commands planned before the batch is executed
+)
+
+// entry kinds
+const (
+	kLocal   uint8 = iota // reply already in s.local[lo:hi]
+	kForward              // reply is the single call's reply, untouched
+	kMerge                // reply merged from calls by policy
+)
+
+// entry is one command of the batch and where its reply will come from.
+type entry struct {
+	kind     uint8
+	policy   command.Policy
+	lo, hi   int32 // local reply bytes
+	c0, cn   int32 // calls s.calls[c0:c0+cn]
+	p0, pn   int32 // MGET positions s.pos[p0:p0+pn]
+	scanNode int32 // SCAN: node index the call went to
+	scanN    int32 // SCAN: number of nodes when planned
+}
+
+// nodeShare is what one batch sends to one node.
+type nodeShare struct {
+	payload []byte
+	calls   []*backend.Call
+}
+
+// session is one client connection. All its state is owned by the one
+// goroutine that runs serve, so nothing in it needs a lock.
+type session struct {
+	srv      *Server
+	nc       net.Conn
+	id       uint32
+	stopping atomic.Bool
+
+	rbuf   []byte
+	rs, re int
+
+	argv   [][]byte
+	cmds   []entry
+	local  []byte
+	out    []byte
+	calls  []*backend.Call
+	ncall  int
+	group  *backend.Group
+	shares []nodeShare
+	pos    []merge.Pos
+	parts  [][]byte
+	elems  [][]byte
+	keys   []int
+	owners []int32
+	enc    []byte
+	rng    uint64
+
+	name    string
+	closing bool
+}
+
+func (s *session) stop() {
+	s.stopping.Store(true)
+	_ = s.nc.SetReadDeadline(time.Now())
+}
+
+func (s *session) serve() {
+	lim := s.srv.opts.Limits
+	idle := s.srv.opts.IdleTimeout
+	for !s.stopping.Load() {
+		if s.rbuf == nil {
+			s.rbuf = make([]byte, initialReadBuf)
+		}
+		if s.re == len(s.rbuf) {
+			s.makeRoom(0)
+		}
+		if idle > 0 {
+			_ = s.nc.SetReadDeadline(time.Now().Add(idle))
+		}
+		n, err := s.nc.Read(s.rbuf[s.re:])
+		s.re += n
+		if n > 0 && !s.drain(lim) {
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// makeRoom ensures the read buffer has space after s.re, for at least need
+// bytes of the current command in total when need > 0.
+func (s *session) makeRoom(need int) {
+	if s.rs > 0 {
+		s.re = copy(s.rbuf, s.rbuf[s.rs:s.re])
+		s.rs = 0
+	}
+	size := len(s.rbuf)
+	for size < need || s.re == size {
+		size *= 2
+	}
+	if size != len(s.rbuf) {
+		nb := make([]byte, size)
+		copy(nb, s.rbuf[:s.re])
+		s.rbuf = nb
+	}
+}
+
+// drain executes every complete command in the read buffer, in batches. It
+// returns false when the connection must be closed.
+func (s *session) drain(lim resp.Limits) bool {
+	for {
+		v := s.srv.router.load()
+		s.begin(len(v.nodes))
+		need, incomplete := 0, false
+		var protoErr error
+		for s.rs < s.re && len(s.cmds) < maxBatch && !s.closing {
+			n, args, inline, nd, err := resp.ParseCommand(s.rbuf[s.rs:s.re], s.argv, lim)
+			s.argv = args[:0]
+			if err != nil {
+				protoErr = err
+				break
+			}
+			if n == 0 {
+				need, incomplete = nd, true
+				break
+			}
+			raw := s.rbuf[s.rs : s.rs+n]
+			s.rs += n
+			if len(args) == 0 {
+				continue
+			}
+			if inline {
+				raw = nil
+			}
+			s.plan(v, args, raw)
+		}
+		if len(s.cmds) > 0 {
+			s.execute(v)
+		}
+		if protoErr != nil {
+			s.srv.Stats.ProtoErrors.Add(1)
+			s.out = redcon.AppendError(s.out, protoErr.Error())
+		}
+		if len(s.out) > 0 {
+			if _, err := s.nc.Write(s.out); err != nil {
+				return false
+			}
+		}
+		if cap(s.out) > keptBuf {
+			s.out = nil
+		} else {
+			s.out = s.out[:0]
+		}
+		if protoErr != nil || s.closing {
+			return false
+		}
+		if s.rs == s.re {
+			s.rs, s.re = 0, 0
+			if len(s.rbuf) > keptBuf {
+				s.rbuf = make([]byte, initialReadBuf)
+			}
+			return true
+		}
+		if incomplete {
+			if need > len(s.rbuf)-s.rs || s.re == len(s.rbuf) {
+				s.makeRoom(need)
+			}
+			return true
+		}
+	}
+}
+
+// begin resets the per-batch state.
+func (s *session) begin(nodes int) {
+	if s.group == nil {
+		s.group = backend.NewGroup()
+	}
+	s.cmds = s.cmds[:0]
+	s.local = s.local[:0]
+	s.pos = s.pos[:0]
+	s.ncall = 0
+	if cap(s.shares) < nodes {
+		s.shares = make([]nodeShare, nodes)
+	}
+	s.shares = s.shares[:nodes]
+	for i := range s.shares {
+		s.shares[i].payload = s.shares[i].payload[:0]
+		s.shares[i].calls = s.shares[i].calls[:0]
+	}
+}
+
+// newCall returns the next reusable Call of the batch, attached to the group
+// and queued on node i's share.
+func (s *session) newCall(node int) *backend.Call {
+	if s.ncall == len(s.calls) {
+		s.calls = append(s.calls, &backend.Call{})
+	}
+	c := s.calls[s.ncall]
+	s.ncall++
+	s.group.Attach(c)
+	s.shares[node].calls = append(s.shares[node].calls, c)
+	return c
+}
+
+// execute sends every node its share, waits for all replies, and appends
+// the batch's replies to s.out in request order.
+func (s *session) execute(v *view) {
+	for i := range s.shares {
+		sh := &s.shares[i]
+		if len(sh.calls) > 0 {
+			v.nodes[i].Submit(s.id, sh.payload, sh.calls)
+		}
+	}
+	s.group.Wait()
+	for i := range s.shares {
+		if cap(s.shares[i].payload) > keptBuf {
+			s.shares[i].payload = nil
+		}
+	}
+	for i := range s.cmds {
+		e := &s.cmds[i]
+		switch e.kind {
+		case kLocal:
+			s.out = append(s.out, s.local[e.lo:e.hi]...)
+		case kForward:
+			c := s.calls[e.c0]
+			if c.Err != nil {
+				s.out = s.nodeError(s.out, c.Err)
+			} else {
+				s.out = append(s.out, c.Reply...)
+			}
+		case kMerge:
+			s.out = s.merge(s.out, e)
+		}
+	}
+	for i := 0; i < s.ncall; i++ {
+		if c := s.calls[i]; cap(c.Reply) > keptBuf {
+			c.Reply = nil
+		}
+	}
+	s.srv.Stats.Commands.Add(int64(len(s.cmds)))
+}
+
+func (s *session) nodeError(dst []byte, err error) []byte {
+	s.srv.Stats.ErrReplies.Add(1)
+	return redcon.AppendError(dst, "ERR jupiter: "+err.Error())
+}
+
+// merge builds the reply of a split or all-nodes command.
+func (s *session) merge(dst []byte, e *entry) []byte {
+	if e.policy == policyInfo {
+		return s.mergeInfo(dst, e)
+	}
+	s.parts = s.parts[:0]
+	for _, c := range s.calls[e.c0 : e.c0+e.cn] {
+		if c.Err != nil {
+			return s.nodeError(dst, c.Err)
+		}
+		s.parts = append(s.parts, c.Reply)
+	}
+	switch e.policy {
+	case command.PolicyMGet:
+		dst, s.elems = merge.MGet(dst, s.parts, s.pos[e.p0:e.p0+e.pn], s.elems)
+	case command.PolicySum, command.PolicyAllSum:
+		dst = merge.Sum(dst, s.parts)
+	case command.PolicyMSet, command.PolicyAllOK:
+		dst = merge.AllOK(dst, s.parts)
+	case command.PolicyAllConcat:
+		dst, s.elems = merge.Concat(dst, s.parts, s.elems)
+	case command.PolicyScan:
+		reply := s.parts[0]
+		cur, ok := merge.ScanCursor(reply)
+		if !ok {
+			return append(dst, reply...)
+		}
+		dst = merge.Scan(dst, reply, nextScanCursor(cur, int(e.scanNode), int(e.scanN)))
+	default:
+		dst = merge.First(dst, s.parts)
+	}
+	return dst
+}
