@@ -58,15 +58,15 @@ func Default() Config {
 		HistoryTable: "jupiter_ring_history",
 		PollInterval: 2 * time.Second,
 
-		HashPrefix:     "hash=",
-		BackendConns:   2,
-		DialTimeout:    time.Second,        // a dead node fails its keys within ~1s
-		RequestTimeout: 2 * time.Second,    // below go-redis's default 3s read timeout
-		MaxArgBytes:    64 << 20,           // a proxy buffers whole commands: far below redis's 512 MiB
-		MaxArgs:        1 << 20,            // redis-server's own limit
-		ShutdownTimeout: 20 * time.Second,  // fits terminationGracePeriodSeconds=30
-		LogLevel:       "info",
-		LogFormat:      "auto",
+		HashPrefix:      "hash=",
+		BackendConns:    2,
+		DialTimeout:     time.Second,      // a dead node fails its keys within ~1s
+		RequestTimeout:  2 * time.Second,  // below go-redis's default 3s read timeout
+		MaxArgBytes:     64 << 20,         // a proxy buffers whole commands: far below redis's 512 MiB
+		MaxArgs:         1 << 20,          // redis-server's own limit
+		ShutdownTimeout: 20 * time.Second, // fits terminationGracePeriodSeconds=30
+		LogLevel:        "info",
+		LogFormat:       "auto",
 	}
 }
 

@@ -199,7 +199,7 @@ func (s *session) info(v *view, args [][]byte) {
 		b.WriteString("total_commands_processed:" + strconv.FormatInt(srv.Stats.Commands.Load(), 10) + "\r\n")
 		b.WriteString("rejected_connections:" + strconv.FormatInt(srv.Stats.Rejected.Load(), 10) + "\r\n\r\n")
 	}
-	if sec("jupiter") {
+	if sec("jupiter") && v.ring != nil {
 		b.WriteString("# Jupiter\r\n")
 		b.WriteString("ring_version:" + strconv.FormatUint(v.ring.Version(), 10) + "\r\n")
 		up := 0
@@ -215,7 +215,7 @@ func (s *session) info(v *view, args [][]byte) {
 	}
 	lo := len(s.local)
 	s.local = append(s.local, b.String()...)
-	if !sec("keyspace") {
+	if !sec("keyspace") || v.ring == nil {
 		s.local = append(s.local[:lo], redcon.AppendBulkString(nil, b.String())...)
 		s.cmds = append(s.cmds, entry{kind: kLocal, lo: int32(lo), hi: int32(len(s.local))})
 		return

@@ -13,6 +13,7 @@ import (
 const (
 	errCrossNode = "CROSSSLOT Keys in request don't hash to the same node (jupiter: give them a common {tag} or a trailing hash=<key>)"
 	errCursor    = "ERR invalid cursor"
+	errNoRing    = "TRYAGAIN jupiter: this pod has not loaded the ring yet"
 )
 
 // scanNodeBits is how many low bits of a proxy SCAN cursor hold the node
@@ -45,9 +46,13 @@ func (s *session) plan(v *view, args [][]byte, raw []byte) {
 		s.errorReply(msg)
 		return
 	}
+	if v.ring == nil && spec.Policy != command.PolicyLocal && spec.Policy != command.PolicyRefuse {
+		s.errorReply(errNoRing)
+		return
+	}
 	switch spec.Policy {
 	case command.PolicyLocal:
-		if hashed && (spec.Name == "ping" || spec.Name == "echo") {
+		if hashed && v.ring != nil && (spec.Name == "ping" || spec.Name == "echo") {
 			s.forward(v, v.ring.Owner(hkey), args, raw)
 			return
 		}

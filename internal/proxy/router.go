@@ -22,10 +22,18 @@ type Router struct {
 	v    atomic.Pointer[view]
 }
 
-// NewRouter returns a router over pool serving r.
+// noRing is the view before any ring is known (cluster mode, before the
+// first read from Spanner): local commands work, keyed ones are refused.
+var noRing = &view{}
+
+// NewRouter returns a router over pool serving r; r may be nil when the ring
+// is not known yet (Apply publishes it later).
 func NewRouter(pool *backend.Pool, r *ring.Ring) *Router {
 	rt := &Router{pool: pool}
-	rt.Apply(r)
+	rt.v.Store(noRing)
+	if r != nil {
+		rt.Apply(r)
+	}
 	return rt
 }
 
@@ -34,7 +42,7 @@ func NewRouter(pool *backend.Pool, r *ring.Ring) *Router {
 // one is ignored, so a late broadcast cannot roll routing back.
 func (rt *Router) Apply(r *ring.Ring) bool {
 	old := rt.v.Load()
-	if old != nil && r.Version() < old.ring.Version() {
+	if r == nil || old.ring != nil && r.Version() < old.ring.Version() {
 		return false
 	}
 	nodes := make([]*backend.Node, r.Len())
@@ -48,13 +56,16 @@ func (rt *Router) Apply(r *ring.Ring) bool {
 	return true
 }
 
-// Ring returns the ring currently routed by.
+// Ring returns the ring currently routed by (nil before the first one).
 func (rt *Router) Ring() *ring.Ring { return rt.v.Load().ring }
 
 // NodeUp reports, per node of the current ring, whether jupiter can reach it.
 func (rt *Router) NodeUp() map[string]bool {
 	v := rt.v.Load()
 	up := make(map[string]bool, len(v.nodes))
+	if v.ring == nil {
+		return up
+	}
 	for i, n := range v.nodes {
 		up[v.ring.Node(i).Addr] = n.Up()
 	}

@@ -5,9 +5,9 @@ import (
 	"time"
 
 	"github.com/alphauslabs/jupiter/internal/backend"
+	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/merge"
 	"github.com/alphauslabs/jupiter/internal/resp"
-	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/tidwall/redcon"
 	"net"
 )
