@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/tidwall/redcon"
 )
 
@@ -100,7 +101,7 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 		}
 		return b
 	}
-	return redcon.AppendError(nil, "ERR unknown JUPITER subcommand '"+printable(args[1])+"'. Try JUPITER HELP.")
+	return redcon.AppendError(nil, "ERR unknown JUPITER subcommand '"+resp.Printable(args[1])+"'. Try JUPITER HELP.")
 }
 
 // ParseChange validates the arguments of ADD/REMOVE/WEIGHT (sub upper case).
@@ -154,11 +155,11 @@ func parseWeight(b []byte) (int, error) {
 func CheckAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" || strings.ContainsAny(host, " \t\r\n,") {
-		return errors.New("'" + printable([]byte(addr)) + "' is not a host:port address")
+		return errors.New("'" + resp.Printable([]byte(addr)) + "' is not a host:port address")
 	}
 	p, err := strconv.Atoi(port)
 	if err != nil || p < 1 || p > 65535 {
-		return errors.New("'" + printable([]byte(addr)) + "' has an invalid port")
+		return errors.New("'" + resp.Printable([]byte(addr)) + "' has an invalid port")
 	}
 	return nil
 }
@@ -198,18 +199,4 @@ func FormatNode(n NodeStatus) string {
 		up = "1"
 	}
 	return n.Addr + " weight=" + strconv.Itoa(n.Weight) + " slots=" + strconv.Itoa(n.Slots) + " up=" + up
-}
-
-func printable(b []byte) string {
-	if len(b) > 64 {
-		b = b[:64]
-	}
-	out := make([]byte, 0, len(b))
-	for _, c := range b {
-		if c < ' ' || c > '~' {
-			c = '?'
-		}
-		out = append(out, c)
-	}
-	return string(out)
 }

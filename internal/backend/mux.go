@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -215,6 +216,12 @@ func (c *mconn) submit(payload []byte, calls []*Call, now int64) {
 		return
 	}
 	c.writing = true
+	// Let the other sessions the netpoller just woke append their requests
+	// before this one writes: one write then carries many clients' requests,
+	// the way an event loop batches everything one epoll_wait returned.
+	c.mu.Unlock()
+	runtime.Gosched()
+	c.mu.Lock()
 	c.flushLocked(2)
 }
 

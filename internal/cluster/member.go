@@ -151,6 +151,7 @@ type Member struct {
 	leaderSeen atomic.Int64 // unix nanos of spindle's last leader callback
 	leaderAddr atomic.Pointer[string]
 	refresh    chan struct{}
+	lookup     atomic.Bool // a leader lookup is in flight
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -323,9 +324,39 @@ func (m *Member) refreshLeader() {
 		if m.IsLeader() {
 			continue
 		}
-		if addr, err := m.op.Leader(); err == nil {
+		if addr, err := m.lookupLeader(); err == nil && addr != "" {
 			m.leaderAddr.Store(&addr)
 		}
+	}
+}
+
+// lookupLeader is hedge's Leader (a Spanner read of the lock row that takes
+// no context), bounded by LockDuration so that a Spanner outage cannot pin
+// refreshLeader — and Stop, which waits for it. A lookup left behind ends
+// when its read does; at most one is in flight.
+func (m *Member) lookupLeader() (string, error) {
+	if !m.lookup.CompareAndSwap(false, true) {
+		return "", errors.New("cluster: leader lookup already in flight")
+	}
+	type res struct {
+		addr string
+		err  error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		defer m.lookup.Store(false)
+		addr, err := m.op.Leader()
+		ch <- res{addr, err}
+	}()
+	t := time.NewTimer(m.cfg.LockDuration)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.addr, r.err
+	case <-t.C:
+		return "", errors.New("cluster: leader lookup timed out")
+	case <-m.runCtx.Done():
+		return "", m.runCtx.Err()
 	}
 }
 

@@ -31,6 +31,16 @@ type SyncerConfig struct {
 	// connection pools to new nodes). An error keeps the old ring; the
 	// Syncer retries at the next poll.
 	Prepare func(ctx context.Context, next *State) error
+	// Publish, if set, is called with every ring the Syncer applies, after
+	// Holder.Store and before the version counts as applied (Ready,
+	// Version, Submit's wait). cmd/jupiter publishes to the proxy Router
+	// here, so that a pod reports a version only once it routes by it.
+	Publish func(st *State)
+	// SyncTimeout bounds one sync (the Spanner read, seeding, Prepare) in
+	// Run. The Spanner client retries an unavailable backend until its
+	// context ends, so without a bound an outage would never be reported.
+	// Default max(5s, 2*PollInterval).
+	SyncTimeout time.Duration
 	// Self is this pod's hedge address, reported in broadcast acks.
 	Self   string
 	Logger *slog.Logger
@@ -55,6 +65,7 @@ type Syncer struct {
 
 	mu       sync.Mutex
 	lastErr  error
+	storeErr error // last Store.Load failure (nil once a read succeeds)
 	lastSync time.Time
 	changed  chan struct{} // closed and replaced on every publish
 }
@@ -73,6 +84,9 @@ func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = time.Second
 	}
+	if cfg.SyncTimeout <= 0 {
+		cfg.SyncTimeout = max(5*time.Second, 2*cfg.PollInterval)
+	}
 	if cfg.IsLeader == nil {
 		cfg.IsLeader = func() bool { return false }
 	}
@@ -89,12 +103,14 @@ func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
 }
 
 // Run syncs once immediately, then on every announcement and every
-// PollInterval, until ctx is done.
+// PollInterval, until ctx is done. Each sync is bounded by SyncTimeout.
 func (s *Syncer) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
 	for {
-		s.SyncOnce(ctx)
+		sctx, cancel := context.WithTimeout(ctx, s.cfg.SyncTimeout)
+		s.SyncOnce(sctx)
+		cancel()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -135,6 +151,7 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 
 func (s *Syncer) syncOnce(ctx context.Context) error {
 	st, err := s.cfg.Store.Load(ctx)
+	s.setStoreErr(err)
 	if errors.Is(err, ErrNoRing) {
 		if len(s.cfg.Seed) == 0 {
 			return errors.New("cluster: no ring stored yet and no seed backends; add a node with JUPITER ADD")
@@ -162,6 +179,9 @@ func (s *Syncer) syncOnce(ctx context.Context) error {
 		// The holder has a newer ring than the Store (set from elsewhere,
 		// e.g. standalone flags in a test): leave it, but remember.
 		s.log.Warn("holder refused stored ring", "stored", st.Version, "holder", s.cfg.Holder.Load().Version())
+	}
+	if s.cfg.Publish != nil {
+		s.cfg.Publish(st)
 	}
 	s.state.Store(st)
 	s.applied.Store(st.Version)
@@ -224,6 +244,26 @@ func (s *Syncer) Version() uint64 { return s.applied.Load() }
 
 // State returns the last applied State (nil: none).
 func (s *Syncer) State() *State { return s.state.Load() }
+
+// setStoreErr records the outcome of a Store.Load: ErrNoRing is an answer,
+// anything else means the Store (Spanner) could not be read.
+func (s *Syncer) setStoreErr(err error) {
+	if errors.Is(err, ErrNoRing) {
+		err = nil
+	}
+	s.mu.Lock()
+	s.storeErr = err
+	s.mu.Unlock()
+}
+
+// StoreError returns the error of the last ring read if it failed (the
+// Store, i.e. Spanner, is unreachable), nil if it succeeded. Admin changes
+// are refused at once while it is set: the leader could not write anyway.
+func (s *Syncer) StoreError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.storeErr
+}
 
 // LastSync returns the time of the last successful sync and the error of
 // the last sync (nil if it succeeded).

@@ -323,23 +323,6 @@ func HashOverride(s *Spec, args [][]byte, prefix string) (key []byte, ok bool) {
 	return last[len(prefix):], true
 }
 
-// HashTag returns the part of key that decides its placement, following
-// Redis Cluster: if the key contains '{' followed later by '}' with at least
-// one byte between them, the bytes between the first '{' and the first '}'
-// after it; otherwise the whole key. Keys sharing a tag ({user1}:a,
-// {user1}:b) always live on one node, so multi-key commands on them work.
-func HashTag(key []byte) []byte {
-	open := indexByte(key, '{')
-	if open < 0 {
-		return key
-	}
-	closing := indexByte(key[open+1:], '}')
-	if closing <= 0 {
-		return key
-	}
-	return key[open+1 : open+1+closing]
-}
-
 // All returns every spec (the JUPITER command included) sorted by name, each
 // container's subcommands right after it, sorted too. The slice is shared:
 // callers must not modify it or the specs.

@@ -390,26 +390,6 @@ func TestHashOverride(t *testing.T) {
 	}
 }
 
-func TestHashTag(t *testing.T) {
-	tests := []struct{ key, want string }{
-		{"foo", "foo"},
-		{"{user1}:a", "user1"},
-		{"a{user1}b", "user1"},
-		{"{}", "{}"},
-		{"{}{x}", "{}{x}"}, // empty first tag: whole key, as Redis Cluster
-		{"a{b", "a{b"},
-		{"a}b{c}", "c"},
-		{"{a}{b}", "a"},
-		{"{{a}}", "{a"},
-		{"", ""},
-	}
-	for _, tt := range tests {
-		if got := HashTag([]byte(tt.key)); string(got) != tt.want {
-			t.Errorf("HashTag(%q) = %q, want %q", tt.key, got, tt.want)
-		}
-	}
-}
-
 func TestParseInt(t *testing.T) {
 	tests := []struct {
 		s  string

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"github.com/alphauslabs/jupiter/internal/ring"
 	"strconv"
 	"strings"
 )
@@ -471,7 +472,7 @@ func refusesSort(s *Spec, args [][]byte) (string, bool) {
 	if len(args) < 2 {
 		return "", false
 	}
-	tag := HashTag(args[1])
+	tag := ring.HashTag(args[1])
 	for i := 2; i < len(args); i++ {
 		left := len(args) - i - 1
 		a := args[i]

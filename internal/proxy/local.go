@@ -108,7 +108,7 @@ func (s *session) client(spec *command.Spec, args [][]byte) {
 		if len(args) > 1 {
 			sub = string(args[1])
 		}
-		s.errorReply("ERR unknown subcommand '" + printable([]byte(sub)) + "'. Try CLIENT HELP. (jupiter answers CLIENT itself)")
+		s.errorReply("ERR unknown subcommand '" + resp.Printable([]byte(sub)) + "'. Try CLIENT HELP. (jupiter answers CLIENT itself)")
 	}
 }
 

@@ -87,29 +87,14 @@ func (s *session) plan(v *view, args [][]byte, raw []byte) {
 }
 
 func unknownCommand(args [][]byte) string {
-	msg := "ERR unknown command '" + printable(args[0]) + "', with args beginning with: "
+	msg := "ERR unknown command '" + resp.Printable(args[0]) + "', with args beginning with: "
 	for i, a := range args[1:] {
 		if i == 8 {
 			break
 		}
-		msg += "'" + printable(a) + "' "
+		msg += "'" + resp.Printable(a) + "' "
 	}
 	return msg
-}
-
-// printable shortens and sanitises client bytes quoted in an error line.
-func printable(b []byte) string {
-	if len(b) > 64 {
-		b = b[:64]
-	}
-	out := make([]byte, 0, len(b))
-	for _, c := range b {
-		if c < ' ' || c > '~' {
-			c = '?'
-		}
-		out = append(out, c)
-	}
-	return string(out)
 }
 
 // appendArgs encodes args into dst, or copies raw when it is still valid.

@@ -317,3 +317,20 @@ func appendHeader(dst []byte, c byte, n int) []byte {
 	}
 	return append(dst, '\r', '\n')
 }
+
+// Printable returns client bytes fit to quote in an error line: at most 64
+// bytes, with anything but printable ASCII replaced by '?', so a reply can
+// never be split or forged by CR/LF in what a client sent.
+func Printable(b []byte) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c < ' ' || c > '~' {
+			c = '?'
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
