@@ -58,7 +58,7 @@ apt_install() { # packages...
 	rm -f "$aptlog"
 }
 
-# 6379_pid: PID of the process listening on 6379, if any (needs ss).
+# pid_6379: PID of the process listening on 6379, if any (needs ss).
 pid_6379() { ss -ltnpH 'sport = :6379' 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
 
 # ------------------------------------------------------------------ redis & co
@@ -138,7 +138,8 @@ if [ $want_emulator = 1 ]; then
 			EMULATOR="$(find_emulator)" || die "installed google-cloud-cli-spanner-emulator but emulator_main is still not found"
 		else
 			msg="Cloud Spanner emulator not found (no SPANNER_EMULATOR_HOST, no gcloud SDK emulator_main,
-  and google-cloud-cli-spanner-emulator is not in the configured apt sources). Install one of:
+  and no google-cloud-cli-spanner-emulator package to install from the configured apt sources).
+  Install one of:
   - the Google Cloud apt source (https://cloud.google.com/sdk/docs/install#deb), then
       apt-get install google-cloud-cli google-cloud-cli-spanner-emulator
   - gcloud components install cloud-spanner-emulator   (a gcloud SDK installed from the tarball)

@@ -26,8 +26,12 @@ const LeaderHandlerTimeout = 30 * time.Second
 // Options are the runtime dependencies of Open.
 type Options struct {
 	// Holder is the ring the data path routes with; the Syncer keeps it
-	// current. Required.
+	// current. nil: Open makes one (Cluster.Holder).
 	Holder *ring.Holder
+	// Publish, if set, receives every ring the Syncer applies, before the
+	// pod reports that version (see SyncerConfig.Publish). `jupiter serve`
+	// hands it to the proxy Router and marks the pod ready on the first.
+	Publish func(st *State)
 	// Seed is written as ring version 1 by the leader if Spanner has no
 	// ring yet (--backends in cluster mode). Ignored once a ring exists.
 	Seed []ring.Node
@@ -47,6 +51,7 @@ type Cluster struct {
 	Store      *SpannerStore
 	Controller *Controller
 	Syncer     *Syncer
+	Holder     *ring.Holder
 
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -56,7 +61,7 @@ type Cluster struct {
 // Open builds a Cluster (nothing runs until Start). cfg gets WithDefaults.
 func Open(cfg Config, o Options) (*Cluster, error) {
 	if o.Holder == nil {
-		return nil, errors.New("cluster: Open needs a ring Holder")
+		o.Holder = ring.NewHolder(nil)
 	}
 	lg := o.Logger
 	if lg == nil {
@@ -87,7 +92,7 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 	sy, err := NewSyncer(SyncerConfig{
 		Store: store, Holder: o.Holder, PollInterval: cfg.PollInterval,
 		Seed: o.Seed, Seeder: ctl.Seed, IsLeader: m.IsLeader, Prepare: o.Prepare,
-		Self: m.Self(), Logger: lg,
+		Publish: o.Publish, Self: m.Self(), Logger: lg,
 	})
 	if err != nil {
 		m.Stop()
@@ -103,11 +108,13 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 			return sy.HandleBroadcast(ctx, msg), nil
 		},
 	})
-	return &Cluster{Member: m, Store: store, Controller: ctl, Syncer: sy, log: lg.With("component", "cluster")}, nil
+	return &Cluster{Member: m, Store: store, Controller: ctl, Syncer: sy, Holder: o.Holder, log: lg.With("component", "cluster")}, nil
 }
 
 // Start starts the hedge member and the ring Syncer. The pod is Ready once
-// the Syncer has applied a ring from Spanner.
+// the Syncer has applied a ring from Spanner. Both run until ctx is done or
+// Stop/Shutdown is called; a server passes a context that outlives its
+// drain and calls Shutdown.
 func (c *Cluster) Start(ctx context.Context) error {
 	if err := c.Member.Start(ctx); err != nil {
 		return err
@@ -122,7 +129,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops the Syncer and the Member and waits for them.
+// Stop stops the Syncer and the Member and waits for them. With Spanner
+// unreachable hedge may never return (its membership loop reads Spanner
+// without a deadline); use Shutdown to bound the wait.
 func (c *Cluster) Stop() {
 	if c.cancel != nil {
 		c.cancel()
@@ -130,6 +139,29 @@ func (c *Cluster) Stop() {
 	c.wg.Wait()
 	c.Member.Stop()
 }
+
+// Shutdown is Stop bounded by ctx: it returns ctx's error if hedge has not
+// stopped by then (the process is about to exit; the lock lease expires on
+// its own and another pod takes over).
+func (c *Cluster) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		c.Stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("cluster: hedge member did not stop in time: %w", ctx.Err())
+	}
+}
+
+// State returns the ring state this pod serves (nil before the first).
+func (c *Cluster) State() *State { return c.Syncer.State() }
+
+// StoreError reports whether the last ring read from Spanner failed.
+func (c *Cluster) StoreError() error { return c.Syncer.StoreError() }
 
 // Ready reports whether this pod serves a ring read from Spanner.
 func (c *Cluster) Ready() bool { return c.Syncer.Ready() }
@@ -178,16 +210,22 @@ type NodeStatus struct {
 
 // Status is what `JUPITER STATUS` and /v1/status report about cluster mode.
 type Status struct {
-	Self          string       `json:"self"`
-	Leader        string       `json:"leader"`
-	IsLeader      bool         `json:"is_leader"`
-	Members       []string     `json:"members"`
-	RingVersion   uint64       `json:"ring_version"`
-	Stage         string       `json:"stage"`
-	Nodes         []NodeStatus `json:"nodes"`
-	Ready         bool         `json:"ready"`
-	LastSync      time.Time    `json:"last_sync"`
-	LastSyncError string       `json:"last_sync_error,omitempty"`
+	Self        string       `json:"self"`
+	Leader      string       `json:"leader"`
+	IsLeader    bool         `json:"is_leader"`
+	Members     []string     `json:"members"`
+	RingVersion uint64       `json:"ring_version"`
+	Stage       string       `json:"stage"`
+	Nodes       []NodeStatus `json:"nodes"`
+	Ready       bool         `json:"ready"`
+	// Change is what produced RingVersion (e.g. "ADD 10.0.0.4:6379 w=1")
+	// and RingLeader the pod that wrote it.
+	Change        string    `json:"change,omitempty"`
+	RingLeader    string    `json:"ring_leader,omitempty"`
+	LastSync      time.Time `json:"last_sync"`
+	LastSyncError string    `json:"last_sync_error,omitempty"`
+	// SpannerError is set while the ring cannot be read from Spanner.
+	SpannerError string `json:"spanner_error,omitempty"`
 }
 
 // Status returns a snapshot without any Spanner read.
@@ -209,11 +247,15 @@ func (c *Cluster) Status() Status {
 		if s.Leader == "" {
 			s.Leader = st.Leader
 		}
+		s.Change, s.RingLeader = st.Change, st.Leader
 	}
 	var err error
 	s.LastSync, err = c.Syncer.LastSync()
 	if err != nil {
 		s.LastSyncError = err.Error()
+	}
+	if err := c.Syncer.StoreError(); err != nil {
+		s.SpannerError = err.Error()
 	}
 	return s
 }

@@ -60,6 +60,7 @@ func (h *Health) Ready() bool { return h.ready.Load() && !h.draining.Load() }
 type Server struct {
 	srv *http.Server
 	ln  net.Listener
+	mux *http.ServeMux
 }
 
 // Listen binds addr and serves the admin endpoints. status returns the
@@ -93,10 +94,14 @@ func Listen(addr string, h *Health, reg *prometheus.Registry, status func(contex
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+	s := &Server{ln: ln, mux: mux, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	return s, nil
 }
+
+// Handle mounts an extra handler (e.g. the admin API) next to the built-in
+// endpoints; pattern is an http.ServeMux pattern.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Addr is the bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }

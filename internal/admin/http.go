@@ -1,0 +1,175 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Kinds of refusal a Controller can wrap its errors in (see Refusal), so
+// that the HTTP API answers with a fitting status code. RESP shows only the
+// message. An error matching none of them (nor ErrInvalid) is reported as
+// a bad request: Local's refusals are all about the request.
+var (
+	ErrNotFound    = errors.New("not found")      // HTTP 404: the node is not in the ring
+	ErrExists      = errors.New("already exists") // HTTP 409: the node is already in the ring
+	ErrUnavailable = errors.New("unavailable")    // HTTP 503: leader or Spanner unreachable; retry
+)
+
+// Refusal returns an error whose text is msg and which matches kind
+// (ErrInvalid, ErrNotFound, ErrExists or ErrUnavailable) with errors.Is.
+func Refusal(kind error, msg string) error { return &refusal{kind: kind, msg: msg} }
+
+type refusal struct {
+	kind error
+	msg  string
+}
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return r.kind }
+
+// HTTPTimeout bounds one HTTP admin request (the same budget as a RESP
+// JUPITER command).
+const HTTPTimeout = 10 * time.Second
+
+// Mux is where RegisterHTTP mounts its handlers (*http.ServeMux,
+// *telemetry.Server).
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
+// NodeJSON is one ring node in the HTTP API.
+type NodeJSON struct {
+	Addr   string `json:"addr"`
+	Weight int    `json:"weight"`
+	Slots  int    `json:"slots"`
+	Up     bool   `json:"up"`
+}
+
+// NodesJSON is the reply of GET /v1/nodes.
+type NodesJSON struct {
+	RingVersion uint64     `json:"ring_version"`
+	Stage       string     `json:"stage"`
+	Nodes       []NodeJSON `json:"nodes"`
+}
+
+// ChangeJSON is the reply of a change: ok with the ring version that holds
+// it, or an error (ring unchanged).
+type ChangeJSON struct {
+	OK          bool   `json:"ok"`
+	RingVersion uint64 `json:"ring_version,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+// RegisterHTTP mounts the node admin API over c on mux:
+//
+//	GET    /v1/nodes                  the ring's nodes (NodesJSON)
+//	POST   /v1/nodes                  add a node: {"addr":"host:port","weight":1}
+//	DELETE /v1/nodes/{addr}           remove a node
+//	PUT    /v1/nodes/{addr}/weight    set a node's weight: {"weight":2}
+//
+// Changes answer 200 with {"ok":true,"ring_version":N} once applied (in
+// cluster mode: once the leader accepted them), or 400 (bad request, last
+// node, unreachable node), 404 (unknown node), 409 (duplicate) or 503
+// (leader or Spanner unavailable) with {"ok":false,"error":"…"}; the ring
+// is then unchanged. GET /v1/status is served by telemetry.
+func RegisterHTTP(mux Mux, c Controller) {
+	mux.Handle("GET /v1/nodes", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), HTTPTimeout)
+		defer cancel()
+		st := c.Status(ctx)
+		out := NodesJSON{RingVersion: st.RingVersion, Stage: st.Stage, Nodes: []NodeJSON{}}
+		for _, n := range st.Nodes {
+			out.Nodes = append(out.Nodes, NodeJSON{Addr: n.Addr, Weight: n.Weight, Slots: n.Slots, Up: n.Up})
+		}
+		writeJSON(w, http.StatusOK, out)
+	}))
+	mux.Handle("POST /v1/nodes", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Addr   string `json:"addr"`
+			Weight *int   `json:"weight"`
+		}
+		if !readJSON(w, r, &body) {
+			return
+		}
+		args := [][]byte{[]byte(body.Addr)}
+		if body.Weight != nil {
+			args = append(args, []byte(strconv.Itoa(*body.Weight)))
+		}
+		change(w, r, c, "ADD", args)
+	}))
+	mux.Handle("DELETE /v1/nodes/{addr}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		change(w, r, c, "REMOVE", [][]byte{[]byte(r.PathValue("addr"))})
+	}))
+	mux.Handle("PUT /v1/nodes/{addr}/weight", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Weight *int `json:"weight"`
+		}
+		if !readJSON(w, r, &body) {
+			return
+		}
+		if body.Weight == nil {
+			writeJSON(w, http.StatusBadRequest, ChangeJSON{Error: `body must be {"weight":<1..10000>}`})
+			return
+		}
+		change(w, r, c, "WEIGHT", [][]byte{[]byte(r.PathValue("addr")), []byte(strconv.Itoa(*body.Weight))})
+	}))
+}
+
+// change validates exactly like the RESP command (ParseChange) and applies.
+func change(w http.ResponseWriter, r *http.Request, c Controller, sub string, args [][]byte) {
+	ch, err := ParseChange(sub, args)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, ChangeJSON{Error: err.Error()})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), HTTPTimeout)
+	defer cancel()
+	v, err := c.Apply(ctx, ch)
+	if err != nil {
+		writeJSON(w, StatusCode(err), ChangeJSON{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, ChangeJSON{OK: true, RingVersion: v})
+}
+
+// StatusCode maps a Controller error to an HTTP status.
+func StatusCode(err error) int {
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrExists):
+		return http.StatusConflict
+	}
+	return http.StatusBadRequest
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		msg := "invalid JSON body: " + err.Error()
+		if errors.Is(err, io.EOF) {
+			msg = "empty body: want JSON"
+		}
+		writeJSON(w, http.StatusBadRequest, ChangeJSON{Error: msg})
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

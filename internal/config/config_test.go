@@ -1,0 +1,94 @@
+package config
+
+import (
+	"flag"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func load(t *testing.T, args []string, env map[string]string) (Config, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c := Default()
+	c.Bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := ApplyEnv(fs, func(k string) string { return env[k] }); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+func TestDefaultsNeedBackends(t *testing.T) {
+	if err := Default().Validate(); err == nil || !strings.Contains(err.Error(), "--backends") {
+		t.Fatalf("Default().Validate() = %v, want a --backends error", err)
+	}
+	c := Default()
+	c.Backends = []string{"127.0.0.1:6379"}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults with one backend: %v", err)
+	}
+}
+
+func TestFlagsAndEnv(t *testing.T) {
+	c, err := load(t, []string{"--backends", "a:1, b:2", "--request-timeout", "3s"},
+		map[string]string{"JUPITER_LISTEN": "127.0.0.1:7000", "JUPITER_REQUEST_TIMEOUT": "9s", "JUPITER_BACKEND_CONNS": "4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Backends, ","); got != "a:1,b:2" {
+		t.Errorf("backends = %q", got)
+	}
+	if c.Listen != "127.0.0.1:7000" {
+		t.Errorf("listen from env = %q", c.Listen)
+	}
+	if c.RequestTimeout != 3*time.Second {
+		t.Errorf("flag must win over env: request timeout = %v", c.RequestTimeout)
+	}
+	if c.BackendConns != 4 {
+		t.Errorf("backend conns from env = %d", c.BackendConns)
+	}
+	if _, err := load(t, nil, map[string]string{"JUPITER_BACKEND_CONNS": "x"}); err == nil || !strings.Contains(err.Error(), "JUPITER_BACKEND_CONNS") {
+		t.Errorf("bad env value: %v", err)
+	}
+}
+
+func TestValidateNamesEveryProblem(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--backends", "a:1,a:1"}, []string{"listed twice"}},
+		{[]string{"--backends", "a:0"}, []string{"--backends"}},
+		{[]string{"--backends", "a:1", "--listen", "nope"}, []string{"--listen"}},
+		{[]string{"--backends", "a:1", "--max-arg-bytes", "10", "--log-level", "loud"}, []string{"--max-arg-bytes", "--log-level"}},
+		{[]string{"--spanner-db", "projects/p"}, []string{"--spanner-db", "--hedge-addr"}},
+		{[]string{"--spanner-db", "projects/p/instances/i/databases/d", "--hedge-addr", "10.0.0.1:7070", "--lock-table", "bad-name"}, []string{"--lock-table"}},
+	}
+	for _, tt := range tests {
+		_, err := load(t, tt.args, nil)
+		if err == nil {
+			t.Errorf("%q: no error", tt.args)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: error %q lacks %q", tt.args, err, w)
+			}
+		}
+	}
+	c, err := load(t, []string{"--spanner-db", "projects/p/instances/i/databases/d", "--hedge-addr", "10.0.0.1:7070"}, nil)
+	if err != nil || !c.Cluster() {
+		t.Errorf("cluster mode without backends must be valid: %v", err)
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	if got := EnvName("admin-listen"); got != "JUPITER_ADMIN_LISTEN" {
+		t.Fatal(got)
+	}
+}
