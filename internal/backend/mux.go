@@ -170,6 +170,8 @@ type mconn struct {
 	retryAt  time.Time
 	backoff  time.Duration
 	closed   bool
+
+	lastRead atomic.Int64 // unix nanos of the last bytes received
 }
 
 // maxKeptBuf is the largest write buffer kept for reuse; a 1 MiB value
@@ -352,6 +354,7 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 			c.readFailed(gen, err)
 			return
 		}
+		c.lastRead.Store(time.Now().UnixNano())
 		end += n
 		bounds = bounds[:0]
 		for start < end {
@@ -406,13 +409,17 @@ func (c *mconn) readFailed(gen uint64, err error) {
 	c.mu.Unlock()
 }
 
-// expire fails the connection if its oldest Call is older than the timeout.
-// Replies come back in order, so one stuck reply stalls every Call behind it:
-// the only way out is to drop the connection.
+// expire fails the connection when it stalls: its oldest Call is older than
+// the timeout and no byte arrived for as long. Replies come back in order, so
+// one stuck reply stalls every Call behind it and the only way out is to drop
+// the connection. A node that is busy streaming large replies is not stalled:
+// measuring only the age of the oldest request would cut it off under load.
 func (c *mconn) expire(now int64, timeout time.Duration) {
 	c.mu.Lock()
-	if o := c.inflight.oldest(); o != 0 && now-o > int64(timeout) && c.nc != nil {
-		c.failLocked(errTimeout)
+	if o := c.inflight.oldest(); o != 0 && c.nc != nil {
+		if last := max(o, c.lastRead.Load()); now-last > int64(timeout) {
+			c.failLocked(errTimeout)
+		}
 	}
 	c.mu.Unlock()
 }

@@ -4,7 +4,7 @@
 // The request path of one session, for every batch of pipelined commands that
 // one read brought in:
 //
-//	socket ─read─► rbuf ─resp.ParseCommand─► commands of the batch
+//	socket ─read─► buf ─resp.ParseCommand─► commands of the batch
 //	      │
 //	      ├─ command.Lookup / arity / hash= / refusals ─► local reply (PING, HELLO, INFO, JUPITER…)
 //	      │
@@ -84,6 +84,11 @@ type Server struct {
 	Stats  Stats
 
 	nextID atomic.Uint32
+
+	// Pools shared by all sessions: scratch for executing a batch, and read
+	// buffers for commands that do not fit a session's inline buffer.
+	batches  sync.Pool
+	readBufs sync.Pool
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -212,3 +217,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+func (s *Server) getBatch() *batch {
+	if b, ok := s.batches.Get().(*batch); ok {
+		return b
+	}
+	return &batch{}
+}
+
+func (s *Server) putBatch(b *batch) {
+	b.trim()
+	s.batches.Put(b)
+}
+
+func (s *Server) getReadBuf() *[]byte {
+	if p, ok := s.readBufs.Get().(*[]byte); ok {
+		return p
+	}
+	b := make([]byte, bigReadBuf)
+	return &b
+}
+
+func (s *Server) putReadBuf(p *[]byte) { s.readBufs.Put(p) }

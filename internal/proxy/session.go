@@ -13,9 +13,10 @@ import (
 )
 
 const (
-	initialReadBuf = 1 << 10  // small: an idle client should cost little
-	keptBuf        = 64 << 10 // larger buffers are dropped once a batch is done
-	maxBatch       = 4096     // commands planned before the batch is executed
+	smallReadBuf = 256      // inline read buffer: an idle client costs little, small commands need no more
+	bigReadBuf   = 16 << 10 // pooled buffer for larger commands and pipelines
+	keptBuf      = 64 << 10 // scratch larger than this is dropped after a batch
+	maxBatch     = 4096     // commands planned before the batch is executed
 )
 
 // entry kinds
@@ -42,17 +43,10 @@ type nodeShare struct {
 	calls   []*backend.Call
 }
 
-// session is one client connection. All its state is owned by the one
-// goroutine that runs serve, so nothing in it needs a lock.
-type session struct {
-	srv      *Server
-	nc       net.Conn
-	id       uint32
-	stopping atomic.Bool
-
-	rbuf   []byte
-	rs, re int
-
+// batch is the scratch state of executing commands. A session borrows one
+// from the server's pool only while it has commands to run, so an idle
+// connection holds none of it, and busy connections share a few.
+type batch struct {
 	argv   [][]byte
 	cmds   []entry
 	local  []byte
@@ -67,8 +61,48 @@ type session struct {
 	keys   []int
 	owners []int32
 	enc    []byte
-	rng    uint64
+}
 
+// trim drops buffers a large batch grew, before the batch goes back to the pool.
+func (b *batch) trim() {
+	if cap(b.out) > keptBuf {
+		b.out = nil
+	}
+	if cap(b.local) > keptBuf {
+		b.local = nil
+	}
+	for i := range b.shares {
+		if cap(b.shares[i].payload) > keptBuf {
+			b.shares[i].payload = nil
+		}
+	}
+	for _, c := range b.calls {
+		if cap(c.Reply) > keptBuf {
+			c.Reply = nil
+		}
+	}
+	if len(b.calls) > maxBatch {
+		b.calls = nil
+	}
+}
+
+// session is one client connection. All its state is owned by the one
+// goroutine that runs serve, so nothing in it needs a lock.
+type session struct {
+	*batch // borrowed while commands run, nil while idle
+
+	srv      *Server
+	nc       net.Conn
+	id       uint32
+	stopping atomic.Bool
+
+	buf    []byte // s.small[:], a pooled buffer (*pooled) or a grown one (big)
+	pooled *[]byte
+	big    bool
+	rs, re int
+	small  [smallReadBuf]byte
+
+	rng     uint64
 	name    string
 	closing bool
 }
@@ -81,17 +115,16 @@ func (s *session) stop() {
 func (s *session) serve() {
 	lim := s.srv.opts.Limits
 	idle := s.srv.opts.IdleTimeout
+	s.buf = s.small[:]
+	defer s.releaseBuf()
 	for !s.stopping.Load() {
-		if s.rbuf == nil {
-			s.rbuf = make([]byte, initialReadBuf)
-		}
-		if s.re == len(s.rbuf) {
+		if s.re == len(s.buf) {
 			s.makeRoom(0)
 		}
 		if idle > 0 {
 			_ = s.nc.SetReadDeadline(time.Now().Add(idle))
 		}
-		n, err := s.nc.Read(s.rbuf[s.re:])
+		n, err := s.nc.Read(s.buf[s.re:])
 		s.re += n
 		if n > 0 && !s.drain(lim) {
 			return
@@ -102,34 +135,60 @@ func (s *session) serve() {
 	}
 }
 
-// makeRoom ensures the read buffer has space after s.re, for at least need
-// bytes of the current command in total when need > 0.
+// makeRoom makes space after s.re: by moving the unparsed bytes to the front,
+// or by moving them to a larger buffer (the pooled one first). need, when
+// positive, is the total size the current command will have.
 func (s *session) makeRoom(need int) {
-	if s.rs > 0 {
-		s.re = copy(s.rbuf, s.rbuf[s.rs:s.re])
-		s.rs = 0
+	keep := s.re - s.rs
+	if s.rs > 0 && keep < len(s.buf) && need <= len(s.buf) {
+		copy(s.buf, s.buf[s.rs:s.re])
+		s.rs, s.re = 0, keep
+		return
 	}
-	size := len(s.rbuf)
-	for size < need || s.re == size {
+	size := max(len(s.buf), bigReadBuf)
+	for size < need || size <= keep {
 		size *= 2
 	}
-	if size != len(s.rbuf) {
-		nb := make([]byte, size)
-		copy(nb, s.rbuf[:s.re])
-		s.rbuf = nb
+	var nb []byte
+	var pooled *[]byte
+	if size == bigReadBuf {
+		pooled = s.srv.getReadBuf()
+		nb = *pooled
+	} else {
+		nb = make([]byte, size)
+	}
+	copy(nb, s.buf[s.rs:s.re])
+	s.releaseBuf()
+	s.buf, s.pooled, s.big = nb, pooled, true
+	s.rs, s.re = 0, keep
+}
+
+// releaseBuf returns a pooled read buffer and goes back to the inline one.
+// The caller must have consumed or copied what it held.
+func (s *session) releaseBuf() {
+	if s.big {
+		if s.pooled != nil {
+			s.srv.putReadBuf(s.pooled)
+		}
+		s.buf, s.pooled, s.big = s.small[:], nil, false
 	}
 }
 
 // drain executes every complete command in the read buffer, in batches. It
 // returns false when the connection must be closed.
 func (s *session) drain(lim resp.Limits) bool {
+	s.batch = s.srv.getBatch()
+	defer func() {
+		s.srv.putBatch(s.batch)
+		s.batch = nil
+	}()
 	for {
 		v := s.srv.router.load()
 		s.begin(len(v.nodes))
 		need, incomplete := 0, false
 		var protoErr error
 		for s.rs < s.re && len(s.cmds) < maxBatch && !s.closing {
-			n, args, inline, nd, err := resp.ParseCommand(s.rbuf[s.rs:s.re], s.argv, lim)
+			n, args, inline, nd, err := resp.ParseCommand(s.buf[s.rs:s.re], s.argv, lim)
 			s.argv = args[:0]
 			if err != nil {
 				protoErr = err
@@ -139,7 +198,7 @@ func (s *session) drain(lim resp.Limits) bool {
 				need, incomplete = nd, true
 				break
 			}
-			raw := s.rbuf[s.rs : s.rs+n]
+			raw := s.buf[s.rs : s.rs+n]
 			s.rs += n
 			if len(args) == 0 {
 				continue
@@ -161,23 +220,17 @@ func (s *session) drain(lim resp.Limits) bool {
 				return false
 			}
 		}
-		if cap(s.out) > keptBuf {
-			s.out = nil
-		} else {
-			s.out = s.out[:0]
-		}
+		s.out = s.out[:0]
 		if protoErr != nil || s.closing {
 			return false
 		}
 		if s.rs == s.re {
 			s.rs, s.re = 0, 0
-			if len(s.rbuf) > keptBuf {
-				s.rbuf = make([]byte, initialReadBuf)
-			}
+			s.releaseBuf()
 			return true
 		}
 		if incomplete {
-			if need > len(s.rbuf)-s.rs || s.re == len(s.rbuf) {
+			if need > len(s.buf)-s.rs || s.re == len(s.buf) {
 				s.makeRoom(need)
 			}
 			return true
@@ -227,11 +280,6 @@ func (s *session) execute(v *view) {
 		}
 	}
 	s.group.Wait()
-	for i := range s.shares {
-		if cap(s.shares[i].payload) > keptBuf {
-			s.shares[i].payload = nil
-		}
-	}
 	for i := range s.cmds {
 		e := &s.cmds[i]
 		switch e.kind {
@@ -246,11 +294,6 @@ func (s *session) execute(v *view) {
 			}
 		case kMerge:
 			s.out = s.merge(s.out, e)
-		}
-	}
-	for i := 0; i < s.ncall; i++ {
-		if c := s.calls[i]; cap(c.Reply) > keptBuf {
-			c.Reply = nil
 		}
 	}
 	s.srv.Stats.Commands.Add(int64(len(s.cmds)))

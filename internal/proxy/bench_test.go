@@ -1,0 +1,233 @@
+package proxy
+
+import (
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/alphauslabs/jupiter/internal/backend"
+	"github.com/alphauslabs/jupiter/internal/resp"
+)
+
+var (
+	benchValue = []byte("$5\r\nvalue\r\n")
+	benchOK    = []byte("+OK\r\n")
+)
+
+func staticReply(out []byte, a [][]byte) []byte {
+	if len(a) == 0 {
+		return out
+	}
+	switch string(a[0]) { // no allocation: the conversion is only compared
+	case "GET", "get":
+		return append(out, benchValue...)
+	case "MGET", "mget":
+		out = append(out, '*')
+		out = strconv.AppendInt(out, int64(len(a)-1), 10)
+		out = append(out, '\r', '\n')
+		for range a[1:] {
+			out = append(out, benchValue...)
+		}
+		return out
+	case "DEL", "del", "EXISTS", "exists":
+		out = append(out, ':')
+		out = strconv.AppendInt(out, int64(len(a)-1), 10)
+		return append(out, '\r', '\n')
+	case "SCAN", "scan":
+		return append(out, "*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n"...)
+	case "PING", "ping":
+		return append(out, "+PONG\r\n"...)
+	}
+	return append(out, benchOK...)
+}
+
+// startStaticBackend is a minimal Redis stand-in: GET answers a 5-byte
+// value, anything else +OK. It allocates nothing per command, so the
+// benchmark's allocations are the proxy's (and the client's, also none).
+func startStaticBackend(tb testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				buf := make([]byte, 0, 256<<10)
+				out := make([]byte, 0, 64<<10)
+				tmp := make([]byte, 64<<10)
+				args := make([][]byte, 0, 16)
+				for {
+					n, err := nc.Read(tmp)
+					if err != nil {
+						return
+					}
+					buf = append(buf, tmp[:n]...)
+					out = out[:0]
+					off := 0
+					for {
+						m, a, _, _, perr := resp.ParseCommand(buf[off:], args, resp.DefaultLimits)
+						args = a
+						if perr != nil || m == 0 {
+							break
+						}
+						off += m
+						out = staticReply(out, a)
+					}
+					buf = buf[:copy(buf, buf[off:])]
+					if _, err := nc.Write(out); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	tb.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// BenchmarkProxyGET: GET through an in-process proxy in front of one static
+// backend, over real loopback TCP, in pipelines of 1 and 16. One op is one
+// command; allocs/op counts every allocation in the process per command
+// (proxy, backend pool, and the test's client and backend, which allocate
+// nothing in steady state).
+func BenchmarkProxyGET(b *testing.B) {
+	for _, depth := range []int{1, 16} {
+		b.Run("pipeline"+strconv.Itoa(depth), func(b *testing.B) {
+			be := startStaticBackend(b)
+			px := startProxy(b, []string{be}, backend.Options{})
+			c := dial(b, px.addr)
+			var batch []byte
+			for i := 0; i < depth; i++ {
+				batch = resp.AppendCommand(batch, []byte("GET"), []byte("key:"+strconv.Itoa(i)))
+			}
+			want := len(benchValue) * depth
+			rbuf := make([]byte, 64<<10)
+			roundTrip := func() {
+				if _, err := c.nc.Write(batch); err != nil {
+					b.Fatal(err)
+				}
+				got := 0
+				for got < want {
+					n, err := c.nc.Read(rbuf)
+					if err != nil {
+						b.Fatal(err)
+					}
+					got += n
+				}
+				if got != want {
+					b.Fatalf("read %d bytes, want %d", got, want)
+				}
+			}
+			for i := 0; i < 100; i++ { // warm buffers and connections
+				roundTrip()
+			}
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			b.ResetTimer()
+			batches := 0
+			for i := 0; i < b.N; i += depth {
+				roundTrip()
+				batches++
+			}
+			b.StopTimer()
+			runtime.ReadMemStats(&m1)
+			cmds := float64(batches * depth)
+			b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/cmds, "allocs/cmd")
+			b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/cmds, "B/cmd")
+		})
+	}
+}
+
+// BenchmarkProxyMixed: a pipeline of 10 commands of the kinds the proxy
+// handles differently (forwarded, split over 3 nodes and merged, answered
+// locally, inline, SCAN) through three static backends. allocs/cmd is per
+// command of the pipeline.
+func BenchmarkProxyMixed(b *testing.B) {
+	var addrs []string
+	for i := 0; i < 3; i++ {
+		addrs = append(addrs, startStaticBackend(b))
+	}
+	px := startProxy(b, addrs, backend.Options{})
+	c := dial(b, px.addr)
+	cmds := []string{
+		cmd("GET", "k1"),
+		cmd("SET", "k2", "value"),
+		cmd("MGET", "a", "b", "c", "d", "e", "f"),
+		cmd("MSET", "a", "1", "b", "2", "c", "3", "d", "4"),
+		cmd("DEL", "a", "b", "c", "d"),
+		"PING\r\n",
+		cmd("PING", "msg"),
+		cmd("ECHO", "hello"),
+		cmd("SCAN", "0"),
+		cmd("GET", "k1", "hash=grp"),
+	}
+	var batch []byte
+	for _, s := range cmds {
+		batch = append(batch, s...)
+	}
+	rbuf := make([]byte, 0, 64<<10)
+	tmp := make([]byte, 64<<10)
+	roundTrip := func() {
+		if _, err := c.nc.Write(batch); err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for got < len(cmds) {
+			n, err := resp.ReplyLen(rbuf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n > 0 {
+				if resp.IsError(rbuf[:n]) {
+					b.Fatalf("reply %d: %q", got, rbuf[:n])
+				}
+				rbuf = rbuf[:copy(rbuf, rbuf[n:])]
+				got++
+				continue
+			}
+			m, err := c.nc.Read(tmp)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rbuf = append(rbuf, tmp[:m]...)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		roundTrip()
+	}
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		roundTrip()
+	}
+	b.StopTimer()
+	runtime.ReadMemStats(&m1)
+	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/float64(b.N*len(cmds)), "allocs/cmd")
+	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(b.N*len(cmds)), "B/cmd")
+}
