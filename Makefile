@@ -13,8 +13,6 @@ TESTFLAGS ?= -race -count=1 -timeout 40m
 FUZZTIME  ?= 10s
 # staticcheck 2026.2.2: the first releases that understand Go 1.26 are 2026.x.
 STATICCHECK_VERSION ?= v0.8.2
-GOBIN    := $(or $(shell $(GO) env GOBIN),$(shell $(GO) env GOPATH)/bin)
-STATICCHECK := $(GOBIN)/staticcheck
 
 .PHONY: help build run test bench membench lint fuzz proto tidy-check clean docker
 
@@ -42,17 +40,8 @@ bench: ## anchors (redis-benchmark: direct / twemproxy / jupiter), Go micro-benc
 membench: ## memory per idle client connection: jupiter vs plain redcon vs twemproxy
 	scripts/membench.sh
 
-lint: ## gofmt -l (must be empty), go vet, staticcheck
-	@files="$$(git ls-files -co --exclude-standard -- '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*')"; \
-	out="$$([ -z "$$files" ] || gofmt -l $$files)"; \
-	if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi; \
-	echo "gofmt -l: clean"
-	$(GO) vet ./...
-	@if ! [ -x "$(STATICCHECK)" ] || ! "$(STATICCHECK)" -version 2>/dev/null | grep -q "($(STATICCHECK_VERSION:v%=%))"; then \
-		echo "installing staticcheck $(STATICCHECK_VERSION) into $(GOBIN)"; \
-		GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); \
-	fi
-	$(STATICCHECK) ./...
+lint: ## gofmt -l (must be empty), go vet, staticcheck (installed if missing)
+	STATICCHECK_VERSION=$(STATICCHECK_VERSION) scripts/lint.sh
 
 fuzz: ## run every Fuzz* target for FUZZTIME each (default 10s)
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
@@ -63,7 +52,7 @@ proto: ## regenerate proto/v1/*.pb.go (proto/gen.sh)
 tidy-check: ## fail if go.mod/go.sum are not tidy (go mod tidy -diff)
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
-docker: ## docker build -t jupiter:$(VERSION) . (needs a Docker engine)
+docker: ## docker build -t jupiter:VERSION . (needs a Docker engine; none on the dev machines)
 	docker build --build-arg VERSION=$(VERSION) -t jupiter:$(VERSION) .
 
 clean: ## remove bin/ and the test cache

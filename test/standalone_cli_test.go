@@ -189,6 +189,8 @@ func TestStandaloneRedisBenchmark(t *testing.T) {
 	}{
 		{"NoPipeline", nil},
 		{"Pipeline16", []string{"-P", "16"}},
+		// Random keys: MSET's 10 keys and the GETs land on every node.
+		{"RandomKeysPipeline16", []string{"-r", "100000", "-P", "16"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"-t", "set,get,incr,lpush,mset", "-n", "2000", "-c", "10", "-q"}, tc.args...)
@@ -220,7 +222,12 @@ func TestStandaloneRedisBenchmark(t *testing.T) {
 	for _, s := range sizes {
 		sum += s
 	}
-	if sum == 0 {
-		t.Errorf("redis-benchmark wrote no key to any node: %v", sizes)
+	for i, s := range sizes {
+		if s == 0 {
+			t.Errorf("redis-benchmark -r wrote no key to node %d: %v", i, sizes)
+		}
+	}
+	if got, err := e.j.DBSize(ctxT(t)).Result(); err != nil || got != sum {
+		t.Errorf("DBSIZE through jupiter = %d, %v; nodes %v sum to %d", got, err, sizes, sum)
 	}
 }

@@ -3,6 +3,9 @@
 // Redis (or Memorystore) nodes.
 //
 //	jupiter serve --backends a:6379,b:6379   run the proxy (standalone mode)
+//	jupiter serve --spanner-db … --hedge-addr host:port   run a cluster-mode pod
+//	jupiter ctl status|nodes|add|remove|weight  admin client (RESP, any pod)
+//	jupiter ddl [--apply --spanner-db …]     print or apply the Spanner schema
 //	jupiter commands                         print the supported-command table (Markdown)
 //	jupiter version                          print the version
 package main
@@ -51,6 +54,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "ctl":
+		return runCtl(args[1:], stdout, stderr)
+	case "ddl":
+		return runDDL(args[1:], stdout, stderr)
 	case "commands":
 		fmt.Fprint(stdout, command.MarkdownTable())
 		return 0
@@ -69,7 +76,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   jupiter serve [flags]     run the proxy (jupiter serve -h lists the flags;
-                            each flag is also JUPITER_<NAME> in the environment)
+                            each flag is also JUPITER_<NAME> in the environment;
+                            --spanner-db and --hedge-addr select cluster mode)
+  jupiter ctl <command>     admin client: status, nodes, add, remove, weight
+                            (jupiter ctl -h for details)
+  jupiter ddl [flags]       print the Spanner schema, or --apply it
   jupiter commands          print the supported-command table (Markdown)
   jupiter version           print the version
 `)

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"time"
 
@@ -13,7 +11,6 @@ import (
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/config"
 	"github.com/alphauslabs/jupiter/internal/proxy"
-	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/alphauslabs/jupiter/internal/ring"
 	"github.com/alphauslabs/jupiter/internal/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +21,7 @@ import (
 func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	log := telemetry.NewLogger(logw, cfg.LogLevel, cfg.LogFormat)
 	if cfg.Cluster() {
-		return errors.New("cluster mode (--spanner-db) is not available in this build yet; run standalone with --backends")
+		return serveCluster(ctx, cfg, log)
 	}
 	nodes := make([]ring.Node, len(cfg.Backends))
 	for i, b := range cfg.Backends {
@@ -34,30 +31,17 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pool := backend.NewPool(backend.Options{
-		ConnsPerNode:   cfg.BackendConns,
-		DialTimeout:    cfg.DialTimeout,
-		RequestTimeout: cfg.RequestTimeout,
-	})
+	pool := backend.NewPool(poolOptions(cfg))
 	router := proxy.NewRouter(pool, r)
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listen(cfg)
 	if err != nil {
 		_ = pool.Close(context.Background())
 		return err
 	}
 	self := ln.Addr().String()
-	ctl := &admin.Local{Router: router, Self: self, Pinger: backend.Pinger{Timeout: cfg.DialTimeout}}
-	lim := resp.DefaultLimits
-	lim.MaxBulk = cfg.MaxArgBytes
-	lim.MaxArgs = cfg.MaxArgs
-	srv := proxy.New(proxy.Options{
-		Limits:      lim,
-		HashPrefix:  cfg.HashPrefix,
-		MaxClients:  cfg.MaxClients,
-		IdleTimeout: cfg.IdleTimeout,
-		Version:     version,
-	}, router, admin.Handler{C: ctl}, log)
+	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg)}
+	srv := proxy.New(proxyOptions(cfg), router, adminHandler(cfg, ctl), log)
 
 	health := &telemetry.Health{}
 	reg := prometheus.NewRegistry()
@@ -70,6 +54,7 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 			_ = pool.Close(context.Background())
 			return fmt.Errorf("admin listener: %w", err)
 		}
+		admin.RegisterHTTP(hs, ctl)
 	}
 
 	var wg sync.WaitGroup

@@ -59,7 +59,28 @@ type Controller interface {
 var ErrInvalid = errors.New("invalid change")
 
 // Handler implements proxy.Admin over a Controller.
-type Handler struct{ C Controller }
+type Handler struct {
+	C Controller
+	// RequireAdmin makes ring changes need an admin-authorized context
+	// (Authorize): set when an admin password is configured.
+	RequireAdmin bool
+}
+
+type adminKey struct{}
+
+// Authorize marks ctx as coming from a client authenticated as admin.
+func Authorize(ctx context.Context) context.Context {
+	return context.WithValue(ctx, adminKey{}, true)
+}
+
+// Authorized reports whether ctx was marked by Authorize.
+func Authorized(ctx context.Context) bool {
+	v, _ := ctx.Value(adminKey{}).(bool)
+	return v
+}
+
+// errNoPerm is the reply to a ring change from a client that is not admin.
+const errNoPerm = "NOPERM jupiter: ring changes need AUTH admin <admin-password>"
 
 // Command answers `JUPITER <sub> …`; args[0] is "JUPITER".
 func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
@@ -79,6 +100,9 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 		}
 		return b
 	case "ADD", "REMOVE", "WEIGHT":
+		if h.RequireAdmin && !Authorized(ctx) {
+			return redcon.AppendError(nil, errNoPerm)
+		}
 		c, err := ParseChange(sub, rest)
 		if err != nil {
 			return redcon.AppendError(nil, "ERR "+err.Error())

@@ -2,16 +2,20 @@ package backend
 
 import (
 	"context"
+	"crypto/tls"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Ping checks that a Redis node answers, over a short-lived go-redis client
-// (the control path). RESP2 and no CLIENT SETINFO: Memorystore blocks CLIENT.
-func Ping(ctx context.Context, addr string, timeout time.Duration) error {
+// ping runs PING over a short-lived go-redis client (the control path).
+// RESP2 and no CLIENT SETINFO: Memorystore blocks CLIENT.
+func ping(ctx context.Context, addr string, timeout time.Duration, user, password string, tlsCfg *tls.Config) error {
 	c := redis.NewClient(&redis.Options{
 		Addr:            addr,
+		Username:        user,
+		Password:        password,
+		TLSConfig:       tlsCfg,
 		Protocol:        2,
 		DisableIdentity: true,
 		MaxRetries:      -1,
@@ -24,8 +28,13 @@ func Ping(ctx context.Context, addr string, timeout time.Duration) error {
 	return c.Ping(ctx).Err()
 }
 
-// Pinger adapts Ping to admin.Pinger.
-type Pinger struct{ Timeout time.Duration }
+// Pinger adapts Security.Ping to admin.Pinger.
+type Pinger struct {
+	Security Security
+	Timeout  time.Duration
+}
 
 // Ping implements admin.Pinger.
-func (p Pinger) Ping(ctx context.Context, addr string) error { return Ping(ctx, addr, p.Timeout) }
+func (p Pinger) Ping(ctx context.Context, addr string) error {
+	return p.Security.Ping(ctx, addr, p.Timeout)
+}

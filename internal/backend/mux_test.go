@@ -17,7 +17,7 @@ import (
 	"github.com/alphauslabs/jupiter/internal/resp"
 )
 
-func ping(id string) []byte { return resp.AppendCommand(nil, []byte("PING"), []byte(id)) }
+func pingCmd(id string) []byte { return resp.AppendCommand(nil, []byte("PING"), []byte(id)) }
 
 // do submits one request per id on node n (connection pick) and waits.
 func do(n *Node, pick uint32, ids ...string) []*Call {
@@ -27,7 +27,7 @@ func do(n *Node, pick uint32, ids ...string) []*Call {
 	for i, id := range ids {
 		calls[i] = &Call{}
 		g.Attach(calls[i])
-		payload = append(payload, ping(id)...)
+		payload = append(payload, pingCmd(id)...)
 	}
 	n.Submit(pick, payload, calls)
 	g.Wait()
@@ -74,7 +74,7 @@ func TestFIFOConcurrent(t *testing.T) {
 				payload = payload[:0]
 				for j := 0; j < k; j++ {
 					g.Attach(calls[j])
-					payload = append(payload, ping(fmt.Sprintf("w%d-r%d-c%d", w, r, j))...)
+					payload = append(payload, pingCmd(fmt.Sprintf("w%d-r%d-c%d", w, r, j))...)
 				}
 				n.Submit(uint32(w), payload, calls[:k])
 				g.Wait()
@@ -537,7 +537,7 @@ func TestGroupReuse(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		id := fmt.Sprint(i)
 		g.Attach(c)
-		n.Submit(0, ping(id), []*Call{c})
+		n.Submit(0, pingCmd(id), []*Call{c})
 		if i%2 == 0 {
 			time.Sleep(time.Millisecond) // reply usually in before Wait
 		}

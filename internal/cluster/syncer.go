@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -137,6 +138,9 @@ func (s *Syncer) Notify(version uint64) {
 // wait. Errors are recorded for Status and returned.
 func (s *Syncer) SyncOnce(ctx context.Context) error {
 	err := s.syncOnce(ctx)
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		return err // shutting down: not an outage
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil && (s.lastErr == nil || s.lastErr.Error() != err.Error()) { // log changes only
@@ -151,6 +155,11 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 
 func (s *Syncer) syncOnce(ctx context.Context) error {
 	st, err := s.cfg.Store.Load(ctx)
+	if err != nil && !errors.Is(err, ErrNoRing) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The Spanner client retries an unreachable server until the
+		// deadline; say so rather than just "deadline exceeded".
+		err = fmt.Errorf("no answer from Spanner within the %v sync timeout: %w", s.cfg.SyncTimeout, err)
+	}
 	s.setStoreErr(err)
 	if errors.Is(err, ErrNoRing) {
 		if len(s.cfg.Seed) == 0 {

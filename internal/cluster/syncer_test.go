@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -122,5 +123,65 @@ func TestSyncerPrepareFailureKeepsRing(t *testing.T) {
 	fail = false
 	if err := s.SyncOnce(ctx); err != nil || h.Load().Version() != 1 {
 		t.Fatalf("err=%v", err)
+	}
+}
+
+func TestSyncerPublishAndStoreError(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "10.0.0.10:6379")
+	var s *Syncer
+	var published []uint64
+	s, _ = NewSyncer(SyncerConfig{Store: f.store, Holder: ring.NewHolder(nil), Publish: func(st *State) {
+		// Published before the version counts as applied.
+		if s.Version() >= st.Version || s.Ready() && st.Version == 1 {
+			t.Errorf("Publish(v%d) after the Syncer reported it (v%d)", st.Version, s.Version())
+		}
+		published = append(published, st.Version)
+	}})
+	if err := s.SyncOnce(ctx); err != nil || s.StoreError() != nil {
+		t.Fatalf("sync: %v, store error %v", err, s.StoreError())
+	}
+	f.ctl.Apply(ctx, add("p", "10.0.0.11:6379", 1))
+	s.SyncOnce(ctx)
+	s.SyncOnce(ctx) // nothing new: no publish
+	if len(published) != 2 || published[0] != 1 || published[1] != 2 {
+		t.Fatalf("published %v", published)
+	}
+
+	f.store.SetError(errors.New("spanner: unavailable"))
+	if err := s.SyncOnce(ctx); err == nil || s.StoreError() == nil {
+		t.Fatalf("outage not reported: %v %v", err, s.StoreError())
+	}
+	f.store.SetError(nil)
+	s.SyncOnce(ctx)
+	if s.StoreError() != nil {
+		t.Fatalf("store error not cleared: %v", s.StoreError())
+	}
+
+	// No ring yet is an answer, not an outage.
+	empty, _ := NewSyncer(SyncerConfig{Store: newFixture(t).store, Holder: ring.NewHolder(nil)})
+	if err := empty.SyncOnce(ctx); err == nil || empty.StoreError() != nil {
+		t.Fatalf("empty store: %v, store error %v", err, empty.StoreError())
+	}
+}
+
+// slowStore never answers until ctx ends, like the Spanner client retrying
+// an unreachable server.
+type slowStore struct{ *MemStore }
+
+func (s slowStore) Load(ctx context.Context) (*State, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func TestSyncerRunBoundsEachSync(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, _ := NewSyncer(SyncerConfig{Store: slowStore{NewMemStore()}, Holder: ring.NewHolder(nil),
+		PollInterval: 10 * time.Millisecond, SyncTimeout: 50 * time.Millisecond})
+	go s.Run(ctx)
+	waitFor(t, "the outage to be reported", func() bool { return s.StoreError() != nil })
+	if err := s.StoreError(); !strings.Contains(err.Error(), "no answer from Spanner within the 50ms sync timeout") {
+		t.Fatalf("store error %v", err)
 	}
 }

@@ -30,6 +30,8 @@ type Config struct {
 	RingTable    string
 	HistoryTable string
 	PollInterval time.Duration // how often pods re-read the ring from Spanner
+	LockLease    time.Duration // spindle lock lease: a dead leader is replaced after about this long
+	MemberSync   time.Duration // hedge membership heartbeat interval
 
 	// Data path.
 	HashPrefix     string        // trailing "hash=<key>" override; empty disables
@@ -40,6 +42,8 @@ type Config struct {
 	IdleTimeout    time.Duration // 0 = keep idle clients forever
 	MaxArgBytes    int           // largest single argument accepted
 	MaxArgs        int           // most arguments in one command
+
+	Security Security // client/admin/backend auth and TLS (security.go)
 
 	ShutdownTimeout time.Duration // bound on the SIGTERM drain
 	LogLevel        string        // debug|info|warn|error
@@ -57,6 +61,8 @@ func Default() Config {
 		RingTable:    "jupiter_ring",
 		HistoryTable: "jupiter_ring_history",
 		PollInterval: 2 * time.Second,
+		LockLease:    10 * time.Second,
+		MemberSync:   10 * time.Second,
 
 		HashPrefix:      "hash=",
 		BackendConns:    2,
@@ -118,6 +124,12 @@ func (c Config) Validate() error {
 		if c.PollInterval < 100*time.Millisecond {
 			bad("poll-interval", "%v is too short (minimum 100ms)", c.PollInterval)
 		}
+		if c.LockLease < 2*time.Second {
+			bad("lock-lease", "%v is too short (hedge's minimum is 2s)", c.LockLease)
+		}
+		if c.MemberSync < 2*time.Second {
+			bad("member-sync-interval", "%v is too short (hedge's minimum is 2s)", c.MemberSync)
+		}
 	}
 	if strings.ContainsAny(c.HashPrefix, " \r\n") {
 		bad("hash-prefix", "must not contain spaces or newlines")
@@ -143,6 +155,7 @@ func (c Config) Validate() error {
 	if c.MaxArgs < 16 {
 		bad("max-args", "%d, want >= 16", c.MaxArgs)
 	}
+	c.Security.validate(bad)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -209,6 +222,8 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.RingTable, "ring-table", c.RingTable, "cluster mode: table holding the current ring")
 	fs.StringVar(&c.HistoryTable, "history-table", c.HistoryTable, "cluster mode: table holding every ring version")
 	fs.DurationVar(&c.PollInterval, "poll-interval", c.PollInterval, "cluster mode: how often to re-read the ring from Spanner")
+	fs.DurationVar(&c.LockLease, "lock-lease", c.LockLease, "cluster mode: leader lock lease; a dead leader is replaced after about this long (min 2s)")
+	fs.DurationVar(&c.MemberSync, "member-sync-interval", c.MemberSync, "cluster mode: hedge membership heartbeat interval (min 2s)")
 	fs.StringVar(&c.HashPrefix, "hash-prefix", c.HashPrefix, "prefix of the trailing hash-override argument; empty disables")
 	fs.IntVar(&c.BackendConns, "backend-conns", c.BackendConns, "multiplexed connections per Redis node")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "Redis node dial timeout")
@@ -220,6 +235,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on the graceful drain after SIGTERM")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json|text|auto")
+	c.bindSecurity(fs)
 }
 
 // ApplyEnv sets every flag not given on the command line from the
@@ -259,6 +275,9 @@ func Load(fs *flag.FlagSet, args []string) (Config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if err := c.Security.resolveSecrets(); err != nil {
+		return c, err
 	}
 	return c, c.Validate()
 }

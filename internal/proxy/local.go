@@ -3,12 +3,15 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"os"
 	"path"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/tidwall/redcon"
@@ -44,7 +47,7 @@ func (s *session) answerLocal(v *view, spec *command.Spec, args [][]byte) {
 	case "hello":
 		s.errorReply(helloError)
 	case "auth":
-		s.localReply([]byte("+OK\r\n"))
+		s.auth(args)
 	case "select":
 		if string(args[1]) == "0" {
 			s.localReply([]byte("+OK\r\n"))
@@ -63,6 +66,9 @@ func (s *session) answerLocal(v *view, spec *command.Spec, args [][]byte) {
 		s.info(v, args)
 	case "jupiter":
 		ctx, cancel := context.WithTimeout(context.Background(), s.srv.opts.AdminTimeout)
+		if s.admin {
+			ctx = admin.Authorize(ctx)
+		}
 		reply := s.srv.admin.Command(ctx, args)
 		cancel()
 		s.localReply(reply)
@@ -280,4 +286,42 @@ func (s *session) mergeInfo(dst []byte, e *entry) []byte {
 		b.WriteString("jupiter_nodes_unreachable:" + strconv.Itoa(missing) + "\r\n")
 	}
 	return redcon.AppendBulkString(dst, b.String())
+}
+
+// auth handles AUTH <pw> and AUTH <user> <pw>. The users are "default"
+// (--password) and "admin" (--admin-password, which also grants ring
+// changes). Without any password configured AUTH succeeds, so applications
+// configured with a Memorystore AUTH string keep working behind jupiter.
+func (s *session) auth(args [][]byte) {
+	user, pw := "default", args[1]
+	if len(args) == 3 {
+		user, pw = string(args[1]), args[2]
+	} else if len(args) != 2 {
+		s.errorReply("ERR syntax error")
+		return
+	}
+	o := &s.srv.opts
+	switch {
+	case o.Password == "" && o.AdminPassword == "":
+		s.authed = true
+	case user == "admin" && o.AdminPassword != "" && secretEqual(pw, o.AdminPassword):
+		s.authed, s.admin = true, true
+	case user == "default" && o.Password != "" && secretEqual(pw, o.Password):
+		s.authed, s.admin = true, false
+	case user == "default" && o.Password == "" && o.AdminPassword != "":
+		// Only an admin password is set: data access needs no AUTH, and a
+		// wrong AUTH must not silently pass as admin.
+		s.errorReply(errWrongPass)
+		return
+	default:
+		s.errorReply(errWrongPass)
+		return
+	}
+	s.localReply([]byte("+OK\r\n"))
+}
+
+// secretEqual compares in constant time; hashing first hides the length too.
+func secretEqual(got []byte, want string) bool {
+	a, b := sha256.Sum256(got), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }

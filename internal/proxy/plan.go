@@ -14,6 +14,8 @@ const (
 	errCrossNode = "CROSSSLOT Keys in request don't hash to the same node (jupiter: give them a common {tag} or a trailing hash=<key>)"
 	errCursor    = "ERR invalid cursor"
 	errNoRing    = "TRYAGAIN jupiter: this pod has not loaded the ring yet"
+	errNoAuth    = "NOAUTH Authentication required."
+	errWrongPass = "WRONGPASS invalid username-password pair or user is disabled."
 )
 
 // scanNodeBits is how many low bits of a proxy SCAN cursor hold the node
@@ -26,6 +28,10 @@ const scanNodeBits = 10
 // (nil for inline commands and when hash= was stripped).
 func (s *session) plan(v *view, args [][]byte, raw []byte) {
 	spec := command.Lookup(args)
+	if !s.authed && (spec == nil || !preAuth(spec.Name)) {
+		s.errorReply(errNoAuth)
+		return
+	}
 	if spec == nil {
 		s.errorReply(unknownCommand(args))
 		return
@@ -275,4 +281,9 @@ func nextScanCursor(cur uint64, node, nodes int) uint64 {
 		return uint64(node + 1)
 	}
 	return 0
+}
+
+// preAuth lists what a client may send before AUTH, as redis-server does.
+func preAuth(name string) bool {
+	return name == "auth" || name == "hello" || name == "quit"
 }

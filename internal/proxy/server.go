@@ -55,13 +55,15 @@ type Admin interface {
 
 // Options configure the front end. Zero values mean the default.
 type Options struct {
-	Limits       resp.Limits   // per-command limits (default resp.DefaultLimits)
-	HashPrefix   string        // trailing-argument hash override prefix, "" disables (default "hash=" set by config)
-	MaxClients   int           // 0 = unlimited
-	IdleTimeout  time.Duration // 0 = never close idle clients
-	AdminTimeout time.Duration // bound for one JUPITER command (default 10s)
-	Version      string        // reported by INFO
-	RedisVersion string        // redis_version reported by INFO (clients gate features on it)
+	Limits        resp.Limits   // per-command limits (default resp.DefaultLimits)
+	HashPrefix    string        // trailing-argument hash override prefix, "" disables (default "hash=" set by config)
+	MaxClients    int           // 0 = unlimited
+	IdleTimeout   time.Duration // 0 = never close idle clients
+	AdminTimeout  time.Duration // bound for one JUPITER command (default 10s)
+	Version       string        // reported by INFO
+	RedisVersion  string        // redis_version reported by INFO (clients gate features on it)
+	Password      string        // clients must AUTH with it when set
+	AdminPassword string        // AUTH admin <pw> grants ring changes when set
 }
 
 // Stats are the front end's counters, read by INFO and the metrics.

@@ -105,6 +105,8 @@ type session struct {
 	rng     uint64
 	name    string
 	closing bool
+	authed  bool // passed AUTH (or no password is configured)
+	admin   bool // passed AUTH admin <admin-password>
 }
 
 func (s *session) stop() {
@@ -116,6 +118,7 @@ func (s *session) serve() {
 	lim := s.srv.opts.Limits
 	idle := s.srv.opts.IdleTimeout
 	s.buf = s.small[:]
+	s.authed = s.srv.opts.Password == ""
 	defer s.releaseBuf()
 	for !s.stopping.Load() {
 		if s.re == len(s.buf) {

@@ -6,6 +6,11 @@
 // CI is set (CI=true on GitHub Actions and most CI systems), so a CI job
 // never passes by silently skipping the Spanner tests.
 //
+// Start gives a test a dedicated emulator process instead, which it can
+// stop (a Spanner outage) and whose address it hands to the processes it
+// starts (Emulator.Env) without touching this process's environment.
+// cluster-up.sh runs a local 3-pod cluster on the emulator in one command.
+//
 // The package does not create databases itself (that would import
 // internal/cluster and cycle with its tests): cluster.ApplyDDL creates the
 // instance and the database on the emulator.
@@ -185,4 +190,100 @@ func FreePortPair() (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no free port pair found")
+}
+
+// Emulator is a dedicated emulator process started by Start, for tests that
+// need one of their own: to stop it (a Spanner outage) or to keep the
+// processes they start away from other tests' state.
+type Emulator struct {
+	// Host is the emulator's gRPC host:port.
+	Host string
+	// Stoppable is false when no emulator binary is available and Start
+	// fell back to the shared one named by SPANNER_EMULATOR_HOST.
+	Stoppable bool
+	cmd       *exec.Cmd
+	log       string
+	stopOnce  sync.Once
+}
+
+// Start starts a new emulator on a free port and stops it when tb ends. It
+// does not change SPANNER_EMULATOR_HOST in this process: hand Env() to the
+// processes that should use it. Without the emulator binary it falls back
+// to the emulator SPANNER_EMULATOR_HOST names (Stoppable false); without
+// either it skips tb (fails it when CI is set), like Host.
+func Start(tb testing.TB) *Emulator {
+	tb.Helper()
+	bin, err := Binary()
+	if err != nil {
+		if h := os.Getenv("SPANNER_EMULATOR_HOST"); h != "" {
+			return &Emulator{Host: Host(tb)}
+		}
+		if ci() {
+			tb.Fatalf("Cloud Spanner emulator required in CI: %v", err)
+		}
+		tb.Skipf("Cloud Spanner emulator not available (%v); install the gcloud emulator or set EMULATOR_BIN", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e := &Emulator{Host: fmt.Sprintf("127.0.0.1:%d", port), Stoppable: true}
+	logf, err := os.CreateTemp("", "spanner-emulator-*.log")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.log = logf.Name()
+	e.cmd = exec.Command(bin, "--host_port", e.Host)
+	e.cmd.Stdout, e.cmd.Stderr = logf, logf
+	setPdeathsig(e.cmd)
+	if err := e.cmd.Start(); err != nil {
+		logf.Close()
+		tb.Fatalf("start %s: %v", bin, err)
+	}
+	logf.Close()
+	tb.Cleanup(func() {
+		e.Stop()
+		os.Remove(e.log)
+	})
+	if !dialable(e.Host, 20*time.Second) {
+		e.Stop()
+		tb.Fatalf("emulator did not listen on %s (log %s)", e.Host, e.log)
+	}
+	return e
+}
+
+// Env is the environment entry that points the Spanner client libraries
+// at this emulator ("SPANNER_EMULATOR_HOST=host:port").
+func (e *Emulator) Env() string { return "SPANNER_EMULATOR_HOST=" + e.Host }
+
+// Database returns a new, unique database path (not created yet).
+func (e *Emulator) Database(prefix string) string {
+	var b [4]byte
+	rand.Read(b[:])
+	prefix = strings.ToLower(prefix)
+	if len(prefix) > 20 {
+		prefix = prefix[:20]
+	}
+	return fmt.Sprintf("projects/%s/instances/%s/databases/%s-%s", Project, Instance, prefix, hex.EncodeToString(b[:]))
+}
+
+// Stop kills the emulator (SIGKILL: Spanner is gone, not shut down) and
+// waits until its port is closed. A no-op when not Stoppable.
+func (e *Emulator) Stop() {
+	if !e.Stoppable {
+		return
+	}
+	e.stopOnce.Do(func() {
+		e.cmd.Process.Kill()
+		e.cmd.Wait()
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			c, err := net.DialTimeout("tcp", e.Host, 100*time.Millisecond)
+			if err != nil {
+				return
+			}
+			c.Close()
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 }

@@ -1,0 +1,158 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alphauslabs/jupiter/internal/admin"
+	"github.com/alphauslabs/jupiter/internal/ring"
+	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
+)
+
+// AdminAPI is what AdminController needs from a Cluster (an interface so
+// that the adapter is testable without hedge).
+type AdminAPI interface {
+	Status() Status
+	State() *State
+	StoreError() error
+	Submit(ctx context.Context, req *jupiterv1.AdminRequest) (*jupiterv1.AdminReply, error)
+}
+
+// AdminController is admin.Controller in cluster mode: `JUPITER …` and the
+// HTTP admin API on any pod answer status from this pod's view (no Spanner
+// read) and forward changes to the leader with Submit.
+//
+// Errors are admin.Refusal values: the leader's refusals keep their
+// message (bad address, duplicate, unknown node, last node, unreachable
+// node) and map to ErrInvalid/ErrNotFound/ErrExists; an unreachable leader
+// or Spanner is ErrUnavailable. While this pod's last ring read from
+// Spanner failed, changes are refused at once with a message saying so —
+// the leader could not write them either — and the pod keeps serving its
+// last ring.
+type AdminController struct {
+	C AdminAPI
+	// NodeUp reports per node address whether the data path reaches it
+	// (proxy.Router.NodeUp). nil: every node is reported down.
+	NodeUp func() map[string]bool
+}
+
+// Status implements admin.Controller. Besides the contract fields (mode,
+// self, leader, ring_version, stage, nodes, members) it reports is_leader,
+// ready, the change that produced the ring and who wrote it, and the last
+// sync with Spanner.
+func (a *AdminController) Status(context.Context) admin.Status {
+	cs := a.C.Status()
+	var r *ring.Ring
+	if st := a.C.State(); st != nil {
+		r = st.Ring
+	}
+	up := map[string]bool{}
+	if a.NodeUp != nil {
+		up = a.NodeUp()
+	}
+	s := admin.StatusOf("cluster", cs.Self, cs.Leader, r, up, cs.Members)
+	s.Stage = cs.Stage
+	last, age := "", ""
+	if !cs.LastSync.IsZero() {
+		last = cs.LastSync.UTC().Format(time.RFC3339Nano)
+		age = strconv.FormatInt(time.Since(cs.LastSync).Milliseconds(), 10)
+	}
+	s.Extra = [][2]string{
+		{"is_leader", boolDigit(cs.IsLeader)},
+		{"ready", boolDigit(cs.Ready)},
+		{"ring_change", oneLine(cs.Change)},
+		{"ring_leader", cs.RingLeader},
+		{"last_sync", last},
+		{"last_sync_age_ms", age},
+		{"last_sync_error", oneLine(cs.LastSyncError)},
+		{"spanner_error", oneLine(cs.SpannerError)},
+	}
+	return s
+}
+
+// Apply implements admin.Controller: it forwards c to the leader and
+// returns the version that holds it.
+func (a *AdminController) Apply(ctx context.Context, c admin.Change) (uint64, error) {
+	var cur uint64
+	if st := a.C.State(); st != nil {
+		cur = st.Version
+	}
+	req, err := ChangeRequest(c)
+	if err != nil {
+		return cur, admin.Refusal(admin.ErrInvalid, err.Error())
+	}
+	if serr := a.C.StoreError(); serr != nil {
+		return cur, admin.Refusal(admin.ErrUnavailable, fmt.Sprintf(
+			"cluster: Spanner is unreachable, ring changes are refused until it answers again (this pod keeps serving ring v%d): %s",
+			cur, oneLine(serr.Error())))
+	}
+	start := time.Now()
+	rep, err := a.C.Submit(ctx, req)
+	if err != nil {
+		leader := a.C.Status().Leader
+		if leader == "" {
+			leader = "unknown"
+		}
+		msg := fmt.Sprintf("cluster: no answer from the leader (%s) after %v: %s; the change is not confirmed, retrying it is safe",
+			leader, time.Since(start).Round(time.Millisecond), oneLine(err.Error()))
+		if serr := a.C.StoreError(); serr != nil {
+			msg += "; Spanner is unreachable: " + oneLine(serr.Error())
+		}
+		return cur, admin.Refusal(admin.ErrUnavailable, msg)
+	}
+	if err := ReplyError(rep); err != nil {
+		var ae *AdminError
+		errors.As(err, &ae)
+		msg := oneLine(ae.Msg)
+		if ae.Temporary() {
+			msg += " (retry)"
+		}
+		return rep.GetVersion(), admin.Refusal(refusalKind(ae.Code), msg)
+	}
+	return rep.GetVersion(), nil
+}
+
+// ChangeRequest converts an admin.Change to the leader's request.
+func ChangeRequest(c admin.Change) (*jupiterv1.AdminRequest, error) {
+	req := &jupiterv1.AdminRequest{RequestId: c.RequestID}
+	switch c.Op {
+	case "add":
+		req.Op = &jupiterv1.AdminRequest_Add{Add: &jupiterv1.AddNode{Addr: c.Addr, Weight: int32(c.Weight)}}
+	case "remove":
+		req.Op = &jupiterv1.AdminRequest_Remove{Remove: &jupiterv1.RemoveNode{Addr: c.Addr}}
+	case "weight":
+		req.Op = &jupiterv1.AdminRequest_Weight{Weight: &jupiterv1.SetWeight{Addr: c.Addr, Weight: int32(c.Weight)}}
+	default:
+		return nil, fmt.Errorf("unknown change %q", c.Op)
+	}
+	return req, nil
+}
+
+func refusalKind(code jupiterv1.ErrorCode) error {
+	switch code {
+	case jupiterv1.ErrorCode_ERROR_CODE_NOT_FOUND:
+		return admin.ErrNotFound
+	case jupiterv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS:
+		return admin.ErrExists
+	case jupiterv1.ErrorCode_ERROR_CODE_NOT_LEADER, jupiterv1.ErrorCode_ERROR_CODE_CONFLICT,
+		jupiterv1.ErrorCode_ERROR_CODE_UNAVAILABLE:
+		return admin.ErrUnavailable
+	}
+	return admin.ErrInvalid
+}
+
+func boolDigit(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// oneLine keeps a value on its STATUS line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

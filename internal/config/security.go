@@ -1,0 +1,100 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Security holds secrets and TLS settings. Every secret can come from a flag,
+// from the JUPITER_<NAME> environment variable, or from a file (the -file
+// variant, for Kubernetes Secrets mounted as files); files are read once at
+// start and their trailing newline is dropped.
+type Security struct {
+	Password       string // clients: AUTH <pw> / AUTH default <pw>
+	AdminPassword  string // admins: AUTH admin <pw>; needed for ring changes when set
+	BackendUser    string // AUTH username towards the nodes (ACL); usually empty
+	BackendPass    string // Memorystore AUTH string
+	BackendTLSCA   string // PEM CA file; TLS to the nodes is on when set
+	BackendTLSName string // expected server name/IP when it differs from the dialled host
+	TLSCert        string // PEM certificate for client TLS (with TLSKey)
+	TLSKey         string
+
+	passwordFile, adminPasswordFile, backendPassFile string
+}
+
+// bindSecurity registers the security flags.
+func (c *Config) bindSecurity(fs *flag.FlagSet) {
+	s := &c.Security
+	fs.StringVar(&s.Password, "password", s.Password, "password clients must AUTH with (empty: no client auth)")
+	fs.StringVar(&s.passwordFile, "password-file", "", "file holding --password")
+	fs.StringVar(&s.AdminPassword, "admin-password", s.AdminPassword, "password for AUTH admin <pw>, required for JUPITER ADD/REMOVE/WEIGHT and mutating HTTP calls when set")
+	fs.StringVar(&s.adminPasswordFile, "admin-password-file", "", "file holding --admin-password")
+	fs.StringVar(&s.BackendUser, "backend-username", s.BackendUser, "username for AUTH to the Redis nodes (ACL); empty sends AUTH <password>")
+	fs.StringVar(&s.BackendPass, "backend-password", s.BackendPass, "AUTH string of the Redis nodes (Memorystore AUTH)")
+	fs.StringVar(&s.backendPassFile, "backend-password-file", "", "file holding --backend-password")
+	fs.StringVar(&s.BackendTLSCA, "backend-tls-ca", s.BackendTLSCA, "PEM CA bundle of the Redis nodes; enables TLS to them (re-read on every dial)")
+	fs.StringVar(&s.BackendTLSName, "backend-tls-server-name", s.BackendTLSName, "name or IP the nodes' certificates must carry, if not the dialled host")
+	fs.StringVar(&s.TLSCert, "tls-cert", s.TLSCert, "PEM certificate for TLS to clients (with --tls-key; reloaded when the files change)")
+	fs.StringVar(&s.TLSKey, "tls-key", s.TLSKey, "PEM private key for --tls-cert")
+}
+
+// resolveSecrets reads the -file variants.
+func (s *Security) resolveSecrets() error {
+	var errs []error
+	read := func(flag, file string, dst *string) {
+		if file == "" {
+			return
+		}
+		if *dst != "" {
+			errs = append(errs, fmt.Errorf("--%s and --%s-file are both set", flag, flag))
+			return
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s-file: %w", flag, err))
+			return
+		}
+		*dst = strings.TrimRight(string(b), "\r\n")
+		if *dst == "" {
+			errs = append(errs, fmt.Errorf("--%s-file: %s is empty", flag, file))
+		}
+	}
+	read("password", s.passwordFile, &s.Password)
+	read("admin-password", s.adminPasswordFile, &s.AdminPassword)
+	read("backend-password", s.backendPassFile, &s.BackendPass)
+	return errors.Join(errs...)
+}
+
+func (s Security) validate(bad func(flag, format string, a ...any)) {
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		bad("tls-cert", "--tls-cert and --tls-key go together")
+	}
+	for flag, f := range map[string]string{"tls-cert": s.TLSCert, "tls-key": s.TLSKey, "backend-tls-ca": s.BackendTLSCA} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			bad(flag, "%v", err)
+		}
+	}
+	if s.BackendUser != "" && s.BackendPass == "" {
+		bad("backend-username", "needs --backend-password")
+	}
+	if s.AdminPassword != "" && s.AdminPassword == s.Password {
+		bad("admin-password", "must differ from --password")
+	}
+}
+
+// Redacted returns a copy safe to log: secrets replaced by "set".
+func (s Security) Redacted() Security {
+	r := s
+	for _, p := range []*string{&r.Password, &r.AdminPassword, &r.BackendPass} {
+		if *p != "" {
+			*p = "set"
+		}
+	}
+	return r
+}
