@@ -77,7 +77,9 @@ func TestClusterEndToEnd(t *testing.T) {
 	}
 
 	step("Election", func(t *testing.T) {
-		// Not ready before the first ring, ready once the leader seeded it.
+		// The leader seeds ring v1 from --backends; every pod loads it and
+		// names the same leader. (Not-ready-before-a-ring is checked by
+		// TestClusterReadinessAndCtl, where no seed makes it observable.)
 		took := clWait(t, e, 30*time.Second, "one leader seen by all pods", func() string {
 			l, v, nodes, why := clAgreed(pods)
 			if why != "" {
@@ -258,6 +260,10 @@ func TestClusterEndToEnd(t *testing.T) {
 		killed = leaderPod(t)
 		v := version(t)
 		killed.Kill() // SIGKILL: no lock release, no goodbye
+		// spindle lets another pod take the lock once the lease plus 1s of
+		// drift has passed without a heartbeat, at its next round (every
+		// lease), and reports leadership on the round after: about 2-3
+		// leases. The bound leaves room for a loaded CI machine.
 		took := clWait(t, e, clLockLease*3+10*time.Second, "a new leader agreed by the surviving pods", func() string {
 			l, _, _, why := clAgreed(e.live())
 			if why != "" {
@@ -448,6 +454,12 @@ func TestClusterReadinessAndCtl(t *testing.T) {
 	}
 	if _, errOut, code := e.ctl(p, "remove", r0); code != 1 || !strings.Contains(errOut, "last node") {
 		t.Fatalf("ctl remove of the last node: exit %d %q", code, errOut)
+	}
+	if st := p.status(); st["ring_version"] != "1" || st["nodes"] != r0 {
+		t.Fatalf("refused REMOVE changed the ring: %v", st)
+	}
+	if r, err := p.do("GET", "k"); err != nil || r != "v" {
+		t.Fatalf("GET after the refused REMOVE: %q %v", r, err)
 	}
 	if out, _, code := e.ctl(p, "--timeout", "10s", "add", r1, "3"); code != 0 || out != "OK" {
 		t.Fatalf("ctl add with weight (flag first): exit %d %q", code, out)

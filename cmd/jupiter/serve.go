@@ -123,6 +123,17 @@ func registerMetrics(reg *prometheus.Registry, srv *proxy.Server, router *proxy.
 			Help: "Error replies jupiter generated itself."}, func() float64 { return float64(st.ErrReplies.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_protocol_errors_total",
 			Help: "Client connections closed for a protocol error."}, func() float64 { return float64(st.ProtoErrors.Load()) }),
+		telemetry.NewCollector(telemetry.Sources{
+			Commands: srv.CommandStats,
+			Nodes: func() []telemetry.NodeSample {
+				var out []telemetry.NodeSample
+				router.Nodes(func(addr string, n *backend.Node) {
+					out = append(out, telemetry.NodeSample{Addr: addr, Op: &n.Stats, Up: n.Up(),
+						Inflight: n.Inflight(), Connected: n.Connected()})
+				})
+				return out
+			},
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_ring_version",
 			Help: "Version of the ring this pod routes by."}, func() float64 { return float64(router.Ring().Version()) }),
 	)

@@ -185,14 +185,14 @@ func (c *mconn) submit(payload []byte, calls []*Call, now int64) {
 	for c.nc == nil {
 		if c.closed {
 			c.mu.Unlock()
-			failAll(calls, &NodeError{c.node.addr, errClosed})
+			c.failAll(calls, &NodeError{c.node.addr, errClosed})
 			return
 		}
 		if !c.dialing {
 			if time.Now().Before(c.retryAt) {
 				err := c.lastErr
 				c.mu.Unlock()
-				failAll(calls, &NodeError{c.node.addr, err})
+				c.failAll(calls, &NodeError{c.node.addr, err})
 				return
 			}
 			c.startDialLocked()
@@ -205,7 +205,7 @@ func (c *mconn) submit(payload []byte, calls []*Call, now int64) {
 			// The dial we waited for failed: fail fast rather than redial.
 			err := c.lastErr
 			c.mu.Unlock()
-			failAll(calls, &NodeError{c.node.addr, err})
+			c.failAll(calls, &NodeError{c.node.addr, err})
 			return
 		}
 	}
@@ -273,6 +273,8 @@ func (c *mconn) failLocked(err error) {
 	c.lastErr = err
 	c.wbuf = c.wbuf[:0]
 	nerr := &NodeError{c.node.addr, err}
+	c.node.Stats.Count.Add(uint64(c.inflight.size))
+	c.node.Stats.Errors.Add(uint64(c.inflight.size))
 	for c.inflight.size > 0 {
 		c.inflight.pop().call.complete(nil, nerr)
 	}
@@ -288,7 +290,9 @@ func (c *mconn) scheduleRetryLocked() {
 	c.retryAt = time.Now().Add(c.backoff)
 }
 
-func failAll(calls []*Call, err error) {
+func (c *mconn) failAll(calls []*Call, err error) {
+	c.node.Stats.Count.Add(uint64(len(calls)))
+	c.node.Stats.Errors.Add(uint64(len(calls)))
 	for _, call := range calls {
 		call.complete(nil, err)
 	}
@@ -388,7 +392,11 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 			ready = append(ready, c.inflight.pop())
 		}
 		c.mu.Unlock()
+		now := c.lastRead.Load()
+		st := &c.node.Stats
+		st.Count.Add(uint64(len(ready)))
 		for i, q := range ready {
+			st.Latency.Observe(time.Duration(now - q.at))
 			q.call.complete(buf[bounds[2*i]:bounds[2*i+1]], nil)
 		}
 		if start == end {

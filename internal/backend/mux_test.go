@@ -625,3 +625,27 @@ func TestTinyRequestTimeout(t *testing.T) {
 		t.Fatalf("NewPool(Options{RequestTimeout: 5}) crashed the process: %v: %s", err, line)
 	}
 }
+
+// TestHugeBulkLengthFromNode: a node (or anything on the path) answering
+// "$9223372036854775807\r\n..." must cost only that connection. BUG: the
+// reader goroutine's resp.Scanner panics with a negative index (see
+// resp.TestScannerHugeBulkLength) and nothing recovers it, so the whole
+// proxy process dies. Run in a child process.
+func TestHugeBulkLengthFromNode(t *testing.T) {
+	if os.Getenv("JUPITER_TEST_HUGE_BULK") == "1" {
+		f := newFake(t, func([][]byte) action { return action{reply: []byte("$9223372036854775807\r\nab")} })
+		p := newPool(t, Options{ConnsPerNode: 1, RequestTimeout: 300 * time.Millisecond})
+		c := do(p.Node(f.addr), 0, "x")[0]
+		if c.Err == nil {
+			t.Fatalf("got %q", c.Reply)
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHugeBulkLengthFromNode$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "JUPITER_TEST_HUGE_BULK=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		line, _, _ := strings.Cut(string(out), "\n")
+		t.Fatalf("one bad reply from a node crashed the process: %v: %s", err, line)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/alphauslabs/jupiter/internal/stats"
 )
 
 // Options configure the data-path connections. Zero values mean the default.
@@ -61,6 +63,10 @@ type Node struct {
 	conns  []*mconn
 	up     atomic.Bool
 	wg     *sync.WaitGroup
+
+	// Stats counts the node's requests (one per reply awaited), the ones that
+	// failed for want of the node, and the time from queueing to reply.
+	Stats stats.Op
 }
 
 // Addr returns the node's address.
@@ -210,4 +216,28 @@ func (c *mconn) redialIfDue(now time.Time) {
 		c.startDialLocked()
 	}
 	c.mu.Unlock()
+}
+
+// Nodes returns the pool's nodes, for metrics.
+func (p *Pool) Nodes() []*Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*Node, 0, len(p.nodes))
+	for _, n := range p.nodes {
+		out = append(out, n)
+	}
+	return out
+}
+
+// Connected returns how many of the node's connections are open.
+func (n *Node) Connected() int {
+	t := 0
+	for _, c := range n.conns {
+		c.mu.Lock()
+		if c.nc != nil {
+			t++
+		}
+		c.mu.Unlock()
+	}
+	return t
 }

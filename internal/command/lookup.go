@@ -59,7 +59,8 @@ func init() {
 			all = append(all, p.Subcommands[sub])
 		}
 	}
-	for _, s := range all {
+	for i, s := range all {
+		s.ID = i
 		decide(s)
 	}
 }

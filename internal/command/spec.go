@@ -189,6 +189,10 @@ type Spec struct {
 	// Parent is the container command of a subcommand (nil otherwise).
 	Parent *Spec
 
+	// ID is the spec's index in All(), so per-command statistics can live
+	// in a slice instead of a map on the request path.
+	ID int
+
 	// Hand-written, argument-dependent behaviour (see policy.go). nil means
 	// "use the static fields".
 	keys     func(s *Spec, args [][]byte, dst []int) ([]int, error)

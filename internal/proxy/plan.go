@@ -27,14 +27,27 @@ const scanNodeBits = 10
 // raw is the command's exact bytes when they can be forwarded as they are
 // (nil for inline commands and when hash= was stripped).
 func (s *session) plan(v *view, args [][]byte, raw []byte) {
+	n := len(s.cmds)
+	spec := s.route(v, args, raw)
+	if len(s.cmds) > n {
+		id := int32(len(s.srv.cmdStats) - 1) // unknown or unusable command
+		if spec != nil {
+			id = int32(spec.ID)
+		}
+		s.cmds[n].cmd = id
+	}
+}
+
+// route plans one command and returns its spec (nil if unknown).
+func (s *session) route(v *view, args [][]byte, raw []byte) *command.Spec {
 	spec := command.Lookup(args)
 	if !s.authed && (spec == nil || !preAuth(spec.Name)) {
 		s.errorReply(errNoAuth)
-		return
+		return spec
 	}
 	if spec == nil {
 		s.errorReply(unknownCommand(args))
-		return
+		return spec
 	}
 	var hkey []byte
 	hashed := false
@@ -46,21 +59,21 @@ func (s *session) plan(v *view, args [][]byte, raw []byte) {
 	}
 	if !spec.CheckArity(len(args)) {
 		s.errorReply("ERR wrong number of arguments for '" + spec.Name + "' command")
-		return
+		return spec
 	}
 	if msg, refused := spec.Refuses(args); refused {
 		s.errorReply(msg)
-		return
+		return spec
 	}
 	if v.ring == nil && spec.Policy != command.PolicyLocal && spec.Policy != command.PolicyRefuse {
 		s.errorReply(errNoRing)
-		return
+		return spec
 	}
 	switch spec.Policy {
 	case command.PolicyLocal:
 		if hashed && v.ring != nil && (spec.Name == "ping" || spec.Name == "echo") {
 			s.forward(v, v.ring.Owner(hkey), args, raw)
-			return
+			return spec
 		}
 		s.answerLocal(v, spec, args)
 	case command.PolicyRefuse:
@@ -68,28 +81,29 @@ func (s *session) plan(v *view, args [][]byte, raw []byte) {
 	case command.PolicySingle:
 		if hashed {
 			s.forward(v, v.ring.Owner(hkey), args, raw)
-			return
+			return spec
 		}
 		s.single(v, spec, args, raw)
 	case command.PolicyMGet, command.PolicySum, command.PolicyMSet:
 		if hashed {
 			s.forward(v, v.ring.Owner(hkey), args, raw)
-			return
+			return spec
 		}
 		s.split(v, spec, args, raw)
 	case command.PolicyScan:
 		if hashed {
 			s.forward(v, v.ring.Owner(hkey), args, raw)
-			return
+			return spec
 		}
 		s.scan(v, args)
 	default: // every all-nodes policy
 		if hashed {
 			s.forward(v, v.ring.Owner(hkey), args, raw)
-			return
+			return spec
 		}
 		s.fanout(v, spec.Policy, args, raw)
 	}
+	return spec
 }
 
 func unknownCommand(args [][]byte) string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -692,4 +693,40 @@ func TestRandomChunksMatchRedis(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestLargeArgumentBuffer: when the header of a large argument arrives, the
+// session grows its read buffer once to the size ParseCommand's need hint
+// gives. BUG (memory): makeRoom doubles from 16 KiB until the size reaches
+// need, so an argument just over a power of two (here 32 MiB + 1 KiB) makes
+// it allocate almost twice that (64 MiB); a 64 MiB argument (MaxBulk) costs
+// 128 MiB. The allocation also happens on the 20-byte header alone, before
+// any payload byte arrives, so a handful of connections sending only
+// headers can pin gigabytes.
+func TestLargeArgumentBuffer(t *testing.T) {
+	be := startStaticBackend(t)
+	px := startProxy(t, []string{be}, backend.Options{})
+	const size = 32<<20 + 1024
+	p := dial(t, px.addr)
+	p.do("PING")
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	p.send("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + strconv.Itoa(size) + "\r\n")
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		runtime.ReadMemStats(&m1)
+		if m1.TotalAlloc-m0.TotalAlloc > size {
+			break
+		}
+	}
+	grown := m1.TotalAlloc - m0.TotalAlloc
+	t.Logf("header of a %d-byte argument: %d bytes allocated", size, grown)
+	if grown > size+size/4 {
+		t.Errorf("%d bytes allocated for a %d-byte argument (%.2fx)", grown, size, float64(grown)/size)
+	}
+	p.send(strings.Repeat("x", size) + "\r\n")
+	if r := p.reply(); r != "+OK\r\n" {
+		t.Fatalf("SET of %d bytes: %q", size, r)
+	}
 }

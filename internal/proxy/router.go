@@ -73,3 +73,11 @@ func (rt *Router) NodeUp() map[string]bool {
 }
 
 func (rt *Router) load() *view { return rt.v.Load() }
+
+// Nodes calls f for each node of the current ring with its backend.
+func (rt *Router) Nodes(f func(addr string, n *backend.Node)) {
+	v := rt.v.Load()
+	for i, n := range v.nodes {
+		f(v.ring.Node(i).Addr, n)
+	}
+}

@@ -43,7 +43,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/resp"
+	"github.com/alphauslabs/jupiter/internal/stats"
 )
 
 // Admin answers the JUPITER command family. The reply is a complete RESP
@@ -92,6 +94,10 @@ type Server struct {
 	batches  sync.Pool
 	readBufs sync.Pool
 
+	// cmdStats[spec.ID] counts each command; the last entry counts unknown
+	// and malformed commands.
+	cmdStats []stats.Op
+
 	mu       sync.Mutex
 	ln       net.Listener
 	sessions map[*session]struct{}
@@ -111,7 +117,7 @@ func New(opts Options, router *Router, admin Admin, log *slog.Logger) *Server {
 		opts.RedisVersion = "7.0.15"
 	}
 	return &Server{opts: opts, router: router, admin: admin, log: log, start: time.Now(),
-		sessions: map[*session]struct{}{}}
+		sessions: map[*session]struct{}{}, cmdStats: make([]stats.Op, len(command.All())+1)}
 }
 
 // Router returns the server's router.
@@ -241,3 +247,20 @@ func (s *Server) getReadBuf() *[]byte {
 }
 
 func (s *Server) putReadBuf(p *[]byte) { s.readBufs.Put(p) }
+
+// CommandStats calls f for every command that was used, with its name
+// ("unknown" for commands jupiter could not parse or look up).
+func (s *Server) CommandStats(f func(name string, op *stats.Op)) {
+	all := command.All()
+	for i := range s.cmdStats {
+		op := &s.cmdStats[i]
+		if op.Count.Load() == 0 {
+			continue
+		}
+		name := "unknown"
+		if i < len(all) {
+			name = all[i].Name
+		}
+		f(name, op)
+	}
+}

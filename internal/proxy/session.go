@@ -35,6 +35,7 @@ type entry struct {
 	p0, pn   int32 // MGET positions s.pos[p0:p0+pn]
 	scanNode int32 // SCAN: node index the call went to
 	scanN    int32 // SCAN: number of nodes when planned
+	cmd      int32 // index into Server.cmdStats
 }
 
 // nodeShare is what one batch sends to one node.
@@ -276,6 +277,7 @@ func (s *session) newCall(node int) *backend.Call {
 // execute sends every node its share, waits for all replies, and appends
 // the batch's replies to s.out in request order.
 func (s *session) execute(v *view) {
+	start := time.Now()
 	for i := range s.shares {
 		sh := &s.shares[i]
 		if len(sh.calls) > 0 {
@@ -283,8 +285,10 @@ func (s *session) execute(v *view) {
 		}
 	}
 	s.group.Wait()
+	took := time.Since(start)
 	for i := range s.cmds {
 		e := &s.cmds[i]
+		at := len(s.out)
 		switch e.kind {
 		case kLocal:
 			s.out = append(s.out, s.local[e.lo:e.hi]...)
@@ -298,6 +302,12 @@ func (s *session) execute(v *view) {
 		case kMerge:
 			s.out = s.merge(s.out, e)
 		}
+		st := &s.srv.cmdStats[e.cmd]
+		st.Count.Add(1)
+		if s.out[at] == '-' {
+			st.Errors.Add(1)
+		}
+		st.Latency.Observe(took)
 	}
 	s.srv.Stats.Commands.Add(int64(len(s.cmds)))
 }

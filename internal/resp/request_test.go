@@ -369,3 +369,19 @@ func TestParseCommandZeroAlloc(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"GET", "GET"},
+		{"", ""},
+		{"a\r\nb", "a??b"},
+		{"\x00\x7f\xff~ ", "???~ "},
+		{"héllo", "h??llo"},
+		{strings.Repeat("x", 100), strings.Repeat("x", 64)},
+	}
+	for _, tt := range tests {
+		if got := Printable([]byte(tt.in)); got != tt.want {
+			t.Errorf("Printable(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
