@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -408,8 +409,11 @@ func TestClusterReadinessAndCtl(t *testing.T) {
 		t.Fatalf("second jupiter ddl --apply is not idempotent: exit %d %s", code, out)
 	}
 
-	p := e.startPod(nil)
+	p := e.startPod(nil, "--admin-password", "adm1n")
 	r0, r1 := e.redis[0].Addr, e.redis[1].Addr
+	adm := func(args ...string) []string {
+		return append([]string{"--user", "admin", "--password", "adm1n"}, args...)
+	}
 	clWait(t, e, 20*time.Second, "the pod to lead", func() string {
 		if st := p.status(); st["is_leader"] != "1" || st["leader"] != p.Hedge {
 			return fmt.Sprintf("status %v", st)
@@ -437,10 +441,17 @@ func TestClusterReadinessAndCtl(t *testing.T) {
 	if _, errOut, code := e.ctl(p, "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
 		t.Fatalf("ctl unknown command: exit %d %q", code, errOut)
 	}
-	if _, errOut, code := e.ctl(p, "remove", r0); code != 1 || !strings.Contains(errOut, "no ring yet") {
+	if _, errOut, code := e.ctl(p, adm("remove", r0)...); code != 1 || !strings.Contains(errOut, "no ring yet") {
 		t.Fatalf("ctl remove with no ring: exit %d %q", code, errOut)
 	}
-	if out, errOut, code := e.ctl(p, "add", r0); code != 0 || out != "OK" {
+	// --admin-password: changes need AUTH admin, over RESP and HTTP.
+	if _, errOut, code := e.ctl(p, "add", r0); code != 1 || !strings.Contains(errOut, "NOPERM") {
+		t.Fatalf("ctl add without the admin password: exit %d %q", code, errOut)
+	}
+	if code, body := p.httpDo(t, "POST", "/v1/nodes", `{"addr":"`+r0+`"}`); code != 401 {
+		t.Fatalf("POST /v1/nodes without the admin password = %d %s", code, body)
+	}
+	if out, errOut, code := e.ctl(p, adm("add", r0)...); code != 0 || out != "OK" {
 		t.Fatalf("ctl add: exit %d %q %q", code, out, errOut)
 	}
 	clWait(t, e, 10*time.Second, "ready", func() string {
@@ -452,7 +463,7 @@ func TestClusterReadinessAndCtl(t *testing.T) {
 	if r, err := p.do("SET", "k", "v"); err != nil || r != "OK" {
 		t.Fatalf("SET once ready: %q %v", r, err)
 	}
-	if _, errOut, code := e.ctl(p, "remove", r0); code != 1 || !strings.Contains(errOut, "last node") {
+	if _, errOut, code := e.ctl(p, adm("remove", r0)...); code != 1 || !strings.Contains(errOut, "last node") {
 		t.Fatalf("ctl remove of the last node: exit %d %q", code, errOut)
 	}
 	if st := p.status(); st["ring_version"] != "1" || st["nodes"] != r0 {
@@ -461,11 +472,15 @@ func TestClusterReadinessAndCtl(t *testing.T) {
 	if r, err := p.do("GET", "k"); err != nil || r != "v" {
 		t.Fatalf("GET after the refused REMOVE: %q %v", r, err)
 	}
-	if out, _, code := e.ctl(p, "--timeout", "10s", "add", r1, "3"); code != 0 || out != "OK" {
+	if out, _, code := e.ctl(p, adm("--timeout", "10s", "add", r1, "3")...); code != 0 || out != "OK" {
 		t.Fatalf("ctl add with weight (flag first): exit %d %q", code, out)
 	}
-	if out, _, code := e.ctl(p, "weight", r1, "2"); code != 0 || out != "OK" {
-		t.Fatalf("ctl weight: exit %d %q", code, out)
+	req, _ := http.NewRequest("PUT", "http://"+p.AdminAddr+"/v1/nodes/"+r1+"/weight", strings.NewReader(`{"weight":2}`))
+	req.SetBasicAuth("admin", "adm1n")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("PUT weight with the admin password: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	out, _, code = e.ctl(p, "nodes")
 	if code != 0 || !strings.Contains(out, r0+" weight=1") || !strings.Contains(out, r1+" weight=2") {

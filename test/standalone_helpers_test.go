@@ -48,6 +48,14 @@ func newClient(t *testing.T, addr string) *redis.Client {
 	return c
 }
 
+// newClientWith returns a go-redis client with opts, closed when the test ends.
+func newClientWith(t *testing.T, opts *redis.Options) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)

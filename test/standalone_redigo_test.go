@@ -34,7 +34,7 @@ func TestStandaloneRedigo(t *testing.T) {
 	spread := e.keysPerNode(t, "rg:spread:", 4)
 
 	t.Run("DialOptions", func(t *testing.T) {
-		c := dialRedigo(t, addr, redigo.DialClientName("rg-client"), redigo.DialDatabase(0))
+		c := dialRedigo(t, addr, redigo.DialClientName("rg-client"), redigo.DialDatabase(0), redigo.DialPassword("any"))
 		name, err := redigo.String(c.Do("CLIENT", "GETNAME"))
 		if err != nil || name != "rg-client" {
 			t.Fatalf("CLIENT GETNAME = %q, %v (DialClientName sent CLIENT SETNAME)", name, err)

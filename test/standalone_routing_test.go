@@ -160,6 +160,35 @@ func TestStandaloneRouting(t *testing.T) {
 		}
 	})
 
+	t.Run("LargeMultiKey", func(t *testing.T) {
+		// One MSET/MGET/EXISTS/DEL of 5000 keys, split over every node.
+		const n = 5000
+		keys := make([]string, n)
+		pairs := make([]any, 0, 2*n)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("rt:large:%d", i)
+			pairs = append(pairs, keys[i], i)
+		}
+		if err := c.MSet(ctx, pairs...).Err(); err != nil {
+			t.Fatalf("MSET of %d keys: %v", n, err)
+		}
+		vals, err := c.MGet(ctx, keys...).Result()
+		if err != nil || len(vals) != n {
+			t.Fatalf("MGET of %d keys: %d values, %v", n, len(vals), err)
+		}
+		for i, v := range vals {
+			if v != strconv.Itoa(i) {
+				t.Fatalf("MGET[%d] = %v", i, v)
+			}
+		}
+		if got, err := c.Exists(ctx, keys...).Result(); err != nil || got != n {
+			t.Errorf("EXISTS = %d, %v", got, err)
+		}
+		if got, err := c.Del(ctx, keys...).Result(); err != nil || got != n {
+			t.Errorf("DEL = %d, %v", got, err)
+		}
+	})
+
 	t.Run("Fragmented", func(t *testing.T) {
 		// A command arriving a few bytes at a time is parsed once complete.
 		r := dialRaw(t, e.c.Jupiter.Addr)

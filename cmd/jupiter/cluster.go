@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"github.com/alphauslabs/jupiter/internal/cluster"
 	"github.com/alphauslabs/jupiter/internal/config"
 	"github.com/alphauslabs/jupiter/internal/proxy"
-	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/alphauslabs/jupiter/internal/ring"
 	"github.com/alphauslabs/jupiter/internal/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,11 +32,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	for i, b := range cfg.Backends {
 		seed[i] = ring.Node{Addr: b, Weight: 1}
 	}
-	pool := backend.NewPool(backend.Options{
-		ConnsPerNode:   cfg.BackendConns,
-		DialTimeout:    cfg.DialTimeout,
-		RequestTimeout: cfg.RequestTimeout,
-	})
+	pool := backend.NewPool(poolOptions(cfg))
 	router := proxy.NewRouter(pool, nil)
 	health := &telemetry.Health{}
 
@@ -55,7 +49,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		PollInterval: cfg.PollInterval,
 	}, cluster.Options{
 		Seed:   seed,
-		Pinger: backend.Pinger{Timeout: cfg.DialTimeout},
+		Pinger: pinger(cfg), // the leader checks new nodes with the backend AUTH/TLS settings
 		// Every ring the Syncer applies goes to the data path before the
 		// pod reports its version; the first one makes the pod ready.
 		Publish: func(st *cluster.State) {
@@ -75,22 +69,13 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		_ = pool.Close(sctx)
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listen(cfg)
 	if err != nil {
 		closeAll()
 		return err
 	}
 	ctl := &cluster.AdminController{C: cl, NodeUp: router.NodeUp}
-	lim := resp.DefaultLimits
-	lim.MaxBulk = cfg.MaxArgBytes
-	lim.MaxArgs = cfg.MaxArgs
-	srv := proxy.New(proxy.Options{
-		Limits:      lim,
-		HashPrefix:  cfg.HashPrefix,
-		MaxClients:  cfg.MaxClients,
-		IdleTimeout: cfg.IdleTimeout,
-		Version:     version,
-	}, router, admin.Handler{C: ctl}, log)
+	srv := proxy.New(proxyOptions(cfg), router, adminHandler(cfg, ctl), log)
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
@@ -103,7 +88,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 			closeAll()
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		admin.RegisterHTTP(hs, ctl)
+		admin.HTTP{C: ctl, AdminPassword: cfg.Security.AdminPassword}.Register(hs)
 	}
 
 	var wg sync.WaitGroup

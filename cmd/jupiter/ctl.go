@@ -6,16 +6,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-const ctlUsage = `usage: jupiter ctl [--addr host:port] [--password P] [--timeout D] <command>
+const ctlUsage = `usage: jupiter ctl [--addr host:port] [--user admin --password P] [--timeout D] <command>
 
 Talks to any jupiter pod over its RESP port (JUPITER … commands). In cluster
 mode the pod forwards changes to the leader; they succeed once it accepted.
+With --admin-password set on the pods, changes need --user admin and that
+password (or JUPITER_CTL_PASSWORD in the environment, kept out of ps).
 
 commands:
   status                  this pod's view: self, leader, ring_version, stage, nodes…
@@ -35,7 +38,8 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("jupiter ctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:6379", "RESP address (host:port) of any jupiter pod")
-	password := fs.String("password", "", "password for AUTH, if the proxy requires one")
+	user := fs.String("user", "", `AUTH user: "admin" for ring changes when the pods have --admin-password`)
+	password := fs.String("password", "", "AUTH password (default $JUPITER_CTL_PASSWORD)")
 	timeout := fs.Duration("timeout", 15*time.Second, "bound on the whole request (a change waits for the leader)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), ctlUsage)
@@ -81,8 +85,12 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	}
 
 	redis.SetLogger(quietLogger{}) // errors are reported below, once
+	if *password == "" {
+		*password = os.Getenv("JUPITER_CTL_PASSWORD")
+	}
 	rdb := redis.NewClient(&redis.Options{
 		Addr:            *addr,
+		Username:        *user,
 		Password:        *password,
 		Protocol:        2,
 		DisableIdentity: true,

@@ -16,7 +16,7 @@ import (
 
 func backendSecurity(cfg config.Config) backend.Security {
 	s := cfg.Security
-	return backend.Security{Username: s.BackendUser, Password: s.BackendPass,
+	return backend.Security{Username: s.BackendUser, Password: s.BackendPass, Passwords: s.BackendPasses,
 		CAFile: s.BackendTLSCA, ServerName: s.BackendTLSName}
 }
 

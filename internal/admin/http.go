@@ -2,11 +2,14 @@ package admin
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -65,7 +68,21 @@ type ChangeJSON struct {
 	Error       string `json:"error,omitempty"`
 }
 
-// RegisterHTTP mounts the node admin API over c on mux:
+// RegisterHTTP mounts the node admin API over c on mux without
+// authentication (HTTP{C: c}.Register).
+func RegisterHTTP(mux Mux, c Controller) { HTTP{C: c}.Register(mux) }
+
+// HTTP is the node admin API over a Controller.
+type HTTP struct {
+	C Controller
+	// AdminPassword, if set, is required by the changing endpoints (POST,
+	// PUT, DELETE): HTTP Basic auth as user "admin" (curl -u admin:<pw>)
+	// or "Authorization: Bearer <pw>". Reads stay open, like JUPITER
+	// STATUS.
+	AdminPassword string
+}
+
+// Register mounts the API on mux:
 //
 //	GET    /v1/nodes                  the ring's nodes (NodesJSON)
 //	POST   /v1/nodes                  add a node: {"addr":"host:port","weight":1}
@@ -74,10 +91,12 @@ type ChangeJSON struct {
 //
 // Changes answer 200 with {"ok":true,"ring_version":N} once applied (in
 // cluster mode: once the leader accepted them), or 400 (bad request, last
-// node, unreachable node), 404 (unknown node), 409 (duplicate) or 503
-// (leader or Spanner unavailable) with {"ok":false,"error":"…"}; the ring
-// is then unchanged. GET /v1/status is served by telemetry.
-func RegisterHTTP(mux Mux, c Controller) {
+// node, unreachable node), 404 (unknown node), 409 (duplicate), 401
+// (admin password missing or wrong) or 503 (leader or Spanner unavailable)
+// with {"ok":false,"error":"…"}; the ring is then unchanged. GET
+// /v1/status is served by telemetry.
+func (h HTTP) Register(mux Mux) {
+	c := h.C
 	mux.Handle("GET /v1/nodes", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), HTTPTimeout)
 		defer cancel()
@@ -88,7 +107,7 @@ func RegisterHTTP(mux Mux, c Controller) {
 		}
 		writeJSON(w, http.StatusOK, out)
 	}))
-	mux.Handle("POST /v1/nodes", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /v1/nodes", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			Addr   string `json:"addr"`
 			Weight *int   `json:"weight"`
@@ -102,10 +121,10 @@ func RegisterHTTP(mux Mux, c Controller) {
 		}
 		change(w, r, c, "ADD", args)
 	}))
-	mux.Handle("DELETE /v1/nodes/{addr}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("DELETE /v1/nodes/{addr}", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		change(w, r, c, "REMOVE", [][]byte{[]byte(r.PathValue("addr"))})
 	}))
-	mux.Handle("PUT /v1/nodes/{addr}/weight", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("PUT /v1/nodes/{addr}/weight", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			Weight *int `json:"weight"`
 		}
@@ -118,6 +137,29 @@ func RegisterHTTP(mux Mux, c Controller) {
 		}
 		change(w, r, c, "WEIGHT", [][]byte{[]byte(r.PathValue("addr")), []byte(strconv.Itoa(*body.Weight))})
 	}))
+}
+
+// admin wraps a changing endpoint with the admin password check.
+func (h HTTP) admin(f http.HandlerFunc) http.Handler {
+	if h.AdminPassword == "" {
+		return f
+	}
+	want := sha256.Sum256([]byte(h.AdminPassword))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var got string
+		if user, pw, ok := r.BasicAuth(); ok && user == "admin" {
+			got = pw
+		} else if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			got = b
+		}
+		sum := sha256.Sum256([]byte(got)) // hashing first hides the length too
+		if got == "" || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="jupiter admin"`)
+			writeJSON(w, http.StatusUnauthorized, ChangeJSON{Error: "ring changes need the admin password (curl -u admin:<admin-password>)"})
+			return
+		}
+		f(w, r.WithContext(Authorize(r.Context())))
+	})
 }
 
 // change validates exactly like the RESP command (ParseChange) and applies.

@@ -102,3 +102,38 @@ func TestHTTPAdmin(t *testing.T) {
 		t.Errorf("Refusal text %q", err)
 	}
 }
+
+func TestHTTPAdminPassword(t *testing.T) {
+	r, _ := ring.New(1, []ring.Node{{Addr: "10.0.0.1:6379"}})
+	mux := http.NewServeMux()
+	HTTP{C: &Local{Router: &fakeRouter{r: r}, Pinger: fakePing{}}, AdminPassword: "s3cret"}.Register(mux)
+	do := func(method, path, body string, auth func(*http.Request)) int {
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		if auth != nil {
+			auth(req)
+		}
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, req)
+		return w.Code
+	}
+	add := `{"addr":"10.0.0.2:6379"}`
+	if c := do("GET", "/v1/nodes", "", nil); c != 200 {
+		t.Fatalf("GET without a password = %d, want 200 (reads stay open)", c)
+	}
+	for name, auth := range map[string]func(*http.Request){
+		"none":         nil,
+		"wrong basic":  func(r *http.Request) { r.SetBasicAuth("admin", "nope") },
+		"wrong user":   func(r *http.Request) { r.SetBasicAuth("default", "s3cret") },
+		"wrong bearer": func(r *http.Request) { r.Header.Set("Authorization", "Bearer s3cre") },
+	} {
+		if c := do("POST", "/v1/nodes", add, auth); c != 401 {
+			t.Errorf("POST with %s auth = %d, want 401", name, c)
+		}
+	}
+	if c := do("POST", "/v1/nodes", add, func(r *http.Request) { r.SetBasicAuth("admin", "s3cret") }); c != 200 {
+		t.Fatalf("POST with basic auth = %d", c)
+	}
+	if c := do("DELETE", "/v1/nodes/10.0.0.2:6379", "", func(r *http.Request) { r.Header.Set("Authorization", "Bearer s3cret") }); c != 200 {
+		t.Fatalf("DELETE with bearer = %d", c)
+	}
+}

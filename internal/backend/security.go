@@ -20,6 +20,9 @@ import (
 type Security struct {
 	Username string // AUTH username (ACL); empty sends "AUTH <password>"
 	Password string // empty: no AUTH
+	// Passwords overrides Password per node address: every Memorystore
+	// instance has its own AUTH string.
+	Passwords map[string]string
 	// CAFile enables TLS to the nodes: the PEM bundle of CAs that signed them.
 	// It is read again on every dial, so a rotated CA file is picked up
 	// without a restart.
@@ -93,7 +96,7 @@ func (s Security) Dialer() func(addr string, timeout time.Duration) (net.Conn, e
 		if err != nil {
 			return nil, err
 		}
-		if err := s.handshake(&nc, addr, deadline); err != nil {
+		if err := s.handshake(&nc, addr, s.passwordFor(addr), deadline); err != nil {
 			nc.Close()
 			return nil, err
 		}
@@ -101,7 +104,14 @@ func (s Security) Dialer() func(addr string, timeout time.Duration) (net.Conn, e
 	}
 }
 
-func (s Security) handshake(nc *net.Conn, addr string, deadline time.Time) error {
+func (s Security) passwordFor(addr string) string {
+	if pw, ok := s.Passwords[addr]; ok {
+		return pw
+	}
+	return s.Password
+}
+
+func (s Security) handshake(nc *net.Conn, addr, password string, deadline time.Time) error {
 	if err := (*nc).SetDeadline(deadline); err != nil {
 		return err
 	}
@@ -117,12 +127,12 @@ func (s Security) handshake(nc *net.Conn, addr string, deadline time.Time) error
 		}
 		*nc = tc
 	}
-	if s.Password != "" {
+	if password != "" {
 		var cmd []byte
 		if s.Username != "" {
-			cmd = resp.AppendCommand(nil, []byte("AUTH"), []byte(s.Username), []byte(s.Password))
+			cmd = resp.AppendCommand(nil, []byte("AUTH"), []byte(s.Username), []byte(password))
 		} else {
-			cmd = resp.AppendCommand(nil, []byte("AUTH"), []byte(s.Password))
+			cmd = resp.AppendCommand(nil, []byte("AUTH"), []byte(password))
 		}
 		if _, err := (*nc).Write(cmd); err != nil {
 			return err
@@ -147,5 +157,5 @@ func (s Security) Ping(ctx context.Context, addr string, timeout time.Duration) 
 	if err != nil {
 		return err
 	}
-	return ping(ctx, addr, timeout, s.Username, s.Password, tlsCfg)
+	return ping(ctx, addr, timeout, s.Username, s.passwordFor(addr), tlsCfg)
 }

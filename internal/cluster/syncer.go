@@ -144,7 +144,11 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil && (s.lastErr == nil || s.lastErr.Error() != err.Error()) { // log changes only
-		s.log.Warn("ring sync failed; serving the last ring", "version", s.applied.Load(), "err", err)
+		if v := s.applied.Load(); v > 0 {
+			s.log.Warn("ring sync failed; serving the last ring", "version", v, "err", err)
+		} else {
+			s.log.Warn("no ring yet; not ready", "err", err)
+		}
 	}
 	s.lastErr = err
 	if err == nil {

@@ -13,16 +13,19 @@ import (
 // variant, for Kubernetes Secrets mounted as files); files are read once at
 // start and their trailing newline is dropped.
 type Security struct {
-	Password       string // clients: AUTH <pw> / AUTH default <pw>
-	AdminPassword  string // admins: AUTH admin <pw>; needed for ring changes when set
-	BackendUser    string // AUTH username towards the nodes (ACL); usually empty
-	BackendPass    string // Memorystore AUTH string
+	Password      string // clients: AUTH <pw> / AUTH default <pw>
+	AdminPassword string // admins: AUTH admin <pw>; needed for ring changes when set
+	BackendUser   string // AUTH username towards the nodes (ACL); usually empty
+	BackendPass   string // Memorystore AUTH string
+	// BackendPasses maps a node address to its own AUTH string (one per
+	// Memorystore instance), from --backend-password-map.
+	BackendPasses  map[string]string
 	BackendTLSCA   string // PEM CA file; TLS to the nodes is on when set
 	BackendTLSName string // expected server name/IP when it differs from the dialled host
 	TLSCert        string // PEM certificate for client TLS (with TLSKey)
 	TLSKey         string
 
-	passwordFile, adminPasswordFile, backendPassFile string
+	passwordFile, adminPasswordFile, backendPassFile, backendPassMap string
 }
 
 // bindSecurity registers the security flags.
@@ -35,6 +38,7 @@ func (c *Config) bindSecurity(fs *flag.FlagSet) {
 	fs.StringVar(&s.BackendUser, "backend-username", s.BackendUser, "username for AUTH to the Redis nodes (ACL); empty sends AUTH <password>")
 	fs.StringVar(&s.BackendPass, "backend-password", s.BackendPass, "AUTH string of the Redis nodes (Memorystore AUTH)")
 	fs.StringVar(&s.backendPassFile, "backend-password-file", "", "file holding --backend-password")
+	fs.StringVar(&s.backendPassMap, "backend-password-map", "", "file of 'host:port password' lines: per-node AUTH strings (override --backend-password)")
 	fs.StringVar(&s.BackendTLSCA, "backend-tls-ca", s.BackendTLSCA, "PEM CA bundle of the Redis nodes; enables TLS to them (re-read on every dial)")
 	fs.StringVar(&s.BackendTLSName, "backend-tls-server-name", s.BackendTLSName, "name or IP the nodes' certificates must carry, if not the dialled host")
 	fs.StringVar(&s.TLSCert, "tls-cert", s.TLSCert, "PEM certificate for TLS to clients (with --tls-key; reloaded when the files change)")
@@ -65,7 +69,40 @@ func (s *Security) resolveSecrets() error {
 	read("password", s.passwordFile, &s.Password)
 	read("admin-password", s.adminPasswordFile, &s.AdminPassword)
 	read("backend-password", s.backendPassFile, &s.BackendPass)
+	if s.backendPassMap != "" {
+		m, err := readPasswordMap(s.backendPassMap)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--backend-password-map: %w", err))
+		}
+		s.BackendPasses = m
+	}
 	return errors.Join(errs...)
+}
+
+// readPasswordMap parses "host:port password" lines; blank lines and lines
+// starting with # are skipped. Error messages never quote a password.
+func readPasswordMap(file string) (map[string]string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		addr, pw, ok := strings.Cut(line, " ")
+		pw = strings.TrimSpace(pw)
+		if !ok || pw == "" {
+			return nil, fmt.Errorf("%s line %d: want 'host:port password'", file, i+1)
+		}
+		if err := checkHostPort(addr); err != nil {
+			return nil, fmt.Errorf("%s line %d: %v", file, i+1, err)
+		}
+		m[addr] = pw
+	}
+	return m, nil
 }
 
 func (s Security) validate(bad func(flag, format string, a ...any)) {
@@ -80,7 +117,7 @@ func (s Security) validate(bad func(flag, format string, a ...any)) {
 			bad(flag, "%v", err)
 		}
 	}
-	if s.BackendUser != "" && s.BackendPass == "" {
+	if s.BackendUser != "" && s.BackendPass == "" && len(s.BackendPasses) == 0 {
 		bad("backend-username", "needs --backend-password")
 	}
 	if s.AdminPassword != "" && s.AdminPassword == s.Password {

@@ -87,12 +87,20 @@ type result struct {
 	name          string
 	pid           int
 	conns         int
-	before, after int64 // RSS bytes
+	before, after int64 // RSS bytes, without and with conns idle connections
+	half          int64 // RSS bytes with halfConns idle connections
+	halfConns     int
 	threads       int
 	err           error
 }
 
+// perConn is the average RSS growth per connection.
 func (r result) perConn() float64 { return float64(r.after-r.before) / float64(r.conns) }
+
+// marginal is the RSS growth per connection of the second half.
+func (r result) marginal() float64 {
+	return float64(r.after-r.half) / float64(r.conns-r.halfConns)
+}
 
 func run(o options) error {
 	if o.target == "" && !o.redcon && !o.twemproxy {
@@ -140,19 +148,20 @@ func run(o options) error {
 			fmt.Printf("%s: ERROR %v\n", r.name, r.err)
 			continue
 		}
-		fmt.Printf("%s: %.1f KiB/conn (RSS %.1f -> %.1f MiB with %d idle conns, pid %d)\n",
-			r.name, r.perConn()/1024, mib(r.before), mib(r.after), r.conns, r.pid)
+		fmt.Printf("%s: %.1f KiB/conn (RSS %.1f -> %.1f MiB with %d idle conns; marginal %.1f KiB/conn over the 2nd half; pid %d)\n",
+			r.name, r.perConn()/1024, mib(r.before), mib(r.after), r.conns, r.marginal()/1024, r.pid)
 	}
 	if o.markdown {
 		fmt.Println()
-		fmt.Printf("| server | idle conns | RSS before (MiB) | RSS with conns (MiB) | RSS per conn (KiB) | threads |\n")
-		fmt.Printf("|---|---:|---:|---:|---:|---:|\n")
+		fmt.Printf("| server | idle conns | RSS idle (MiB) | RSS with conns (MiB) | KiB/conn (average) | KiB/conn (marginal, 2nd half) | threads |\n")
+		fmt.Printf("|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range results {
 			if r.err != nil {
-				fmt.Printf("| %s | %d | error | | | |\n", r.name, o.conns)
+				fmt.Printf("| %s | %d | error | | | | |\n", r.name, o.conns)
 				continue
 			}
-			fmt.Printf("| %s | %d | %.1f | %.1f | %.2f | %d |\n", r.name, r.conns, mib(r.before), mib(r.after), r.perConn()/1024, r.threads)
+			fmt.Printf("| %s | %d | %.1f | %.1f | %.2f | %.2f | %d |\n", r.name, r.conns, mib(r.before), mib(r.after),
+				r.perConn()/1024, r.marginal()/1024, r.threads)
 		}
 	}
 	if failed {
@@ -186,29 +195,45 @@ func withChild(ctx context.Context, o options, name string, start func(context.C
 	return measure(ctx, o, name, addr, cmd.Process.Pid)
 }
 
-// measure opens o.conns idle connections to addr and reports pid's RSS growth.
+// measure opens o.conns idle connections to addr, in two halves, and reports
+// pid's RSS growth: the average over all connections, and the marginal cost
+// of the second half (which discounts one-off growth such as the first
+// connection's buffers or a heap that had spare room).
 func measure(ctx context.Context, o options, name, addr string, pid int) result {
 	r := result{name: name, pid: pid, conns: o.conns}
 	fmt.Fprintf(os.Stderr, "membench: %s (%s, pid %d): settling %v\n", name, addr, pid, o.settle)
 	if r.before, r.err = settledRSS(ctx, pid, o.settle); r.err != nil {
 		return r
 	}
-	t0 := time.Now()
-	conns, err := openIdle(ctx, addr, o.conns, o.parallel)
+	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
 			_ = c.Close()
 		}
 	}()
-	if err != nil {
-		r.err = fmt.Errorf("opening %d connections to %s: %w", o.conns, addr, err)
-		return r
+	half := o.conns / 2
+	for i, n := range []int{half, o.conns - half} {
+		t0 := time.Now()
+		cs, err := openIdle(ctx, addr, n, o.parallel)
+		conns = append(conns, cs...)
+		if err != nil {
+			r.err = fmt.Errorf("opening %d connections to %s: %w", o.conns, addr, err)
+			return r
+		}
+		fmt.Fprintf(os.Stderr, "membench: %s: %d connections up (PING/PONG each, +%d in %v); settling %v\n",
+			name, len(conns), n, time.Since(t0).Round(time.Millisecond), o.settle)
+		rss, err := settledRSS(ctx, pid, o.settle)
+		if err != nil {
+			r.err = err
+			return r
+		}
+		if i == 0 {
+			r.half = rss
+		} else {
+			r.after = rss
+		}
 	}
-	fmt.Fprintf(os.Stderr, "membench: %s: %d connections up (PING/PONG each) in %v; settling %v\n",
-		name, len(conns), time.Since(t0).Round(time.Millisecond), o.settle)
-	if r.after, r.err = settledRSS(ctx, pid, o.settle); r.err != nil {
-		return r
-	}
+	r.halfConns = half
 	r.threads, _ = statusField(pid, "Threads")
 	// every connection must still be there: a server that dropped idle
 	// clients would look cheap
