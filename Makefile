@@ -40,7 +40,7 @@ bench: ## anchors (redis-benchmark: direct / twemproxy / jupiter), Go micro-benc
 membench: ## memory per idle client connection: jupiter vs plain redcon vs twemproxy
 	scripts/membench.sh
 
-lint: ## gofmt -l (must be empty), go vet, staticcheck (installed if missing)
+lint: ## gofmt -l (must be empty), go vet, staticcheck (installed if missing), shellcheck (if installed)
 	STATICCHECK_VERSION=$(STATICCHECK_VERSION) scripts/lint.sh
 
 fuzz: ## run every Fuzz* target for FUZZTIME each (default 10s)
@@ -55,6 +55,5 @@ tidy-check: ## fail if go.mod/go.sum are not tidy (go mod tidy -diff)
 docker: ## docker build -t jupiter:VERSION . (needs a Docker engine; none on the dev machines)
 	docker build --build-arg VERSION=$(VERSION) -t jupiter:$(VERSION) .
 
-clean: ## remove bin/ and the test cache
-	rm -rf bin
-	$(GO) clean -testcache
+clean: ## remove bin/ and the scratch dirs of make bench/membench
+	rm -rf bin /tmp/jupiter-bench /tmp/jupiter-membench

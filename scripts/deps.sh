@@ -3,10 +3,11 @@
 # `make bench` need, then prints the versions. Idempotent: a second run
 # installs nothing.
 #
-#   scripts/deps.sh           redis-server, redis-cli, redis-benchmark, and a
-#                             Cloud Spanner emulator (for the cluster tests)
-#   scripts/deps.sh --bench   also nutcracker (twemproxy) and ss (iproute2)
-#   scripts/deps.sh --run     only what `make run` needs (redis; no emulator)
+#   scripts/deps.sh           redis-server, redis-cli, redis-benchmark, gcc (for
+#                             go test -race) and a Cloud Spanner emulator (for
+#                             the cluster tests)
+#   scripts/deps.sh --bench   redis + nutcracker (twemproxy) and ss (iproute2)
+#   scripts/deps.sh --run     only what `make run` needs (redis)
 #
 # Packages come from Debian's apt sources (redis-server, redis-tools,
 # nutcracker, iproute2). The Spanner emulator comes from the gcloud SDK
@@ -21,11 +22,11 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-want_bench=0 want_emulator=1
+want_bench=0 want_test=1
 for a in "$@"; do
 	case $a in
-		--bench) want_bench=1 ;;
-		--run) want_emulator=0 ;;
+		--bench) want_bench=1 want_test=0 ;;
+		--run) want_test=0 ;;
 		-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
 		*) die "unknown argument $a (want --bench or --run)" ;;
 	esac
@@ -65,6 +66,8 @@ pid_6379() { ss -ltnpH 'sport = :6379' 2>/dev/null | grep -o 'pid=[0-9]*' | head
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 { command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null; } || need+=(redis-tools)
+# go test -race needs cgo, hence a C compiler
+[ $want_test = 0 ] || command -v "$(go env CC 2>/dev/null || echo gcc)" >/dev/null || need+=(gcc libc6-dev)
 if [ $want_bench = 1 ]; then
 	command -v nutcracker >/dev/null || need+=(nutcracker)
 	command -v ss >/dev/null || need+=(iproute2)
@@ -117,7 +120,7 @@ find_emulator() {
 }
 
 EMULATOR=""
-if [ $want_emulator = 1 ]; then
+if [ $want_test = 1 ]; then
 	if [ -n "${SPANNER_EMULATOR_HOST:-}" ]; then
 		EMULATOR="SPANNER_EMULATOR_HOST=$SPANNER_EMULATOR_HOST"
 	elif EMULATOR="$(find_emulator)"; then
@@ -129,7 +132,7 @@ if [ $want_emulator = 1 ]; then
 			cand="$(apt-cache policy google-cloud-cli-spanner-emulator 2>/dev/null | awk '/Candidate:/{print $2}')"
 			if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then
 				# the package lists may just be stale or missing
-				"${SUDO[@]}" apt-get update -q >/dev/null 2>&1 && APT_UPDATED=1 || true
+				if "${SUDO[@]}" apt-get update -q >/dev/null 2>&1; then APT_UPDATED=1; fi
 				cand="$(apt-cache policy google-cloud-cli-spanner-emulator 2>/dev/null | awk '/Candidate:/{print $2}')"
 			fi
 		fi
@@ -163,7 +166,7 @@ fi
 	if command -v nutcracker >/dev/null; then
 		echo "nutcracker:      $(nutcracker --version 2>&1 | head -1 | awk '{print $NF}')"
 	fi
-	if [ $want_emulator = 1 ]; then
+	if [ $want_test = 1 ]; then
 		if [ -z "$EMULATOR" ]; then
 			echo "spanner emulator: MISSING"
 		elif [[ $EMULATOR == SPANNER_EMULATOR_HOST=* ]]; then

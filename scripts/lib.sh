@@ -31,8 +31,8 @@ port_busy() {
 # free_port [START]: first port >= START (default: random in 20000-29999)
 # that nobody listens on.
 free_port() {
-	local p=${1:-$((20000 + RANDOM % 10000))} i
-	for i in $(seq 200); do
+	local p=${1:-$((20000 + RANDOM % 10000))}
+	for _ in $(seq 200); do
 		port_busy "$p" || { echo "$p"; return 0; }
 		p=$((p + 1))
 	done
@@ -41,8 +41,7 @@ free_port() {
 
 # wait_ping HOST PORT [TRIES]: wait until redis-cli PING answers PONG (0.1 s steps).
 wait_ping() {
-	local i
-	for i in $(seq "${3:-100}"); do
+	for _ in $(seq "${3:-100}"); do
 		[ "$(redis-cli -h "$1" -p "$2" ping 2>/dev/null)" = PONG ] && return 0
 		sleep 0.1
 	done
@@ -60,11 +59,13 @@ alive() {
 # stop_pids SECONDS PID...: SIGTERM the PIDs, wait up to SECONDS for them to
 # exit, then SIGKILL what is left. Only PIDs this script started are passed.
 stop_pids() {
-	local grace=$1 pid i left
+	local grace=$1 pid left
 	shift
 	[ $# -gt 0 ] || return 0
-	for pid in "$@"; do alive "$pid" && kill -TERM "$pid" 2>/dev/null || true; done
-	for i in $(seq $((grace * 10))); do
+	for pid in "$@"; do
+		if alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; fi
+	done
+	for _ in $(seq $((grace * 10))); do
 		left=0
 		for pid in "$@"; do alive "$pid" && left=1; done
 		[ $left = 0 ] && break
@@ -88,6 +89,7 @@ start_redis() {
 	redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
 		--protected-mode no --daemonize no --dir "$dir" --logfile "$dir/redis.log" \
 		</dev/null >/dev/null 2>&1 &
+	# shellcheck disable=SC2034 # read by the caller
 	STARTED_PID=$!
 }
 

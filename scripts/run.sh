@@ -63,6 +63,7 @@ mkdir -p "$RUN_DIR"
 
 REDIS_PIDS=()
 JUPITER_PID=""
+# shellcheck disable=SC2317 # invoked by the trap
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
@@ -74,7 +75,7 @@ cleanup() {
 		log "stopping redis-servers (pids ${REDIS_PIDS[*]})"
 		stop_pids 10 "${REDIS_PIDS[@]}"
 	fi
-	if [ $keep_dir = 0 ]; then
+	if [ "$keep_dir" = 0 ]; then
 		rm -rf "$RUN_DIR"
 	else
 		log "logs kept in $RUN_DIR"

@@ -181,6 +181,15 @@ func TestStandaloneRefusedCommands(t *testing.T) {
 		if r.kind != '-' || !strings.HasPrefix(r.str, "ERR") || !strings.Contains(strings.ToUpper(r.str), tc.name) {
 			t.Errorf("%q = %v, want -ERR naming %s", tc.args, r, tc.name)
 		}
+		if tc.args[0] == "MULTI" {
+			// Nothing runs after a refused MULTI until DISCARD or EXEC.
+			if p := c.do("PING"); p.kind != '-' || !strings.Contains(p.str, "refused MULTI") {
+				t.Errorf("PING after a refused MULTI = %v, want an error: not executed", p)
+			}
+			if d := c.do("DISCARD"); d.String() != "+OK" {
+				t.Errorf("DISCARD after a refused MULTI = %v", d)
+			}
+		}
 		if p := c.do("PING"); p.String() != "+PONG" {
 			t.Fatalf("PING after %q = %v: connection not usable", tc.args, p)
 		}

@@ -312,6 +312,12 @@ func TestStandaloneGoRedis(t *testing.T) {
 				t.Errorf("MGET[%d] (%s) = %v, want %q", i, k, vals[i], "val:"+k)
 			}
 		}
+		// Repeated keys on several nodes keep their positions.
+		dup := []string{keys[1], keys[0], keys[1], keys[2], keys[0]}
+		if got, err := c.MGet(ctx, dup...).Result(); err != nil ||
+			fmt.Sprint(got) != fmt.Sprint([]any{"val:" + keys[1], "val:" + keys[0], "val:" + keys[1], "val:" + keys[2], "val:" + keys[0]}) {
+			t.Errorf("MGET with repeated keys %v = %v, %v", dup, got, err)
+		}
 		// EXISTS counts duplicates, like Redis.
 		ex := append(append([]string{}, keys...), keys[0], keys[1], "gr:nope:x")
 		if got, err := c.Exists(ctx, ex...).Result(); err != nil || got != int64(len(keys)+2) {

@@ -208,6 +208,62 @@ func TestStandaloneHashTags(t *testing.T) {
 			}
 		})
 	}
+	// Keys found by keyword (STORE) or after options: each command works with
+	// tagged keys and is refused when its source and destination are on two
+	// nodes, without creating the destination anywhere.
+	t.Run("KeywordKeys", func(t *testing.T) {
+		kw := e.keysPerNode(t, "tag:kw:", 6)
+		src := func(i int) string { return kw[0][i] } // node 0
+		dst := func(i int) string { return kw[1][i] } // node 1
+		for _, s := range [][]any{
+			{"GEOADD", "{t}:geo", "13.361389", "38.115556", "Palermo"},
+			{"RPUSH", "{t}:sortme", "3", "1", "2"},
+			{"GEOADD", src(0), "13.361389", "38.115556", "Palermo"},
+			{"GEOADD", src(1), "13.361389", "38.115556", "Palermo"},
+			{"RPUSH", src(2), "2", "1"},
+			{"SET", src(3), "v"},
+			{"ZADD", src(4), "1", "m"},
+			{"SET", src(5), "bits"},
+		} {
+			if err := c.Do(ctx, s...).Err(); err != nil {
+				t.Fatalf("%v: %v", s, err)
+			}
+		}
+		for _, tc := range []struct {
+			tagged []any
+			want   string
+			cross  []any
+		}{
+			{[]any{"GEORADIUS", "{t}:geo", "13", "38", "200", "km", "STORE", "{t}:geo2"}, "1",
+				[]any{"GEORADIUS", src(0), "13", "38", "200", "km", "STORE", dst(0)}},
+			{[]any{"GEOSEARCHSTORE", "{t}:geo3", "{t}:geo", "FROMLONLAT", "13", "38", "BYRADIUS", "200", "km"}, "1",
+				[]any{"GEOSEARCHSTORE", dst(1), src(1), "FROMLONLAT", "13", "38", "BYRADIUS", "200", "km"}},
+			{[]any{"SORT", "{t}:sortme", "STORE", "{t}:sorted"}, "3",
+				[]any{"SORT", src(2), "STORE", dst(2)}},
+			{[]any{"COPY", "{t}:sortme", "{t}:copy"}, "1",
+				[]any{"COPY", src(3), dst(3)}},
+			{[]any{"ZRANGESTORE", "{t}:z2", "{t}:z1", "0", "-1"}, "0",
+				[]any{"ZRANGESTORE", dst(4), src(4), "0", "-1"}},
+			{[]any{"BITOP", "OR", "{t}:bits", "{t}:none1", "{t}:none2"}, "0",
+				[]any{"BITOP", "OR", dst(5), src(5)}},
+		} {
+			got, err := c.Do(ctx, tc.tagged...).Result()
+			if err != nil || fmt.Sprint(got) != tc.want {
+				t.Errorf("%v = %v, %v; want %s", tc.tagged, got, err, tc.want)
+			}
+			if err := c.Do(ctx, tc.cross...).Err(); err == nil || !strings.HasPrefix(err.Error(), "CROSSSLOT") {
+				t.Errorf("%v with keys on two nodes: err = %v, want CROSSSLOT", tc.cross, err)
+			}
+		}
+		for i := range kw[1] {
+			for n, nc := range e.nodes {
+				if x, _ := nc.Exists(ctx, dst(i)).Result(); x != 0 {
+					t.Errorf("node %d holds %s, the destination of a refused command", n, dst(i))
+				}
+			}
+		}
+	})
+
 	// MSETNX refused across nodes must not have written either key.
 	if n, _ := c.Exists(ctx, ka(4), kb(4)).Result(); n != 0 {
 		t.Errorf("refused cross-node MSETNX wrote %d keys", n)

@@ -171,7 +171,7 @@ type mconn struct {
 	backoff  time.Duration
 	closed   bool
 
-	lastRead atomic.Int64 // unix nanos of the last bytes received
+	lastIO atomic.Int64 // unix nanos of the last bytes received, or of a large write's progress
 }
 
 // maxKeptBuf is the largest write buffer kept for reuse; a 1 MiB value
@@ -240,13 +240,14 @@ func (c *mconn) flushLocked(rounds int) {
 		}
 		if i == rounds {
 			c.mu.Unlock()
+			c.node.wg.Add(1)
 			go c.flushAgain()
 			return
 		}
 		buf, nc, gen := c.wbuf, c.nc, c.gen
 		c.wbuf = c.spare[:0]
 		c.mu.Unlock()
-		_, err := nc.Write(buf)
+		err := c.write(nc, buf)
 		c.mu.Lock()
 		if cap(buf) <= maxKeptBuf {
 			c.spare = buf[:0]
@@ -259,7 +260,24 @@ func (c *mconn) flushLocked(rounds int) {
 	}
 }
 
+// writeChunk bounds one write call, so that a large request shows progress
+// to the stall detector (expire) while it is being sent.
+const writeChunk = 1 << 20
+
+func (c *mconn) write(nc net.Conn, buf []byte) error {
+	for len(buf) > 0 {
+		n := min(len(buf), writeChunk)
+		if _, err := nc.Write(buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
+		c.lastIO.Store(time.Now().UnixNano())
+	}
+	return nil
+}
+
 func (c *mconn) flushAgain() {
+	defer c.node.wg.Done()
 	c.mu.Lock()
 	c.flushLocked(1 << 30)
 }
@@ -322,6 +340,7 @@ func (c *mconn) dial() {
 		return
 	}
 	if c.closed {
+		c.lastErr = errClosed
 		nc.Close()
 		return
 	}
@@ -337,6 +356,12 @@ func (c *mconn) dial() {
 // read frames replies and completes Calls in FIFO order.
 func (c *mconn) read(nc net.Conn, gen uint64) {
 	defer c.node.wg.Done()
+	defer func() {
+		// A bug here must cost this connection, never the process.
+		if p := recover(); p != nil {
+			c.readFailed(gen, fmt.Errorf("internal error: %v", p))
+		}
+	}()
 	buf := make([]byte, 16<<10)
 	start, end := 0, 0
 	var sc resp.Scanner
@@ -358,7 +383,7 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 			c.readFailed(gen, err)
 			return
 		}
-		c.lastRead.Store(time.Now().UnixNano())
+		c.lastIO.Store(time.Now().UnixNano())
 		end += n
 		bounds = bounds[:0]
 		for start < end {
@@ -392,7 +417,7 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 			ready = append(ready, c.inflight.pop())
 		}
 		c.mu.Unlock()
-		now := c.lastRead.Load()
+		now := c.lastIO.Load()
 		st := &c.node.Stats
 		st.Count.Add(uint64(len(ready)))
 		for i, q := range ready {
@@ -418,15 +443,17 @@ func (c *mconn) readFailed(gen uint64, err error) {
 }
 
 // expire fails the connection when it stalls: its oldest Call is older than
-// the timeout and no byte arrived for as long. Replies come back in order, so
+// the timeout and no byte moved (received, or a chunk of a large request
+// sent) for as long. Replies come back in order, so
 // one stuck reply stalls every Call behind it and the only way out is to drop
 // the connection. A node that is busy streaming large replies is not stalled:
 // measuring only the age of the oldest request would cut it off under load.
 func (c *mconn) expire(now int64, timeout time.Duration) {
 	c.mu.Lock()
 	if o := c.inflight.oldest(); o != 0 && c.nc != nil {
-		if last := max(o, c.lastRead.Load()); now-last > int64(timeout) {
+		if last := max(o, c.lastIO.Load()); now-last > int64(timeout) {
 			c.failLocked(errTimeout)
+			c.node.setUp(false)
 		}
 	}
 	c.mu.Unlock()
@@ -435,6 +462,7 @@ func (c *mconn) expire(now int64, timeout time.Duration) {
 func (c *mconn) close() {
 	c.mu.Lock()
 	c.closed = true
+	c.lastErr = errClosed
 	if c.nc != nil {
 		c.failLocked(errClosed)
 	}

@@ -190,7 +190,7 @@ func (p *Pool) Close(ctx context.Context) error {
 // a node that comes back is noticed without waiting for traffic.
 func (p *Pool) watchdog() {
 	defer p.wg.Done()
-	tick := time.NewTicker(p.opts.RequestTimeout / 10)
+	tick := time.NewTicker(max(p.opts.RequestTimeout/10, time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {

@@ -33,7 +33,7 @@
 //   - The leader's Controller.Apply broadcasts the new version and waits
 //     (BroadcastTimeout) for the pods' acks, which they send once they
 //     route by it; so when an admin change returns +OK, every pod the
-//     leader knows already serves it (measured: median ~40 ms from
+//     leader knows already serves it (measured: median 30-40 ms from
 //     command to all 3 pods on the emulator; BenchmarkClusterConvergence).
 //   - Shutdown bounds stopping hedge: on SIGTERM the pod drains clients,
 //     then stops the member (at most 5s; without Spanner hedge cannot stop

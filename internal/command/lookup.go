@@ -26,7 +26,7 @@ func init() {
 		}
 	}
 	table[jupiterSpec.Name] = jupiterSpec
-	for _, s := range redisCommands {
+	for _, s := range append(append([]*Spec(nil), redisCommands...), laterSubcommands...) {
 		parent, sub, ok := strings.Cut(s.Name, "|")
 		if !ok {
 			continue
@@ -63,6 +63,18 @@ func init() {
 		s.ID = i
 		decide(s)
 	}
+}
+
+// IsContainer reports whether name (any case) is a command with
+// subcommands, so an unknown subcommand can be told from an unknown command.
+func IsContainer(name []byte) bool {
+	var buf [maxNameLen]byte
+	l, ok := lower(&buf, name)
+	if !ok {
+		return false
+	}
+	p := table[string(l)]
+	return p != nil && p.Subcommands != nil
 }
 
 // Lookup finds the spec for a client's command. It is case-insensitive and

@@ -204,6 +204,14 @@ var decisions = map[string]decision{
 // the generator.
 var jupiterSpec = &Spec{Name: "jupiter", Arity: -2}
 
+// laterSubcommands are subcommands newer than the Redis 7.0 table that
+// current clients send on every connection (go-redis ≥ 9.2 sends CLIENT
+// SETINFO); the proxy answers them itself, so they are added by hand.
+var laterSubcommands = []*Spec{
+	{Name: "client|setinfo", Arity: 4, Flags: FlagNoScript},
+	{Name: "client|no-touch", Arity: 3, Flags: FlagNoScript},
+}
+
 // lookupDecision finds the decision for s: its own entry, or its container's
 // if that one is marked inherit.
 func lookupDecision(s *Spec) (decision, bool) {

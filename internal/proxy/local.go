@@ -37,13 +37,15 @@ var configValues = [][2]string{
 func (s *session) answerLocal(v *view, spec *command.Spec, args [][]byte) {
 	switch spec.Name {
 	case "ping":
-		if len(args) > 1 {
-			s.localReply(redcon.AppendBulk(s.enc[:0], args[1]))
+		if len(args) > 2 {
+			s.errorReply("ERR wrong number of arguments for 'ping' command")
+		} else if len(args) > 1 {
+			s.localBulk(args[1])
 		} else {
 			s.localReply([]byte("+PONG\r\n"))
 		}
 	case "echo":
-		s.localReply(redcon.AppendBulk(s.enc[:0], args[1]))
+		s.localBulk(args[1])
 	case "hello":
 		s.errorReply(helloError)
 	case "auth":
@@ -324,4 +326,11 @@ func (s *session) auth(args [][]byte) {
 func secretEqual(got []byte, want string) bool {
 	a, b := sha256.Sum256(got), sha256.Sum256([]byte(want))
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// localBulk answers with a bulk string, built in place.
+func (s *session) localBulk(b []byte) {
+	lo := len(s.local)
+	s.local = redcon.AppendBulk(s.local, b)
+	s.cmds = append(s.cmds, entry{kind: kLocal, lo: int32(lo), hi: int32(len(s.local))})
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/merge"
@@ -45,7 +46,16 @@ func (s *session) route(v *view, args [][]byte, raw []byte) *command.Spec {
 		s.errorReply(errNoAuth)
 		return spec
 	}
+	if s.txRefused {
+		s.inRefusedTx(spec)
+		return spec
+	}
 	if spec == nil {
+		if len(args) > 1 && command.IsContainer(args[0]) {
+			s.errorReply("ERR unknown subcommand '" + resp.Printable(args[1]) + "'. Try " +
+				strings.ToUpper(resp.Printable(args[0])) + " HELP.")
+			return spec
+		}
 		s.errorReply(unknownCommand(args))
 		return spec
 	}
@@ -62,6 +72,9 @@ func (s *session) route(v *view, args [][]byte, raw []byte) *command.Spec {
 		return spec
 	}
 	if msg, refused := spec.Refuses(args); refused {
+		if spec.Name == "multi" {
+			s.txRefused = true
+		}
 		s.errorReply(msg)
 		return spec
 	}
@@ -77,6 +90,9 @@ func (s *session) route(v *view, args [][]byte, raw []byte) *command.Spec {
 		}
 		s.answerLocal(v, spec, args)
 	case command.PolicyRefuse:
+		if spec.Name == "multi" {
+			s.txRefused = true
+		}
 		s.errorReply(spec.Refusal)
 	case command.PolicySingle:
 		if hashed {
@@ -275,29 +291,54 @@ func (s *session) scan(v *view, args [][]byte) {
 		s.errorReply(errCursor)
 		return
 	}
-	var num [20]byte
-	fwd := make([][]byte, len(args))
-	copy(fwd, args)
-	fwd[1] = strconv.AppendUint(num[:0], cur>>scanNodeBits, 10)
+	s.fwd = append(s.fwd[:0], args...)
+	s.enc = strconv.AppendUint(s.enc[:0], cur>>scanNodeBits, 10)
+	s.fwd[1] = s.enc
 	c0 := s.ncall
 	s.newCall(node)
-	s.shares[node].payload = resp.AppendCommand(s.shares[node].payload, fwd...)
+	s.shares[node].payload = resp.AppendCommand(s.shares[node].payload, s.fwd...)
 	s.cmds = append(s.cmds, entry{kind: kMerge, policy: command.PolicyScan, c0: int32(c0), cn: 1,
 		scanNode: int32(node), scanN: int32(len(v.nodes))})
 }
 
-// nextScanCursor is the proxy cursor after node returned cursor cur.
-func nextScanCursor(cur uint64, node, nodes int) uint64 {
+// nextScanCursor is the proxy cursor after node returned cursor cur; ok is
+// false when cur does not fit above the node bits.
+func nextScanCursor(cur uint64, node, nodes int) (uint64, bool) {
 	if cur != 0 {
-		return cur<<scanNodeBits | uint64(node)
+		if cur>>(64-scanNodeBits) != 0 {
+			return 0, false
+		}
+		return cur<<scanNodeBits | uint64(node), true
 	}
 	if node+1 < nodes {
-		return uint64(node + 1)
+		return uint64(node + 1), true
 	}
-	return 0
+	return 0, true
 }
 
 // preAuth lists what a client may send before AUTH, as redis-server does.
 func preAuth(name string) bool {
 	return name == "auth" || name == "hello" || name == "quit"
+}
+
+// inRefusedTx answers a command sent after a refused MULTI: the queued
+// commands are discarded, as Redis discards a transaction with an error.
+func (s *session) inRefusedTx(spec *command.Spec) {
+	name := ""
+	if spec != nil {
+		name = spec.Name
+	}
+	switch name {
+	case "exec":
+		s.txRefused = false
+		s.errorReply("EXECABORT Transaction discarded because MULTI was refused (jupiter does not support transactions yet).")
+	case "discard":
+		s.txRefused = false
+		s.localReply([]byte("+OK\r\n"))
+	case "quit", "reset":
+		s.txRefused = false
+		s.answerLocal(nil, spec, nil)
+	default:
+		s.errorReply("ERR jupiter: command not executed: it follows a refused MULTI (send EXEC or DISCARD)")
+	}
 }

@@ -445,8 +445,8 @@ func TestNextScanCursor(t *testing.T) {
 				continue
 			}
 			for _, c := range []uint64{1, 2, 17, 1<<20 + 3, 1<<54 - 1} {
-				next := nextScanCursor(c, node, nodes)
-				if next == 0 {
+				next, ok := nextScanCursor(c, node, nodes)
+				if !ok || next == 0 {
 					t.Fatalf("nodes %d node %d cursor %d: next is 0, the end", nodes, node, c)
 				}
 				n, nc := decode(next)
@@ -455,7 +455,7 @@ func TestNextScanCursor(t *testing.T) {
 				}
 			}
 			// The node finished: the next node from its start, or the end.
-			next := nextScanCursor(0, node, nodes)
+			next, _ := nextScanCursor(0, node, nodes)
 			n, nc := decode(next)
 			if node == nodes-1 {
 				if next != 0 {
@@ -484,7 +484,7 @@ func TestScanWalkSimulated(t *testing.T) {
 		visits = append(visits, fmt.Sprintf("%d:%d", node, nodeCur))
 		ret := seqs[node][pos[node]]
 		pos[node]++
-		cur = nextScanCursor(ret, node, len(seqs))
+		cur, _ = nextScanCursor(ret, node, len(seqs))
 		if cur == 0 {
 			break
 		}
@@ -500,13 +500,16 @@ func TestScanWalkSimulated(t *testing.T) {
 	}
 }
 
-// TestNextScanCursorLimit documents the cursor budget: node cursors of 2^54
-// or more do not fit and would be silently corrupted (a cursor of exactly
-// 2^54 on node 0 even reads as "0", the end of the scan). Redis cursors are
-// bounded by the hash table size, far below that; logged, not failed.
+// TestNextScanCursorLimit: a node cursor of 2^54 or more does not fit above
+// the node bits and must be refused, never silently corrupted (2^54 on node 0
+// would otherwise read as 0, the end of the scan).
 func TestNextScanCursorLimit(t *testing.T) {
-	next := nextScanCursor(1<<54, 0, 3)
-	t.Logf("node cursor 2^54 on node 0 of 3 becomes proxy cursor %d (lossy)", next)
+	if next, ok := nextScanCursor(1<<54, 0, 3); ok {
+		t.Fatalf("cursor 2^54 accepted as %d", next)
+	}
+	if _, ok := nextScanCursor(1<<54-1, 0, 3); !ok {
+		t.Fatal("cursor 2^54-1 refused")
+	}
 }
 
 func TestMixedCommandsDeterministic(t *testing.T) {

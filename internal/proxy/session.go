@@ -16,6 +16,7 @@ const (
 	smallReadBuf = 256      // inline read buffer: an idle client costs little, small commands need no more
 	bigReadBuf   = 16 << 10 // pooled buffer for larger commands and pipelines
 	keptBuf      = 64 << 10 // scratch larger than this is dropped after a batch
+	maxAhead     = 1 << 20  // most the read buffer grows beyond the bytes received
 	maxBatch     = 4096     // commands planned before the batch is executed
 )
 
@@ -62,10 +63,14 @@ type batch struct {
 	keys   []int
 	owners []int32
 	enc    []byte
+	fwd    [][]byte
 }
 
 // trim drops buffers a large batch grew, before the batch goes back to the pool.
 func (b *batch) trim() {
+	// A batch whose write failed still holds its replies: they must never
+	// reach the next session that borrows it.
+	b.out = b.out[:0]
 	if cap(b.out) > keptBuf {
 		b.out = nil
 	}
@@ -107,7 +112,10 @@ type session struct {
 	name    string
 	closing bool
 	authed  bool // passed AUTH (or no password is configured)
-	admin   bool // passed AUTH admin <admin-password>
+	// txRefused is set by a refused MULTI: until EXEC or DISCARD nothing
+	// runs, so a transaction is never executed half, outside MULTI.
+	txRefused bool
+	admin     bool // passed AUTH admin <admin-password>
 }
 
 func (s *session) stop() {
@@ -127,6 +135,9 @@ func (s *session) serve() {
 		}
 		if idle > 0 {
 			_ = s.nc.SetReadDeadline(time.Now().Add(idle))
+			if s.stopping.Load() {
+				return // Shutdown's immediate deadline may have just been overwritten
+			}
 		}
 		n, err := s.nc.Read(s.buf[s.re:])
 		s.re += n
@@ -149,9 +160,19 @@ func (s *session) makeRoom(need int) {
 		s.rs, s.re = 0, keep
 		return
 	}
+	// Grow geometrically, but never allocate more than maxAhead beyond the
+	// bytes already received: a bare "$67108864" header must not make the
+	// proxy reserve 64 MiB for a client that may never send them.
+	want := max(need, keep+1)
+	if want > keep+maxAhead {
+		want = keep + maxAhead
+	}
 	size := max(len(s.buf), bigReadBuf)
-	for size < need || size <= keep {
+	for size < want {
 		size *= 2
+	}
+	if need > 0 && size > need && need > bigReadBuf {
+		size = need // the command's exact size is known: no slack
 	}
 	var nb []byte
 	var pooled *[]byte
@@ -304,7 +325,7 @@ func (s *session) execute(v *view) {
 		}
 		st := &s.srv.cmdStats[e.cmd]
 		st.Count.Add(1)
-		if s.out[at] == '-' {
+		if len(s.out) > at && s.out[at] == '-' {
 			st.Errors.Add(1)
 		}
 		st.Latency.Observe(took)
@@ -344,7 +365,11 @@ func (s *session) merge(dst []byte, e *entry) []byte {
 		if !ok {
 			return append(dst, reply...)
 		}
-		dst = merge.Scan(dst, reply, nextScanCursor(cur, int(e.scanNode), int(e.scanN)))
+		next, ok := nextScanCursor(cur, int(e.scanNode), int(e.scanN))
+		if !ok {
+			return redcon.AppendError(dst, "ERR jupiter: a node returned a SCAN cursor too large to encode")
+		}
+		dst = merge.Scan(dst, reply, next)
 	default:
 		dst = merge.First(dst, s.parts)
 	}

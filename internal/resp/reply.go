@@ -1,6 +1,9 @@
 package resp
 
-import "errors"
+import (
+	"errors"
+	"math"
+)
 
 // ErrBadReply means a backend sent bytes that are not RESP. The connection
 // it came from cannot be trusted any more and must be closed.
@@ -26,9 +29,18 @@ type Scanner struct {
 // Reset forgets a partially scanned reply.
 func (s *Scanner) Reset() { s.off, s.depth = 0, 0 }
 
+// maxReplyBulk and maxReplyElems bound what a node may announce. Redis's
+// own limits are far below (512 MiB bulk strings, 2^32 elements); anything
+// beyond is not a Redis reply, and accepting it would overflow arithmetic.
+const (
+	maxReplyBulk  = 1 << 30
+	maxReplyElems = 1 << 32
+)
+
 // Scan returns the length of the complete reply at the start of b, or 0 if b
 // does not hold all of it yet. It accepts the RESP2 types and the RESP3
 // scalar/aggregate types, so a backend speaking either is framed correctly.
+// Bytes that cannot be RESP are reported as soon as they are seen.
 func (s *Scanner) Scan(b []byte) (int, error) {
 	for {
 		// One element at s.off.
@@ -36,7 +48,13 @@ func (s *Scanner) Scan(b []byte) (int, error) {
 			return 0, nil
 		}
 		t := b[s.off]
-		end := lineEnd(b, s.off+1)
+		if !knownType(t) {
+			return 0, ErrBadReply
+		}
+		end, bad := lineEnd(b, s.off+1)
+		if bad {
+			return 0, ErrBadReply
+		}
 		if end < 0 {
 			if len(b)-s.off > 1<<16 {
 				return 0, ErrBadReply // a header line this long is not RESP
@@ -49,7 +67,7 @@ func (s *Scanner) Scan(b []byte) (int, error) {
 			// single-line value
 		case '$', '=', '!':
 			n, ok := atoi(b[s.off+1 : end])
-			if !ok {
+			if !ok || n > maxReplyBulk || n < -1 {
 				return 0, ErrBadReply
 			}
 			if n >= 0 {
@@ -61,13 +79,16 @@ func (s *Scanner) Scan(b []byte) (int, error) {
 					return 0, ErrBadReply
 				}
 			}
-		case '*', '%', '~', '>', '|':
+		default: // '*', '%', '~', '>', '|'
 			n, ok := atoi(b[s.off+1 : end])
-			if !ok {
+			if !ok || n > maxReplyElems || n < -1 {
 				return 0, ErrBadReply
 			}
-			if t == '%' || t == '|' {
+			switch t {
+			case '%':
 				n *= 2
+			case '|':
+				n = 2*n + 1 // an attribute map, then the value it annotates
 			}
 			if n > 0 {
 				if s.depth == maxDepth {
@@ -78,8 +99,6 @@ func (s *Scanner) Scan(b []byte) (int, error) {
 				s.depth++
 				continue
 			}
-		default:
-			return 0, ErrBadReply
 		}
 		s.off = next
 		// An element finished: close every array it completes.
@@ -98,6 +117,14 @@ func (s *Scanner) Scan(b []byte) (int, error) {
 	}
 }
 
+func knownType(t byte) bool {
+	switch t {
+	case '+', '-', ':', ',', '#', '_', '(', '$', '=', '!', '*', '%', '~', '>', '|':
+		return true
+	}
+	return false
+}
+
 // ReplyLen returns the length of the complete reply at the start of b, 0 if
 // it is incomplete.
 func ReplyLen(b []byte) (int, error) {
@@ -105,35 +132,44 @@ func ReplyLen(b []byte) (int, error) {
 	return s.Scan(b)
 }
 
-func lineEnd(b []byte, from int) int {
-	for i := from; i+1 < len(b); i++ {
+// lineEnd returns the index of the CR ending the line that starts at from,
+// or -1 if the line is not complete; bad reports a CR not followed by LF.
+func lineEnd(b []byte, from int) (int, bool) {
+	for i := from; i < len(b); i++ {
 		if b[i] == '\r' {
-			if b[i+1] != '\n' {
-				return -1
+			if i+1 == len(b) {
+				return -1, false
 			}
-			return i
+			if b[i+1] != '\n' {
+				return -1, true
+			}
+			return i, false
 		}
 	}
-	return -1
+	return -1, false
 }
 
 func atoi(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 19 {
+	if len(b) == 0 || len(b) > 20 {
 		return 0, false
 	}
 	neg := b[0] == '-'
 	if neg {
 		b = b[1:]
-		if len(b) == 0 {
-			return 0, false
-		}
+	}
+	if len(b) == 0 {
+		return 0, false
 	}
 	var v int64
 	for _, c := range b {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
-		v = v*10 + int64(c-'0')
+		d := int64(c - '0')
+		if v > (math.MaxInt64-d)/10 {
+			return 0, false // overflow: not a number a node sends
+		}
+		v = v*10 + d
 	}
 	if neg {
 		v = -v
@@ -149,7 +185,7 @@ func Elements(reply []byte, dst [][]byte) (elems [][]byte, nilArray, ok bool) {
 	if len(reply) < 4 || reply[0] != '*' {
 		return elems, false, false
 	}
-	end := lineEnd(reply, 1)
+	end, _ := lineEnd(reply, 1)
 	if end < 0 {
 		return elems, false, false
 	}
@@ -187,7 +223,7 @@ func Bulk(reply []byte) (payload []byte, null, ok bool) {
 	if len(reply) < 4 || reply[0] != '$' {
 		return nil, false, false
 	}
-	end := lineEnd(reply, 1)
+	end, _ := lineEnd(reply, 1)
 	if end < 0 {
 		return nil, false, false
 	}

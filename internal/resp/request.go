@@ -70,7 +70,7 @@ func ParseCommand(b []byte, args [][]byte, lim Limits) (n int, out [][]byte, inl
 	if b[0] != '*' {
 		return parseInline(b, out, lim)
 	}
-	count, i, ok, err := parseHeader(b, 1, lim.MaxMultiLen, errMultibulkLen)
+	count, i, ok, err := parseHeader(b, 1, lim.MaxMultiLen, true, errMultibulkLen)
 	if err != nil || !ok {
 		return 0, out, false, 0, err
 	}
@@ -88,7 +88,7 @@ func ParseCommand(b []byte, args [][]byte, lim Limits) (n int, out [][]byte, inl
 		if b[i] != '$' {
 			return 0, out[:0], false, 0, errExpectedBulk
 		}
-		size, next, ok, err := parseHeader(b, i+1, lim.MaxMultiLen, errBulkLen)
+		size, next, ok, err := parseHeader(b, i+1, lim.MaxMultiLen, false, errBulkLen)
 		if err != nil {
 			return 0, out[:0], false, 0, err
 		}
@@ -114,15 +114,26 @@ func ParseCommand(b []byte, args [][]byte, lim Limits) (n int, out [][]byte, inl
 	return i, out, false, 0, nil
 }
 
+// maxHeaderDigits bounds a length header: 18 digits cannot overflow int64,
+// and no real command needs more.
+const maxHeaderDigits = 18
+
 // parseHeader reads the integer of a "*N\r\n" or "$N\r\n" line whose digits
-// start at b[i]. ok is false when the line is not complete yet.
-func parseHeader(b []byte, i, maxLen int, bad *ProtocolError) (v int64, next int, ok bool, err error) {
-	start := i
+// start at b[i]. ok is false when the line is not complete yet. Only the
+// canonical form redis-server accepts is allowed — no leading zeros, no "-0",
+// a sign only where allowNeg — because jupiter forwards the raw bytes, and a
+// header a node refuses would make it close the connection every client
+// shares.
+func parseHeader(b []byte, i, maxLen int, allowNeg bool, bad *ProtocolError) (v int64, next int, ok bool, err error) {
 	neg := false
 	if i < len(b) && b[i] == '-' {
+		if !allowNeg {
+			return 0, 0, false, bad
+		}
 		neg = true
 		i++
 	}
+	limit := min(maxLen, maxHeaderDigits)
 	digits := 0
 	for ; i < len(b); i++ {
 		c := b[i]
@@ -130,7 +141,7 @@ func parseHeader(b []byte, i, maxLen int, bad *ProtocolError) (v int64, next int
 			if i+1 >= len(b) {
 				return 0, 0, false, nil
 			}
-			if b[i+1] != '\n' || digits == 0 {
+			if b[i+1] != '\n' || digits == 0 || neg && v == 0 {
 				return 0, 0, false, bad
 			}
 			if neg {
@@ -138,14 +149,11 @@ func parseHeader(b []byte, i, maxLen int, bad *ProtocolError) (v int64, next int
 			}
 			return v, i + 2, true, nil
 		}
-		if c < '0' || c > '9' || i-start >= maxLen {
+		if c < '0' || c > '9' || digits == limit || digits == 1 && v == 0 {
 			return 0, 0, false, bad
 		}
 		v = v*10 + int64(c-'0')
 		digits++
-	}
-	if i-start >= maxLen {
-		return 0, 0, false, bad
 	}
 	return 0, 0, false, nil
 }
@@ -239,7 +247,7 @@ func SplitArgs(line []byte, out [][]byte) ([][]byte, error) {
 					break
 				}
 				switch c := line[i]; c {
-				case ' ', '\t', '\r', '\n', 0:
+				case ' ', '\t', '\r', '\n', '\v', '\f':
 					done = true
 				case '"':
 					inDQ = true
@@ -260,7 +268,10 @@ func SplitArgs(line []byte, out [][]byte) ([][]byte, error) {
 	}
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == 0 }
+// isSpace is C's isspace(), which sdssplitargs uses.
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f'
+}
 func isHex(c byte) bool {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
 }
