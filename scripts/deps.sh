@@ -60,7 +60,7 @@ apt_install() { # packages...
 }
 
 # pid_6379: PID of the process listening on 6379, if any (needs ss).
-pid_6379() { ss -ltnpH 'sport = :6379' 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
+pid_6379() { ss -ltnpH 'sport = :6379' 2>/dev/null | grep -o 'pid=[0-9]*' | sed -n '1s/pid=//p'; }
 
 # ------------------------------------------------------------------ redis & co
 need=()
@@ -164,7 +164,7 @@ fi
 	echo "redis-cli:       $(redis-cli --version | awk '{print $2}')"
 	echo "redis-benchmark: $(redis-benchmark --version | awk '{print $2}')"
 	if command -v nutcracker >/dev/null; then
-		echo "nutcracker:      $(nutcracker --version 2>&1 | head -1 | awk '{print $NF}')"
+		echo "nutcracker:      $(nutcracker --version 2>&1 | awk 'NR==1{print $NF}')"
 	fi
 	if [ $want_test = 1 ]; then
 		if [ -z "$EMULATOR" ]; then

@@ -26,23 +26,23 @@ type Change struct {
 
 // NodeStatus describes one ring node.
 type NodeStatus struct {
-	Addr   string
-	Weight int
-	Slots  int
-	Up     bool
+	Addr   string `json:"addr"`
+	Weight int    `json:"weight"`
+	Slots  int    `json:"slots"`
+	Up     bool   `json:"up"`
 }
 
 // Status is what JUPITER STATUS and /v1/status report.
 type Status struct {
-	Mode        string // "standalone" or "cluster"
-	Self        string
-	Leader      string
-	RingVersion uint64
-	Stage       string
-	Nodes       []NodeStatus
-	Members     []string
+	Mode        string       `json:"mode"` // "standalone" or "cluster"
+	Self        string       `json:"self"`
+	Leader      string       `json:"leader"`
+	RingVersion uint64       `json:"ring_version"`
+	Stage       string       `json:"stage"`
+	Nodes       []NodeStatus `json:"nodes"`
+	Members     []string     `json:"members"`
 	// Extra lines, in order, appended after the contract fields.
-	Extra [][2]string
+	Extra [][2]string `json:"extra,omitempty"`
 }
 
 // Controller executes admin requests.
