@@ -7,6 +7,7 @@ package test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -170,4 +171,17 @@ func sameSet(a, b string) bool {
 	slices.Sort(as)
 	slices.Sort(bs)
 	return slices.Equal(as, bs)
+}
+
+// secWaitConns waits until jupiter_client_connections is n.
+func secWaitConns(t *testing.T, adminAddr string, n int) {
+	t.Helper()
+	if msg := secWaitFor(5*time.Second, func() string {
+		if got := secMetrics(t, adminAddr)["jupiter_client_connections"]; int(got) != n {
+			return fmt.Sprintf("jupiter_client_connections = %v, want %d", got, n)
+		}
+		return ""
+	}); msg != "" {
+		t.Fatal(msg)
+	}
 }

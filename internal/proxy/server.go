@@ -89,10 +89,8 @@ type Server struct {
 
 	nextID atomic.Uint32
 
-	// Pools shared by all sessions: scratch for executing a batch, and read
-	// buffers for commands that do not fit a session's inline buffer.
-	batches  sync.Pool
-	readBufs sync.Pool
+	// Scratch for executing a batch, shared by all sessions.
+	batches sync.Pool
 
 	// cmdStats[spec.ID] counts each command; the last entry counts unknown
 	// and malformed commands.
@@ -237,16 +235,6 @@ func (s *Server) putBatch(b *batch) {
 	b.trim()
 	s.batches.Put(b)
 }
-
-func (s *Server) getReadBuf() *[]byte {
-	if p, ok := s.readBufs.Get().(*[]byte); ok {
-		return p
-	}
-	b := make([]byte, bigReadBuf)
-	return &b
-}
-
-func (s *Server) putReadBuf(p *[]byte) { s.readBufs.Put(p) }
 
 // CommandStats calls f for every command that was used, with its name
 // ("unknown" for commands jupiter could not parse or look up).

@@ -14,7 +14,7 @@ import (
 
 const (
 	smallReadBuf = 256      // inline read buffer: an idle client costs little, small commands need no more
-	bigReadBuf   = 16 << 10 // pooled buffer for larger commands and pipelines
+	keptReadBuf  = 16 << 10 // a grown read buffer up to this size stays with the session
 	keptBuf      = 64 << 10 // scratch larger than this is dropped after a batch
 	maxAhead     = 1 << 20  // most the read buffer grows beyond the bytes received
 	maxBatch     = 4096     // commands planned before the batch is executed
@@ -102,9 +102,7 @@ type session struct {
 	id       uint32
 	stopping atomic.Bool
 
-	buf    []byte // s.small[:], a pooled buffer (*pooled) or a grown one (big)
-	pooled *[]byte
-	big    bool
+	buf    []byte // s.small[:] or a grown buffer
 	rs, re int
 	small  [smallReadBuf]byte
 
@@ -128,7 +126,6 @@ func (s *session) serve() {
 	idle := s.srv.opts.IdleTimeout
 	s.buf = s.small[:]
 	s.authed = s.srv.opts.Password == ""
-	defer s.releaseBuf()
 	for !s.stopping.Load() {
 		if s.re == len(s.buf) {
 			s.makeRoom(0)
@@ -140,9 +137,15 @@ func (s *session) serve() {
 			}
 		}
 		n, err := s.nc.Read(s.buf[s.re:])
+		filled := n > 0 && s.re+n == len(s.buf)
 		s.re += n
 		if n > 0 && !s.drain(lim) {
 			return
+		}
+		if filled && len(s.buf) < keptReadBuf {
+			// The client sent more than the buffer holds: its pipelines
+			// were cut and paid extra round trips. Adapt for the next one.
+			s.grow()
 		}
 		if err != nil {
 			return
@@ -151,8 +154,15 @@ func (s *session) serve() {
 }
 
 // makeRoom makes space after s.re: by moving the unparsed bytes to the front,
-// or by moving them to a larger buffer (the pooled one first). need, when
-// positive, is the total size the current command will have.
+// or by moving them to a larger buffer. need, when positive, is the total
+// size the current command will have.
+//
+// The read buffer adapts to the client: it starts as the session's small
+// inline array (an idle connection costs little) and grows to what the
+// client's batches need — a pipelining client would otherwise have each
+// pipeline cut into read-sized pieces, each costing a backend round trip.
+// Buffers up to keptReadBuf stay with the session; larger ones, grown for one
+// big command, are dropped once it is done (see resetBuf).
 func (s *session) makeRoom(need int) {
 	keep := s.re - s.rs
 	if s.rs > 0 && keep < len(s.buf) && need <= len(s.buf) {
@@ -167,35 +177,33 @@ func (s *session) makeRoom(need int) {
 	if want > keep+maxAhead {
 		want = keep + maxAhead
 	}
-	size := max(len(s.buf), bigReadBuf)
+	size := 2 * len(s.buf)
 	for size < want {
 		size *= 2
 	}
-	if need > 0 && size > need && need > bigReadBuf {
+	if need > 0 && size > need && need > keptReadBuf {
 		size = need // the command's exact size is known: no slack
 	}
-	var nb []byte
-	var pooled *[]byte
-	if size == bigReadBuf {
-		pooled = s.srv.getReadBuf()
-		nb = *pooled
-	} else {
-		nb = make([]byte, size)
-	}
+	nb := make([]byte, size)
 	copy(nb, s.buf[s.rs:s.re])
-	s.releaseBuf()
-	s.buf, s.pooled, s.big = nb, pooled, true
+	s.buf = nb
 	s.rs, s.re = 0, keep
 }
 
-// releaseBuf returns a pooled read buffer and goes back to the inline one.
-// The caller must have consumed or copied what it held.
-func (s *session) releaseBuf() {
-	if s.big {
-		if s.pooled != nil {
-			s.srv.putReadBuf(s.pooled)
-		}
-		s.buf, s.pooled, s.big = s.small[:], nil, false
+// grow doubles the read buffer, keeping the unparsed bytes.
+func (s *session) grow() {
+	nb := make([]byte, 2*len(s.buf))
+	s.re = copy(nb, s.buf[s.rs:s.re])
+	s.rs = 0
+	s.buf = nb
+}
+
+// resetBuf is called when every received byte was consumed: a buffer grown
+// for one large command goes back to the inline one.
+func (s *session) resetBuf() {
+	s.rs, s.re = 0, 0
+	if len(s.buf) > keptReadBuf {
+		s.buf = s.small[:]
 	}
 }
 
@@ -250,8 +258,7 @@ func (s *session) drain(lim resp.Limits) bool {
 			return false
 		}
 		if s.rs == s.re {
-			s.rs, s.re = 0, 0
-			s.releaseBuf()
+			s.resetBuf()
 			return true
 		}
 		if incomplete {

@@ -1,0 +1,136 @@
+package rebalance
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Command is one Redis command as its raw arguments (name first). The
+// builders below return exactly what this package sends, so the proxy can
+// encode the same commands on its own multiplexed back-end path.
+type Command [][]byte
+
+// String renders c for logs and docs, arguments quoted Go-style.
+func (c Command) String() string {
+	var b strings.Builder
+	for i, a := range c {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if i == 0 {
+			b.Write(a)
+			continue
+		}
+		b.WriteString(strconv.Quote(string(a)))
+	}
+	return b.String()
+}
+
+func (c Command) args() []any {
+	a := make([]any, len(c))
+	for i, x := range c {
+		a[i] = x
+	}
+	return a
+}
+
+func cmd(name string, args ...[]byte) Command {
+	c := make(Command, 0, 1+len(args))
+	c = append(c, []byte(name))
+	return append(c, args...)
+}
+
+// RestoreScript is the conditional restore run on the new owner (rebalance.md
+// §4.6 step 3). KEYS = [k, mk(k)], ARGV = [ttl ms (0 = no expiry), DUMP
+// payload, marker TTL ms]. It returns 0 without writing if k or mk(k)
+// exists (a newer write, a delete, or another mover won), else it RESTOREs k
+// without REPLACE, sets the marker and returns 1. Both checks and both
+// writes happen atomically inside the script, which is what makes any
+// number of concurrent movers safe (R7) and keeps deletes and newer writes
+// from being overwritten by an older snapshot (R3, R4, R5).
+const RestoreScript = `if redis.call('EXISTS', KEYS[1], KEYS[2]) ~= 0 then return 0 end
+redis.call('RESTORE', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+return 1
+`
+
+// RestoreScriptSHA is the SHA1 of RestoreScript, the name EVALSHA uses.
+var RestoreScriptSHA = func() string {
+	h := sha1.Sum([]byte(RestoreScript))
+	return hex.EncodeToString(h[:])
+}()
+
+func ms(d time.Duration) []byte { return strconv.AppendInt(nil, d.Milliseconds(), 10) }
+
+func markerTTLOr(t time.Duration) time.Duration {
+	if t <= 0 {
+		return DefaultMarkerTTL
+	}
+	return t
+}
+
+// SetMarkerCommand is `SET mk(k) 1 PX T`, run on the new owner.
+func SetMarkerCommand(epoch uint64, key []byte, markerTTL time.Duration) Command {
+	return cmd("SET", MarkerKey(epoch, key), []byte("1"), []byte("PX"), ms(markerTTLOr(markerTTL)))
+}
+
+// SnapshotCommands is the atomic snapshot of k on the old owner:
+// `MULTI`, `DUMP k`, `PTTL k`, `EXEC`. EXEC's reply is [payload|nil, pttl].
+func SnapshotCommands(key []byte) []Command {
+	return []Command{cmd("MULTI"), cmd("DUMP", key), cmd("PTTL", key), cmd("EXEC")}
+}
+
+// ScriptLoadCommand is `SCRIPT LOAD <RestoreScript>`.
+func ScriptLoadCommand() Command {
+	return cmd("SCRIPT", []byte("LOAD"), []byte(RestoreScript))
+}
+
+// RestoreCommand is the conditional restore on the new owner:
+// `EVALSHA <RestoreScriptSHA> 2 k mk(k) <ttl ms> <payload> <T ms>`.
+// ttl 0 means no expiry. On `-NOSCRIPT` send ScriptLoadCommand and retry
+// (a failover or restart empties the script cache).
+func RestoreCommand(epoch uint64, key []byte, ttl time.Duration, payload []byte, markerTTL time.Duration) Command {
+	return cmd("EVALSHA", []byte(RestoreScriptSHA), []byte("2"), key, MarkerKey(epoch, key),
+		ms(ttl), payload, ms(markerTTLOr(markerTTL)))
+}
+
+// EnsureCheckCommand is `EXISTS k mk(k)` on the new owner: a reply > 0 means
+// the new owner is already authoritative for k and nothing needs moving.
+func EnsureCheckCommand(epoch uint64, key []byte) Command {
+	return cmd("EXISTS", key, MarkerKey(epoch, key))
+}
+
+// UnlinkCommand is `UNLINK k…` on the old owner.
+func UnlinkCommand(keys ...[]byte) Command { return cmd("UNLINK", keys...) }
+
+// WriteCommands is a write of k during MIGRATING. On the new owner, in one
+// transaction: `MULTI`, <write>, `SET mk(k) 1 PX T`, `EXEC`; then, only after
+// EXEC succeeded, `UNLINK k` on the old owner. For a read-modify-write
+// command (INCR, APPEND, LPUSH, SET NX/XX/GET/KEEPTTL, EXPIRE …) run Ensure
+// on k first (rebalance.md §4.4 ‡).
+func WriteCommands(epoch uint64, key []byte, write Command, markerTTL time.Duration) (onNew []Command, onOld Command) {
+	return []Command{cmd("MULTI"), write, SetMarkerCommand(epoch, key, markerTTL), cmd("EXEC")},
+		UnlinkCommand(key)
+}
+
+// DeleteCommands is a delete of k during MIGRATING. On the new owner:
+// `MULTI`, `EXISTS mk(k)`, `DEL k`, `SET mk(k) 1 PX T`, `EXEC`; then `UNLINK k`
+// on the old owner. The key existed if DEL on new returned 1, or if there
+// was no marker before and UNLINK on old returned 1 (rebalance.md §4.4).
+func DeleteCommands(epoch uint64, key []byte, markerTTL time.Duration) (onNew []Command, onOld Command) {
+	return []Command{cmd("MULTI"), cmd("EXISTS", MarkerKey(epoch, key)), cmd("DEL", key),
+			SetMarkerCommand(epoch, key, markerTTL), cmd("EXEC")},
+		UnlinkCommand(key)
+}
+
+// ReadCommands is the read rule's probes (rebalance.md §4.4 †). First (and,
+// if needed, third) on the new owner: `MULTI`, `EXISTS k`, `EXISTS mk(k)`,
+// <read>, `EXEC`. Second, on the old owner: `MULTI`, `EXISTS k`, <read>,
+// `EXEC`. See Mover.Read for how the replies are combined.
+func ReadCommands(epoch uint64, key []byte, read Command) (onNew, onOld []Command) {
+	return []Command{cmd("MULTI"), cmd("EXISTS", key), cmd("EXISTS", MarkerKey(epoch, key)), read, cmd("EXEC")},
+		[]Command{cmd("MULTI"), cmd("EXISTS", key), read, cmd("EXEC")}
+}

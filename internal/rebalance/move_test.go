@@ -1,0 +1,664 @@
+package rebalance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// value renders a key's type and content canonically (unordered types
+// sorted), so the same logical value compares equal on two nodes.
+func value(tb testing.TB, c *redis.Client, key string) string {
+	tb.Helper()
+	ctx := context.Background()
+	typ := must[string](tb)(c.Type(ctx, key).Result())
+	var v any
+	var err error
+	switch typ {
+	case "none":
+		return "none"
+	case "string":
+		v, err = c.Get(ctx, key).Result()
+	case "hash":
+		var m map[string]string
+		m, err = c.HGetAll(ctx, key).Result()
+		var kv []string
+		for k, x := range m {
+			kv = append(kv, k+"="+x)
+		}
+		slices.Sort(kv)
+		v = kv
+	case "list":
+		v, err = c.LRange(ctx, key, 0, -1).Result()
+	case "set":
+		var s []string
+		s, err = c.SMembers(ctx, key).Result()
+		slices.Sort(s)
+		v = s
+	case "zset":
+		v, err = c.ZRangeWithScores(ctx, key, 0, -1).Result()
+	case "stream":
+		var xs []redis.XMessage
+		xs, err = c.XRange(ctx, key, "-", "+").Result()
+		if err == nil {
+			var groups []redis.XInfoGroup
+			groups, err = c.XInfoGroups(ctx, key).Result()
+			v = fmt.Sprint(xs, groups)
+		}
+	default:
+		tb.Fatalf("type %s", typ)
+	}
+	if err != nil {
+		tb.Fatalf("read %q: %v", key, err)
+	}
+	return typ + ":" + fmt.Sprint(v)
+}
+
+func pttl(tb testing.TB, c *redis.Client, key string) int64 {
+	tb.Helper()
+	return do(tb, c, "PTTL", key).(int64)
+}
+
+// fillTypes writes one key of every type (and the TTL, binary and size
+// variants) to c and returns their names.
+func fillTypes(tb testing.TB, c *redis.Client, prefix string) []string {
+	tb.Helper()
+	ctx := context.Background()
+	k := func(s string) string { return prefix + s }
+	big := make([]byte, 1<<20)
+	for i := range big {
+		big[i] = byte(rand.IntN(256))
+	}
+	p := c.Pipeline()
+	p.Set(ctx, k("string"), "hello", 0)
+	p.Set(ctx, k("int"), 12345, 0)
+	p.HSet(ctx, k("hash"), "a", "1", "b", "2", "c", "3")
+	for i := range 600 { // hashtable encoding
+		p.HSet(ctx, k("bighash"), fmt.Sprint("f", i), strings.Repeat("x", i%70))
+	}
+	p.RPush(ctx, k("list"), "a", "b", "c", "a")
+	p.SAdd(ctx, k("set"), "x", "y", "z")
+	p.SAdd(ctx, k("intset"), 1, 2, 3)
+	p.ZAdd(ctx, k("zset"), redis.Z{Score: 1.5, Member: "a"}, redis.Z{Score: -2, Member: "b"})
+	p.XAdd(ctx, &redis.XAddArgs{Stream: k("stream"), ID: "1-1", Values: []any{"f", "v1"}})
+	p.XAdd(ctx, &redis.XAddArgs{Stream: k("stream"), ID: "2-1", Values: []any{"f", "v2", "g", "w"}})
+	p.XGroupCreate(ctx, k("stream"), "grp", "0")
+	p.Set(ctx, k("ttl"), "expiring", 90*time.Second)
+	p.HSet(ctx, k("hashttl"), "a", "1")
+	p.PExpire(ctx, k("hashttl"), 5*time.Second)
+	p.Set(ctx, k("nottl"), "forever", 0)
+	p.Set(ctx, k("bin\x00\xff\r\n key"), "\x00\x01binary\xff", 0)
+	p.Set(ctx, k("big"), big, 0)
+	if _, err := p.Exec(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	names := []string{"string", "int", "hash", "bighash", "list", "set", "intset", "zset", "stream",
+		"ttl", "hashttl", "nottl", "bin\x00\xff\r\n key", "big"}
+	for i := range names {
+		names[i] = k(names[i])
+	}
+	return names
+}
+
+// checkMoved asserts that each key is now on new with its old value and
+// TTL (±50 ms, never longer), gone from old, and marked on new.
+func checkMoved(t *testing.T, old, new *redis.Client, epoch uint64, keys []string, want map[string]string, ttls map[string]int64, t0 time.Time) {
+	t.Helper()
+	elapsed := time.Since(t0).Milliseconds()
+	for _, k := range keys {
+		if exists(t, old, k) {
+			t.Errorf("%q still on old", k)
+		}
+		if got := value(t, new, k); got != want[k] {
+			t.Errorf("%q on new: %.80s, want %.80s", k, got, want[k])
+		}
+		got := pttl(t, new, k)
+		switch before := ttls[k]; {
+		case before == -1 && got != -1:
+			t.Errorf("%q: PTTL %d on new, want -1 (no expiry)", k, got)
+		case before >= 0 && (got > before || got < before-elapsed-50):
+			t.Errorf("%q: PTTL %d on new, was %d on old %d ms ago", k, got, before, elapsed)
+		}
+		if !exists(t, new, string(MarkerKey(epoch, []byte(k)))) {
+			t.Errorf("%q: no marker on new", k)
+		}
+	}
+}
+
+func TestMoveEveryType(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 20*time.Second)
+	for _, mode := range []string{"single", "batch"} {
+		t.Run(mode, func(t *testing.T) {
+			keys := fillTypes(t, old, mode+":")
+			want, ttls := map[string]string{}, map[string]int64{}
+			for _, k := range keys {
+				want[k], ttls[k] = value(t, old, k), pttl(t, old, k)
+			}
+			t0 := time.Now()
+			m := &Mover{Old: old, New: new, Epoch: 3}
+			if mode == "single" {
+				for _, k := range keys {
+					if res, err := m.Move(ctx, []byte(k)); err != nil || res != Moved {
+						t.Fatalf("Move(%q) = %v, %v", k, res, err)
+					}
+				}
+			} else {
+				m.BatchKeys, m.BatchBytes = 5, 64<<10 // force several chunks and restore pipelines
+				bk := make([][]byte, len(keys))
+				for i, k := range keys {
+					bk[i] = []byte(k)
+				}
+				out, err := m.MoveBatch(ctx, bk)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, o := range out {
+					if o.Result != Moved || o.Err != nil {
+						t.Errorf("%q: %v, %v", o.Key, o.Result, o.Err)
+					}
+					if string(o.Key) == mode+":big" && o.Bytes < 1<<20 {
+						t.Errorf("big key payload %d bytes", o.Bytes)
+					}
+				}
+			}
+			checkMoved(t, old, new, 3, keys, want, ttls, t0)
+			// Moving again finds nothing on old.
+			for _, k := range keys[:3] {
+				if res, err := m.Move(ctx, []byte(k)); err != nil || res != Missing {
+					t.Errorf("second Move(%q) = %v, %v; want missing", k, res, err)
+				}
+			}
+		})
+	}
+}
+
+func TestMoveMissing(t *testing.T) {
+	ns := startNodes(t, 2)
+	ctx := tctx(t, 10*time.Second)
+	m := &Mover{Old: ns[0].c, New: ns[1].c, Epoch: 1}
+	res, err := m.Move(ctx, []byte("nope"))
+	if err != nil || res != Missing {
+		t.Fatalf("Move = %v, %v", res, err)
+	}
+	if n := dbsize(t, ns[1].c); n != 0 {
+		t.Errorf("new has %d keys after moving a missing key", n)
+	}
+}
+
+func TestMoveAlreadyOnNew(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	m := &Mover{Old: old, New: new, Epoch: 1}
+	do(t, old, "SET", "k", "old")
+	do(t, new, "SET", "k", "newer")
+	if res, err := m.Move(ctx, []byte("k")); err != nil || res != AlreadyOnNew {
+		t.Fatalf("Move = %v, %v", res, err)
+	}
+	if v := do(t, new, "GET", "k"); v != "newer" {
+		t.Errorf("new's value %v, want the newer write", v)
+	}
+	if exists(t, old, "k") {
+		t.Error("old's stale copy was not unlinked")
+	}
+	// A marker alone (a delete on new) also refuses the restore.
+	do(t, old, "SET", "d", "old")
+	do(t, new, SetMarkerCommand(1, []byte("d"), time.Minute).args()...)
+	if res, err := m.Move(ctx, []byte("d")); err != nil || res != AlreadyOnNew {
+		t.Fatalf("Move(marked) = %v, %v", res, err)
+	}
+	if exists(t, new, "d") || exists(t, old, "d") {
+		t.Error("a marked (deleted) key was restored or left on old")
+	}
+	// A marker of another epoch does not count.
+	do(t, old, "SET", "e", "old")
+	do(t, new, SetMarkerCommand(2, []byte("e"), time.Minute).args()...)
+	if res, err := m.Move(ctx, []byte("e")); err != nil || res != Moved {
+		t.Fatalf("Move(other epoch's marker) = %v, %v", res, err)
+	}
+}
+
+func TestMoveExpiredDuringMove(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	do(t, old, "SET", "k", "v", "PX", "30")
+	m := &Mover{Old: old, New: new, Epoch: 1, beforeRestore: func() { time.Sleep(40 * time.Millisecond) }}
+	if res, err := m.Move(ctx, []byte("k")); err != nil || res != Expired {
+		t.Fatalf("Move = %v, %v; want expired", res, err)
+	}
+	if dbsize(t, new) != 0 || exists(t, old, "k") {
+		t.Error("an expired key was restored or left on old")
+	}
+}
+
+func TestMoveNoScript(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	m := &Mover{Old: old, New: new, Epoch: 1}
+	for i := range 3 {
+		k := fmt.Sprint("k", i)
+		do(t, old, "SET", k, "v")
+		do(t, new, "SCRIPT", "FLUSH") // what a failover or restart does
+		if res, err := m.Move(ctx, []byte(k)); err != nil || res != Moved {
+			t.Fatalf("Move after SCRIPT FLUSH = %v, %v", res, err)
+		}
+	}
+	// Batch: every EVALSHA in the pipeline gets NOSCRIPT; all are retried.
+	var keys [][]byte
+	for i := range 50 {
+		k := fmt.Sprint("b", i)
+		do(t, old, "SET", k, i)
+		keys = append(keys, []byte(k))
+	}
+	do(t, new, "SCRIPT", "FLUSH")
+	out, err := m.MoveBatch(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range out {
+		if o.Result != Moved || o.Err != nil {
+			t.Fatalf("%s: %v %v", o.Key, o.Result, o.Err)
+		}
+	}
+	if err := LoadScript(ctx, new); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRestoreErrorsClassified(t *testing.T) {
+	ns := startNodes(t, 2)
+	ctx := tctx(t, 10*time.Second)
+	m := &Mover{Old: ns[0].c, New: ns[1].c, Epoch: 1}
+	if err := LoadScript(ctx, ns[1].c); err != nil {
+		t.Fatal(err)
+	}
+	out := []Outcome{{Key: []byte("k")}}
+	// A corrupt payload is what a newer-version DUMP looks like to an older server.
+	snaps := []snapshot{{payload: "\x00\x03abc\x0b\x00garbage!", pttl: -1}}
+	if _, err := m.restore(ctx, out, snaps, []int{0}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(out[0].Err, ErrPayloadVersion) || out[0].Result != Failed {
+		t.Fatalf("restore of a bad payload: %v, %v; want ErrPayloadVersion", out[0].Result, out[0].Err)
+	}
+	if exists(t, ns[1].c, string(MarkerKey(1, []byte("k")))) {
+		t.Error("a failed restore left a marker")
+	}
+}
+
+// TestRaceR3: the mover snapshots v1, a client deletes the key (marker on
+// new, then UNLINK old), then the mover's restore runs: the key must stay
+// deleted.
+func TestRaceR3(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	do(t, old, "SET", "k", "v1")
+	client := &Mover{Old: old, New: new, Epoch: 5}
+	var existed bool
+	mover := &Mover{Old: old, New: new, Epoch: 5, beforeRestore: func() {
+		var err error
+		if existed, err = client.DeleteMarked(ctx, []byte("k")); err != nil {
+			t.Error(err)
+		}
+	}}
+	res, err := mover.Move(ctx, []byte("k"))
+	if err != nil || res != AlreadyOnNew {
+		t.Fatalf("Move = %v, %v; want already-on-new (refused by the tombstone)", res, err)
+	}
+	if !existed {
+		t.Error("DeleteMarked: the key existed on old, want existed=true")
+	}
+	if exists(t, new, "k") || exists(t, old, "k") {
+		t.Fatal("deleted key resurrected")
+	}
+	r, src, err := client.ReadRule(ctx, []byte("k"), Command{[]byte("GET"), []byte("k")})
+	if err != nil || r.Err() != redis.Nil || src != FromNew {
+		t.Fatalf("read after delete: %v %v %v", r, src, err)
+	}
+}
+
+// TestRaceR4: a write of v2 lands on new between the mover's snapshot of
+// v1 and its restore: v2 survives.
+func TestRaceR4(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	do(t, old, "SET", "k", "v1", "EX", "100")
+	client := &Mover{Old: old, New: new, Epoch: 5}
+	mover := &Mover{Old: old, New: new, Epoch: 5, beforeRestore: func() {
+		if _, err := client.WriteMarked(ctx, []byte("k"), Command{[]byte("SET"), []byte("k"), []byte("v2")}); err != nil {
+			t.Error(err)
+		}
+	}}
+	if res, err := mover.Move(ctx, []byte("k")); err != nil || res != AlreadyOnNew {
+		t.Fatalf("Move = %v, %v", res, err)
+	}
+	if v := do(t, new, "GET", "k"); v != "v2" {
+		t.Fatalf("new has %v, want v2", v)
+	}
+	if p := pttl(t, new, "k"); p != -1 {
+		t.Errorf("v2 has PTTL %d; the older snapshot's TTL leaked", p)
+	}
+	if exists(t, old, "k") {
+		t.Error("old still has the key")
+	}
+}
+
+// TestRaceR5: the mover snapshots v1 (PX 50); the client writes v2 with PX 1
+// and it expires; then the restore runs. The marker the write left must
+// refuse v1.
+func TestRaceR5(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	do(t, old, "SET", "k", "v1", "PX", "50")
+	client := &Mover{Old: old, New: new, Epoch: 5}
+	mover := &Mover{Old: old, New: new, Epoch: 5, beforeRestore: func() {
+		if _, err := client.WriteMarked(ctx, []byte("k"), Command{[]byte("SET"), []byte("k"), []byte("v2"), []byte("PX"), []byte("1")}); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if exists(t, new, "k") {
+			t.Error("v2 did not expire")
+		}
+	}}
+	res, err := mover.Move(ctx, []byte("k"))
+	if err != nil || res != AlreadyOnNew {
+		t.Fatalf("Move = %v, %v; want already-on-new (refused by the marker)", res, err)
+	}
+	if exists(t, new, "k") || exists(t, old, "k") {
+		t.Fatal("v1 resurrected after v2 expired")
+	}
+}
+
+// TestRaceR7: two movers on the same 2000 keys at once: every key ends up
+// on new exactly once with its value, none on old, and exactly one mover
+// reports each key Moved.
+func TestRaceR7(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 30*time.Second)
+	const n = 2000
+	keys := make([][]byte, n)
+	p := old.Pipeline()
+	for i := range keys {
+		keys[i] = []byte(fmtKey("r7", i))
+		p.Set(ctx, string(keys[i]), fmt.Sprint("v", i), time.Hour)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var moved [3][n]int
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Go(func() {
+			m := &Mover{Old: old, New: new, Epoch: 9, BatchKeys: 37 + 50*w}
+			ks := slices.Clone(keys)
+			if w == 1 {
+				slices.Reverse(ks)
+			}
+			if w == 2 { // the third mover is Ensure, one key at a time (pull-through)
+				for i := 0; i < n; i += 3 {
+					res, err := m.Ensure(ctx, keys[i])
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if res == Moved {
+						moved[w][i]++
+					}
+				}
+				return
+			}
+			out, err := m.MoveBatch(ctx, ks)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, o := range out {
+				if o.Err != nil {
+					t.Error(o.Err)
+				}
+				if o.Result == Moved {
+					var i int
+					fmt.Sscanf(string(o.Key), "r7:%d", &i)
+					moved[w][i]++
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if c := moved[0][i] + moved[1][i] + moved[2][i]; c != 1 {
+			t.Fatalf("key %d reported Moved %d times", i, c)
+		}
+	}
+	if d := dbsize(t, old); d != 0 {
+		t.Errorf("old still has %d keys", d)
+	}
+	if d := dbsize(t, new); d != 2*n {
+		t.Errorf("new has %d keys, want %d keys + %d markers", d, n, n)
+	}
+	for i := 0; i < n; i += 97 {
+		if v := do(t, new, "GET", string(keys[i])); v != fmt.Sprint("v", i) {
+			t.Errorf("key %d = %v", i, v)
+		}
+		if p := pttl(t, new, string(keys[i])); p < 3_500_000 || p > 3_600_000 {
+			t.Errorf("key %d PTTL %d", i, p)
+		}
+	}
+}
+
+func TestEnsure(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	m := &Mover{Old: old, New: new, Epoch: 2}
+	do(t, old, "SET", "c", "41")
+	if r, err := m.Ensure(ctx, []byte("c")); err != nil || r != Moved {
+		t.Fatalf("Ensure = %v, %v", r, err)
+	}
+	if r, err := m.Ensure(ctx, []byte("c")); err != nil || r != AlreadyOnNew {
+		t.Fatalf("second Ensure = %v, %v", r, err)
+	}
+	// UpdateMarked = Ensure + write: INCR starts from the moved value (R8).
+	do(t, old, "SET", "d", "9")
+	r, err := m.UpdateMarked(ctx, []byte("d"), Command{[]byte("INCR"), []byte("d")})
+	if err != nil || r.Val() != int64(10) {
+		t.Fatalf("UpdateMarked INCR = %v, %v", r.Val(), err)
+	}
+	if r, err := m.Ensure(ctx, []byte("absent")); err != nil || r != Missing {
+		t.Fatalf("Ensure(absent) = %v, %v", r, err)
+	}
+}
+
+func TestWriteMarked(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	m := &Mover{Old: old, New: new, Epoch: 2, MarkerTTL: time.Hour}
+	do(t, old, "SET", "k", "old")
+	r, err := m.WriteMarked(ctx, []byte("k"), Command{[]byte("SET"), []byte("k"), []byte("new")})
+	if err != nil || r.Val() != "OK" {
+		t.Fatalf("WriteMarked = %v, %v", r.Val(), err)
+	}
+	if exists(t, old, "k") || do(t, new, "GET", "k") != "new" {
+		t.Fatal("write did not land on new only")
+	}
+	mk := string(MarkerKey(2, []byte("k")))
+	if p := pttl(t, new, mk); p < 3_590_000 || p > 3_600_000 {
+		t.Errorf("marker PTTL %d, want ~1h", p)
+	}
+	// An error reply is returned in the Cmd, not as the error.
+	do(t, new, "RPUSH", "l", "x")
+	r, err = m.WriteMarked(ctx, []byte("l"), Command{[]byte("INCR"), []byte("l")})
+	if err != nil || r.Err() == nil || !strings.HasPrefix(r.Err().Error(), "WRONGTYPE") {
+		t.Fatalf("WriteMarked(WRONGTYPE) = %v, %v", r.Err(), err)
+	}
+	// A default marker TTL is 7 days.
+	m.MarkerTTL = 0
+	if _, err := m.WriteMarked(ctx, []byte("z"), Command{[]byte("SET"), []byte("z"), []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	if p := pttl(t, new, string(MarkerKey(2, []byte("z")))); p < DefaultMarkerTTL.Milliseconds()-60_000 {
+		t.Errorf("default marker PTTL %d", p)
+	}
+}
+
+func TestDeleteMarked(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	m := &Mover{Old: old, New: new, Epoch: 4}
+	mk := func(k string) string { return string(MarkerKey(4, []byte(k))) }
+	for _, tc := range []struct {
+		name                 string
+		onOld, onNew, marker bool
+		want                 bool
+	}{
+		{"nowhere", false, false, false, false},
+		{"old only", true, false, false, true},
+		{"new only", false, true, true, true},
+		{"both", true, true, true, true},
+		{"old, superseded by a delete", true, false, true, false},
+		{"new, no marker", false, true, false, true},
+	} {
+		k := strings.ReplaceAll(tc.name, " ", "_")
+		if tc.onOld {
+			do(t, old, "SET", k, "o")
+		}
+		if tc.onNew {
+			do(t, new, "SET", k, "n")
+		}
+		if tc.marker {
+			do(t, new, "SET", mk(k), "1")
+		}
+		got, err := m.DeleteMarked(ctx, []byte(k))
+		if err != nil || got != tc.want {
+			t.Errorf("%s: existed = %v, %v; want %v", tc.name, got, err, tc.want)
+		}
+		if exists(t, old, k) || exists(t, new, k) || !exists(t, new, mk(k)) {
+			t.Errorf("%s: key left somewhere or no tombstone", tc.name)
+		}
+	}
+}
+
+func TestReadRule(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	m := &Mover{Old: old, New: new, Epoch: 6}
+	get := func(k string) Command { return Command{[]byte("GET"), []byte(k)} }
+	check := func(k string, wantVal any, wantErr error, wantSrc Source) {
+		t.Helper()
+		r, src, err := m.ReadRule(ctx, []byte(k), get(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if src != wantSrc || r.Val() != wantVal || !errors.Is(r.Err(), wantErr) {
+			t.Errorf("read %s = %v/%v from %v; want %v/%v from %v", k, r.Val(), r.Err(), src, wantVal, wantErr, wantSrc)
+		}
+	}
+	do(t, old, "SET", "a", "old")
+	check("a", "old", nil, FromOld)
+	do(t, new, "SET", "a", "new")
+	check("a", "new", nil, FromNew) // new wins when it has the key
+	do(t, old, "SET", "b", "stale")
+	do(t, new, "SET", string(MarkerKey(6, []byte("b"))), "1")
+	check("b", nil, redis.Nil, FromNew) // a tombstone hides old's stale copy
+	check("c", nil, redis.Nil, FromNewRecheck)
+	// An error reply is a reply.
+	do(t, old, "RPUSH", "l", "x")
+	r, src, err := m.ReadRule(ctx, []byte("l"), get("l"))
+	if err != nil || src != FromOld || r.Err() == nil || !strings.HasPrefix(r.Err().Error(), "WRONGTYPE") {
+		t.Errorf("read of a list with GET: %v from %v, %v", r.Err(), src, err)
+	}
+	// R6: the key moves between the first (new) and second (old) probe.
+	do(t, old, "SET", "m", "moving")
+	mover := &Mover{Old: old, New: new, Epoch: 6}
+	m.Old = hookNode{Node: old, before: func() {
+		if _, err := mover.Move(ctx, []byte("m")); err != nil {
+			t.Error(err)
+		}
+	}}
+	check("m", "moving", nil, FromNewRecheck)
+}
+
+// hookNode runs before() ahead of every transaction it hands out (for
+// ReadRule: once per probe), to inject races between probes.
+type hookNode struct {
+	Node
+	before func()
+}
+
+func (h hookNode) TxPipeline() redis.Pipeliner {
+	h.before()
+	return h.Node.TxPipeline()
+}
+
+func TestCommandsText(t *testing.T) {
+	k := []byte("user:1")
+	join := func(cs []Command) string {
+		var s []string
+		for _, c := range cs {
+			s = append(s, c.String())
+		}
+		return strings.Join(s, "; ")
+	}
+	for _, tc := range []struct{ got, want string }{
+		{join(SnapshotCommands(k)), `MULTI; DUMP "user:1"; PTTL "user:1"; EXEC`},
+		{RestoreCommand(7, k, 1500*time.Millisecond, []byte("P"), time.Hour).String(),
+			`EVALSHA "` + RestoreScriptSHA + `" "2" "user:1" "\xff__jrb:7:user:1" "1500" "P" "3600000"`},
+		{EnsureCheckCommand(7, k).String(), `EXISTS "user:1" "\xff__jrb:7:user:1"`},
+		{func() string {
+			n, o := WriteCommands(7, k, Command{[]byte("SET"), k, []byte("v")}, 0)
+			return join(n) + " | " + o.String()
+		}(), `MULTI; SET "user:1" "v"; SET "\xff__jrb:7:user:1" "1" "PX" "604800000"; EXEC | UNLINK "user:1"`},
+		{func() string {
+			n, o := DeleteCommands(7, k, time.Minute)
+			return join(n) + " | " + o.String()
+		}(), `MULTI; EXISTS "\xff__jrb:7:user:1"; DEL "user:1"; SET "\xff__jrb:7:user:1" "1" "PX" "60000"; EXEC | UNLINK "user:1"`},
+		{func() string {
+			n, o := ReadCommands(7, k, Command{[]byte("HGET"), k, []byte("f")})
+			return join(n) + " | " + join(o)
+		}(), `MULTI; EXISTS "user:1"; EXISTS "\xff__jrb:7:user:1"; HGET "user:1" "f"; EXEC | MULTI; EXISTS "user:1"; HGET "user:1" "f"; EXEC`},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("\n got %s\nwant %s", tc.got, tc.want)
+		}
+	}
+}
+
+func TestMarkers(t *testing.T) {
+	k := []byte("a:\xff\x00b")
+	mk := MarkerKey(42, k)
+	if !IsMarker(mk) || IsMarker(k) || IsMarker([]byte("\xff__jrb")) {
+		t.Error("IsMarker")
+	}
+	e, key, ok := ParseMarker(mk)
+	if !ok || e != 42 || !bytes.Equal(key, k) {
+		t.Errorf("ParseMarker = %d %q %v", e, key, ok)
+	}
+	for _, bad := range []string{"x", MarkerPrefix, MarkerPrefix + ":k", MarkerPrefix + "x:k", MarkerPrefix + "12"} {
+		if _, _, ok := ParseMarker([]byte(bad)); ok {
+			t.Errorf("ParseMarker(%q) ok", bad)
+		}
+	}
+	if MarkerPattern(42) != "\xff__jrb:42:*" {
+		t.Error(MarkerPattern(42))
+	}
+}

@@ -1,0 +1,80 @@
+package rebalance
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/alphauslabs/jupiter/internal/backend"
+)
+
+// Node is the connection to one Redis node this package needs. A
+// *redis.Client satisfies it; it must point at the node's PRIMARY endpoint,
+// never a Memorystore read endpoint (a lagging replica would show deleted or
+// old values, rebalance.md §2.4).
+type Node interface {
+	Do(ctx context.Context, args ...any) *redis.Cmd
+	Pipeline() redis.Pipeliner
+	TxPipeline() redis.Pipeliner
+}
+
+var _ Node = (*redis.Client)(nil)
+
+// DefaultTimeout is NewClient's dial/read/write timeout when none is given.
+// It is generous because one pipelined batch may carry several MB of DUMP
+// payloads.
+const DefaultTimeout = 10 * time.Second
+
+// NewClient returns a control-path go-redis client for the node at addr,
+// with the same AUTH and TLS as the data path (sec), speaking RESP2 and
+// never sending CLIENT SETINFO (Memorystore blocks CLIENT). Retries are
+// off: every mover operation is idempotent and the Migrator retries whole
+// batches itself with backoff, while WriteMarked/UpdateMarked must not be
+// replayed blindly (an INCR whose reply was lost would be applied twice).
+// timeout 0 means DefaultTimeout.
+func NewClient(addr string, sec backend.Security, timeout time.Duration) (*redis.Client, error) {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := sec.TLSConfig(host)
+	if err != nil {
+		return nil, err
+	}
+	pw := sec.Password
+	if p, ok := sec.Passwords[addr]; ok {
+		pw = p
+	}
+	return redis.NewClient(&redis.Options{
+		Addr:            addr,
+		Username:        sec.Username,
+		Password:        pw,
+		TLSConfig:       tlsCfg,
+		Protocol:        2,
+		DisableIdentity: true,
+		MaxRetries:      -1,
+		DialTimeout:     timeout,
+		ReadTimeout:     timeout,
+		WriteTimeout:    timeout,
+		PoolSize:        8,
+	}), nil
+}
+
+// LoadScript runs SCRIPT LOAD of RestoreScript on node. Movers load it
+// lazily (on -NOSCRIPT) anyway; calling this in PREPARE on every destination
+// doubles as the pre-flight check that EVALSHA is allowed there.
+func LoadScript(ctx context.Context, node Node) error {
+	sha, err := node.Do(ctx, ScriptLoadCommand().args()...).Text()
+	if err != nil {
+		return err
+	}
+	if sha != RestoreScriptSHA {
+		return errScriptSHA(sha)
+	}
+	return nil
+}

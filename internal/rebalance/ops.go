@@ -1,0 +1,171 @@
+package rebalance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Source says which probe of the read rule produced a reply.
+type Source uint8
+
+const (
+	// FromNew: the first probe on new found the key or its marker.
+	FromNew Source = iota + 1
+	// FromOld: new had neither, old had the key.
+	FromOld
+	// FromNewRecheck: neither had it; the reply is the third probe, on new
+	// again (the key may have moved between the first two probes, R6).
+	FromNewRecheck
+)
+
+func (s Source) String() string {
+	switch s {
+	case FromNew:
+		return "new"
+	case FromOld:
+		return "old"
+	case FromNewRecheck:
+		return "new-recheck"
+	}
+	return "none"
+}
+
+// inTx queues cmds (without their MULTI/EXEC, which TxPipeline adds) and
+// runs them as one transaction. A network failure is returned as error;
+// reply errors stay in the individual commands.
+func inTx(ctx context.Context, n Node, cmds []Command) ([]*redis.Cmd, error) {
+	pipe := n.TxPipeline()
+	out := make([]*redis.Cmd, 0, len(cmds))
+	for _, c := range cmds {
+		if name := string(c[0]); name == "MULTI" || name == "EXEC" {
+			continue
+		}
+		out = append(out, pipe.Do(ctx, c.args()...))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isReply(err) {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ReadRule runs a single-key read command during FREEZE or MIGRATING with
+// the three-probe rule (rebalance.md §4.4 †), returning the reply of the
+// probe that decided and which probe that was:
+//
+//  1. new: `MULTI; EXISTS k; EXISTS mk(k); <read>; EXEC`. If k or mk(k)
+//     exists, new is authoritative: return its <read> reply (FromNew).
+//  2. old: `MULTI; EXISTS k; <read>; EXEC`. If k exists on old, return
+//     old's reply (FromOld).
+//  3. new again, as in 1, and return its reply whatever it is
+//     (FromNewRecheck): data flows only old → new, so new, old, new cannot
+//     miss a key that exists throughout (R6).
+//
+// read must be a read of key only. The returned Cmd carries the reply:
+// Val(), or Err() for a nil reply (redis.Nil) or an error reply (e.g.
+// WRONGTYPE). The error return is only for failures to talk to a node.
+func (m *Mover) ReadRule(ctx context.Context, key []byte, read Command) (*redis.Cmd, Source, error) {
+	onNew, onOld := ReadCommands(m.Epoch, key, read)
+	probeNew := func() (*redis.Cmd, bool, error) {
+		r, err := inTx(ctx, m.New, onNew)
+		if err != nil {
+			return nil, false, fmt.Errorf("read rule on new: %w", err)
+		}
+		nk, err1 := r[0].Int64()
+		nm, err2 := r[1].Int64()
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, false, fmt.Errorf("read rule on new: %w", err)
+		}
+		return r[2], nk > 0 || nm > 0, nil
+	}
+	c, ok, err := probeNew()
+	if err != nil || ok {
+		return c, FromNew, err
+	}
+	r, err := inTx(ctx, m.Old, onOld)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read rule on old: %w", err)
+	}
+	nk, err := r[0].Int64()
+	if err != nil {
+		return nil, 0, fmt.Errorf("read rule on old: %w", err)
+	}
+	if nk > 0 {
+		return r[1], FromOld, nil
+	}
+	c, _, err = probeNew()
+	return c, FromNewRecheck, err
+}
+
+// WriteMarked runs a write of key on new during MIGRATING and retires old's
+// copy (rebalance.md §4.4, blind overwrite row):
+//
+//	new: MULTI; <write>; SET mk(k) 1 PX T; EXEC
+//	old: UNLINK k          (only after EXEC succeeded)
+//
+// write is sent as given; it must write key (and only keys owned by the
+// same new node, each needing its own marker: use one call per key). A
+// blind overwrite (SET without NX/XX/GET/KEEPTTL, SETEX, PSETEX, the MSET
+// part) can go straight here; a read-modify-write must call Ensure first
+// (UpdateMarked does both).
+//
+// The returned Cmd carries <write>'s reply, including an error reply (the
+// marker is set regardless: new stays authoritative). The error return is
+// a failure to run the transaction (nothing known about the write: the
+// caller must not acknowledge it) or wraps ErrUnlink (the write succeeded;
+// old's stale copy lingers harmlessly).
+func (m *Mover) WriteMarked(ctx context.Context, key []byte, write Command) (*redis.Cmd, error) {
+	onNew, onOld := WriteCommands(m.Epoch, key, write, m.MarkerTTL)
+	r, err := inTx(ctx, m.New, onNew)
+	if err != nil {
+		return nil, fmt.Errorf("write on new: %w", err)
+	}
+	if err := r[1].Err(); err != nil { // SET mk: an EXECABORT (e.g. OOM) means nothing ran
+		return r[0], fmt.Errorf("write on new: marker: %w", err)
+	}
+	if err := m.Old.Do(ctx, onOld.args()...).Err(); err != nil {
+		return r[0], fmt.Errorf("%w: %v", ErrUnlink, err)
+	}
+	return r[0], nil
+}
+
+// UpdateMarked is Ensure(key) followed by WriteMarked: the path for
+// read-modify-write and TTL commands (INCR, APPEND, LPUSH, HSET, EXPIRE,
+// SET … NX/XX/GET/KEEPTTL, …), which must see the key's current value, so
+// the key is moved to new before the command runs there (R8).
+func (m *Mover) UpdateMarked(ctx context.Context, key []byte, write Command) (*redis.Cmd, error) {
+	if _, err := m.Ensure(ctx, key); err != nil {
+		return nil, err
+	}
+	return m.WriteMarked(ctx, key, write)
+}
+
+// DeleteMarked deletes key during MIGRATING, leaving a tombstone marker on
+// new before touching old, so no mover can restore an older snapshot
+// afterwards (R3):
+//
+//	new: MULTI; EXISTS mk(k); DEL k; SET mk(k) 1 PX T; EXEC
+//	old: UNLINK k
+//
+// existed follows §4.4: the key existed if DEL on new removed it, or if
+// there was no marker before and old still had it (with a marker, old's
+// copy was already superseded). On an ErrUnlink, existed reflects new only.
+func (m *Mover) DeleteMarked(ctx context.Context, key []byte) (existed bool, err error) {
+	onNew, onOld := DeleteCommands(m.Epoch, key, m.MarkerTTL)
+	r, err := inTx(ctx, m.New, onNew)
+	if err != nil {
+		return false, fmt.Errorf("delete on new: %w", err)
+	}
+	hadMarker, err1 := r[0].Int64()
+	delNew, err2 := r[1].Int64()
+	if err := errors.Join(err1, err2, r[2].Err()); err != nil {
+		return false, fmt.Errorf("delete on new: %w", err)
+	}
+	delOld, err := m.Old.Do(ctx, onOld.args()...).Int64()
+	if err != nil {
+		return delNew > 0, fmt.Errorf("%w: %v", ErrUnlink, err)
+	}
+	return delNew > 0 || (hadMarker == 0 && delOld > 0), nil
+}
