@@ -39,10 +39,12 @@ export JUPITER_BIN="$BIN"
 failed=()
 
 JPID=""
+JPID2=""
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	[ -n "$JPID" ] && stop_pids 25 "$JPID"
+	[ -n "$JPID2" ] && stop_pids 25 "$JPID2"
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -57,19 +59,34 @@ if [ "${SKIP_ANCHORS:-0}" != 1 ]; then
 	for p in "${aports[@]}"; do
 		port_busy "$p" && die "port $p is in use (another anchors.sh run, or someone's redis?): anchors.sh needs ${aports[*]}"
 	done
+	# Two jupiters in front of the same backends: GOMAXPROCS=1 is jupiter as
+	# deployed (deploy/ gives the pod a 1-CPU limit, and Go sizes GOMAXPROCS
+	# from it) and the same single core twemproxy uses; "jupiter-2p" is the
+	# Go default on this 2-core machine, where it competes with
+	# redis-benchmark and the backends for the cores.
 	jport=$(free_port 16379) || die "no free port"
 	aport=$(free_port $((jport + 1))) || die "no free port"
-	"$BIN" serve --listen "127.0.0.1:$jport" --admin-listen "127.0.0.1:$aport" \
-		--backends "127.0.0.1:${aports[0]},127.0.0.1:${aports[1]},127.0.0.1:${aports[2]}" >"$OUT/jupiter.log" 2>&1 &
+	jport2=$(free_port $((aport + 1))) || die "no free port"
+	aport2=$(free_port $((jport2 + 1))) || die "no free port"
+	backends="127.0.0.1:${aports[0]},127.0.0.1:${aports[1]},127.0.0.1:${aports[2]}"
+	GOMAXPROCS=1 "$BIN" serve --listen "127.0.0.1:$jport" --admin-listen "127.0.0.1:$aport" \
+		--backends "$backends" >"$OUT/jupiter.log" 2>&1 &
 	JPID=$!
+	"$BIN" serve --listen "127.0.0.1:$jport2" --admin-listen "127.0.0.1:$aport2" \
+		--backends "$backends" >"$OUT/jupiter-2p.log" 2>&1 &
+	JPID2=$!
 	wait_ping 127.0.0.1 "$jport" || die "jupiter did not answer PING on $jport (log $OUT/jupiter.log)"
-	log "jupiter $("$BIN" version | awk '{print $2}') pid $JPID on 127.0.0.1:$jport (admin :$aport); running $ANCHORS"
-	if bash "$ANCHORS" "jupiter=127.0.0.1:$jport" | tee "$OUT/anchors.md"; then
+	wait_ping 127.0.0.1 "$jport2" || die "jupiter did not answer PING on $jport2 (log $OUT/jupiter-2p.log)"
+	log "jupiter $("$BIN" version | awk '{print $2}') pids $JPID (GOMAXPROCS=1) $JPID2 (default) on :$jport :$jport2; running $ANCHORS"
+	if bash "$ANCHORS" "jupiter=127.0.0.1:$jport" "jupiter-2p=127.0.0.1:$jport2" | tee "$OUT/anchors.md"; then
 		# every anchors cell must have a jupiter number: a dead proxy is a failure, not a gap
 		grep -q ' n/a |' "$OUT/anchors.md" && { log "anchors: some jupiter cells are n/a"; failed+=(anchors); }
 	else
 		failed+=(anchors)
 	fi
+	alive "$JPID2" || { log "jupiter-2p died during the anchors run (log $OUT/jupiter-2p.log)"; failed+=(jupiter-died); }
+	stop_pids 25 "$JPID2"
+	JPID2=""
 	alive "$JPID" || { log "jupiter died during the anchors run (log $OUT/jupiter.log)"; failed+=(jupiter-died); }
 	stop_pids 25 "$JPID"
 	JPID=""

@@ -88,7 +88,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 			closeAll()
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		admin.HTTP{C: ctl, AdminPassword: cfg.Security.AdminPassword}.Register(hs)
+		admin.HTTP{C: ctl, AdminPassword: cfg.Security.HTTPAdminPassword()}.Register(hs)
 	}
 
 	var wg sync.WaitGroup

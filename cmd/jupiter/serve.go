@@ -54,7 +54,7 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 			_ = pool.Close(context.Background())
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		admin.HTTP{C: ctl, AdminPassword: cfg.Security.AdminPassword}.Register(hs)
+		admin.HTTP{C: ctl, AdminPassword: cfg.Security.HTTPAdminPassword()}.Register(hs)
 	}
 
 	var wg sync.WaitGroup

@@ -80,7 +80,10 @@ func verifyPeer(cs tls.ConnectionState, roots *x509.CertPool, name string) error
 	if err := leaf.VerifyHostname(name); err == nil {
 		return nil
 	}
-	if leaf.Subject.CommonName != "" && strings.EqualFold(leaf.Subject.CommonName, name) {
+	// The Common Name counts only on a certificate without SANs (RFC 6125),
+	// which is what Memorystore's are: a SAN naming another host wins.
+	noSANs := len(leaf.DNSNames) == 0 && len(leaf.IPAddresses) == 0 && len(leaf.URIs) == 0
+	if noSANs && leaf.Subject.CommonName != "" && strings.EqualFold(leaf.Subject.CommonName, name) {
 		return nil
 	}
 	return fmt.Errorf("backend TLS: certificate is for %q (SANs %v %v), not %q",
@@ -127,7 +130,21 @@ func (s Security) handshake(nc *net.Conn, addr, password string, deadline time.T
 		}
 		*nc = tc
 	}
-	if password != "" {
+	if password == "" {
+		// No AUTH to send: PING instead, so a node that wants a password
+		// fails the dial with an error naming it, rather than answering
+		// every client with a bare NOAUTH while counting as up.
+		if _, err := (*nc).Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+			return err
+		}
+		line, err := bufio.NewReaderSize(*nc, 512).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("PING: %w", err)
+		}
+		if !strings.HasPrefix(line, "+PONG") {
+			return fmt.Errorf("PING refused (does the node need --backend-password?): %s", strings.TrimSpace(line))
+		}
+	} else {
 		var cmd []byte
 		if s.Username != "" {
 			cmd = resp.AppendCommand(nil, []byte("AUTH"), []byte(s.Username), []byte(password))

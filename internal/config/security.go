@@ -8,6 +8,16 @@ import (
 	"strings"
 )
 
+// HTTPAdminPassword is what the mutating HTTP admin endpoints require: the
+// admin password, or else the client password, so that setting --password
+// alone does not leave ring changes open over HTTP.
+func (s Security) HTTPAdminPassword() string {
+	if s.AdminPassword != "" {
+		return s.AdminPassword
+	}
+	return s.Password
+}
+
 // Security holds secrets and TLS settings. Every secret can come from a flag,
 // from the JUPITER_<NAME> environment variable, or from a file (the -file
 // variant, for Kubernetes Secrets mounted as files); files are read once at
@@ -131,6 +141,12 @@ func (s Security) Redacted() Security {
 	for _, p := range []*string{&r.Password, &r.AdminPassword, &r.BackendPass} {
 		if *p != "" {
 			*p = "set"
+		}
+	}
+	if len(s.BackendPasses) > 0 {
+		r.BackendPasses = make(map[string]string, len(s.BackendPasses))
+		for addr := range s.BackendPasses {
+			r.BackendPasses[addr] = "set"
 		}
 	}
 	return r

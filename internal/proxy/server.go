@@ -161,8 +161,14 @@ func isTemporary(err error) bool {
 func (s *Server) accept(nc net.Conn) {
 	if s.opts.MaxClients > 0 && s.Stats.Connected.Load() >= int64(s.opts.MaxClients) {
 		s.Stats.Rejected.Add(1)
-		_, _ = nc.Write([]byte("-ERR max number of clients reached\r\n"))
-		nc.Close()
+		// Not in the accept loop: on a TLS listener this write runs the
+		// handshake, and a client that never sends a ClientHello would
+		// stop jupiter from accepting anyone.
+		go func() {
+			_ = nc.SetDeadline(time.Now().Add(time.Second))
+			_, _ = nc.Write([]byte("-ERR max number of clients reached\r\n"))
+			nc.Close()
+		}()
 		return
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {

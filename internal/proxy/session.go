@@ -249,6 +249,11 @@ func (s *session) drain(lim resp.Limits) bool {
 			s.out = redcon.AppendError(s.out, protoErr.Error())
 		}
 		if len(s.out) > 0 {
+			if idle := s.srv.opts.IdleTimeout; idle > 0 {
+				// A client that stops reading is idle too: without this
+				// deadline it would pin its session and replies forever.
+				_ = s.nc.SetWriteDeadline(time.Now().Add(idle))
+			}
 			if _, err := s.nc.Write(s.out); err != nil {
 				return false
 			}

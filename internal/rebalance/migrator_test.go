@@ -283,12 +283,16 @@ func (f *fixture) checkFinal(t *testing.T) {
 		}
 		probes[j].ttl = p.Do(ctx, "PTTL", k.name)
 	}
-	for _, p := range pipes {
+	var execStart, execEnd [4]time.Time // when each node's PTTLs were measured
+	for i, p := range pipes {
+		execStart[i] = time.Now()
 		if _, err := p.Exec(ctx); err != nil && err != redis.Nil {
 			t.Fatal(err)
 		}
+		execEnd[i] = time.Now()
 	}
-	bad := 0
+	bad, maxOver := 0, int64(0)
+	defer func() { t.Logf("largest TTL extension seen: %d ms", maxOver) }()
 	fail := func(format string, args ...any) {
 		if bad++; bad <= 20 {
 			t.Errorf(format, args...)
@@ -311,6 +315,7 @@ func (f *fixture) checkFinal(t *testing.T) {
 		if !live {
 			continue
 		}
+		owner := slices.IndexFunc(f.ns, func(n node) bool { return n.srv.Addr == ownerName })
 		var got, want string
 		switch k.kind {
 		case kHash:
@@ -336,11 +341,19 @@ func (f *fixture) checkFinal(t *testing.T) {
 		case st.ttl == -1 && ttl != -1:
 			fail("%s has PTTL %d, want none", k.name, ttl)
 		case st.ttl >= 0:
-			// Never longer than the original deadline, and not shortened by
-			// more than the time spent (plus slack for a busy 2-core box).
-			age := time.Since(st.written).Milliseconds()
-			if ttl > st.ttl-age+50 || ttl < st.ttl-age-2000 {
-				fail("%s has PTTL %d, want ~%d", k.name, ttl, st.ttl-age)
+			// The deadline survives the move. It can only be later than the
+			// original by the time between computing the TTL and the RESTORE
+			// running (well under 1 ms when idle, but tens of ms on a 2-core
+			// box under -race with writers competing), and earlier by the
+			// snapshot's latency. TestMoveEveryType holds single moves to
+			// ±50 ms; this stress test allows for CPU starvation.
+			minAge := execStart[owner].Sub(st.written).Milliseconds()
+			maxAge := execEnd[owner].Sub(st.written).Milliseconds()
+			if over := ttl - (st.ttl - minAge); over > maxOver {
+				maxOver = over
+			}
+			if ttl > st.ttl-minAge+250 || ttl < st.ttl-maxAge-500 {
+				fail("%s has PTTL %d, want %d..%d", k.name, ttl, st.ttl-maxAge, st.ttl-minAge)
 			}
 		}
 	}
@@ -371,7 +384,7 @@ func TestMigratorEndToEnd(t *testing.T) {
 	var mu sync.Mutex
 	ckpts := map[string]int{}
 	ms := f.migrators(t, Config{
-		KeysPerSec: 4000, BatchKeys: 50, CheckpointEvery: 100 * time.Millisecond,
+		KeysPerSec: 2000, BatchKeys: 50, CheckpointEvery: 100 * time.Millisecond,
 		Checkpoint: func(p Progress) { mu.Lock(); ckpts[p.Source]++; mu.Unlock() },
 	}, nil)
 
@@ -388,7 +401,7 @@ func TestMigratorEndToEnd(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	var moved, total, already int64
+	var moved, total, already, missing int64
 	for i, p := range ps {
 		if errs[i] != nil {
 			t.Fatalf("%s: %v", p.Source, errs[i])
@@ -404,6 +417,7 @@ func TestMigratorEndToEnd(t *testing.T) {
 		}
 		moved += p.KeysMoved
 		already += p.AlreadyOnNew
+		missing += p.Missing
 		total += p.TotalEstimate
 		mu.Lock()
 		if ckpts[p.Source] < 3 {
@@ -411,8 +425,8 @@ func TestMigratorEndToEnd(t *testing.T) {
 		}
 		mu.Unlock()
 	}
-	t.Logf("3 -> 4 nodes, %d keys: moved %d (estimate %d), %d already on new, in %v; %d concurrent client ops",
-		len(f.keys), moved, total, already, took.Round(time.Millisecond), ops.Load())
+	t.Logf("3 -> 4 nodes, %d keys: moved %d (estimate %d), %d already on new, %d gone before the move, in %v; %d concurrent client ops",
+		len(f.keys), moved, total, already, missing, took.Round(time.Millisecond), ops.Load())
 	if ops.Load() < 100 {
 		t.Errorf("only %d client ops ran during the migration", ops.Load())
 	}

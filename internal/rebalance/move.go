@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -94,6 +95,9 @@ type Mover struct {
 	// beforeRestore, if set, runs after the snapshot and before the TTL is
 	// computed and the restore sent (tests inject races here).
 	beforeRestore func()
+	// avgBytes is the mean payload size of the last chunk, which sizes the
+	// next snapshot pipeline (kept across MoveBatch calls).
+	avgBytes atomic.Int64
 }
 
 func (m *Mover) minTTL() time.Duration {
@@ -145,7 +149,10 @@ func (m *Mover) Move(ctx context.Context, key []byte) (Result, error) {
 
 // MoveBatch moves keys with the same per-key semantics as Move, in
 // pipelines: for each chunk of up to BatchKeys keys (fewer once payload
-// sizes are known, to stay near BatchBytes), one pipeline to old with a
+// sizes are known, to stay near BatchBytes: the chunk size follows the mean
+// payload of the previous chunk, also across calls, so a snapshot pipeline
+// holds at most BatchKeys payloads while sizes are unknown or jump), one
+// pipeline to old with a
 // `MULTI; DUMP k; PTTL k; EXEC` block per key, then pipelines to new of the
 // EVALSHA restores (at most ~BatchBytes of payload each), then one
 // `UNLINK k1 … kn` to old for every key that is now on new, was refused by
@@ -160,10 +167,9 @@ func (m *Mover) MoveBatch(ctx context.Context, keys [][]byte) ([]Outcome, error)
 	for i, k := range keys {
 		out[i].Key = k
 	}
-	avg := 0
 	for i := 0; i < len(keys); {
 		n := m.batchKeys()
-		if avg > 0 {
+		if avg := int(m.avgBytes.Load()); avg > 0 {
 			n = max(1, min(n, m.batchBytes()/avg))
 		}
 		j := min(i+n, len(keys))
@@ -179,7 +185,7 @@ func (m *Mover) MoveBatch(ctx context.Context, keys [][]byte) ([]Outcome, error)
 		for _, o := range out[i:j] {
 			total += o.Bytes
 		}
-		avg = max(1, total/(j-i))
+		m.avgBytes.Store(int64(max(1, total/(j-i))))
 		i = j
 	}
 	return out, nil

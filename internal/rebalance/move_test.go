@@ -509,6 +509,15 @@ func TestWriteMarked(t *testing.T) {
 	if err != nil || r.Err() == nil || !strings.HasPrefix(r.Err().Error(), "WRONGTYPE") {
 		t.Fatalf("WriteMarked(WRONGTYPE) = %v, %v", r.Err(), err)
 	}
+	// A write refused when queued runs nothing (no marker) and is the reply.
+	do(t, old, "SET", "q", "old")
+	r, err = m.WriteMarked(ctx, []byte("q"), Command{[]byte("SET"), []byte("q")})
+	if err != nil || r.Err() == nil || !strings.Contains(r.Err().Error(), "wrong number of arguments") {
+		t.Fatalf("WriteMarked(bad arity) = %v, %v", r.Err(), err)
+	}
+	if exists(t, new, string(MarkerKey(2, []byte("q")))) || !exists(t, old, "q") {
+		t.Error("a refused write set a marker or unlinked old")
+	}
 	// A default marker TTL is 7 days.
 	m.MarkerTTL = 0
 	if _, err := m.WriteMarked(ctx, []byte("z"), Command{[]byte("SET"), []byte("z"), []byte("1")}); err != nil {
@@ -587,6 +596,11 @@ func TestReadRule(t *testing.T) {
 	if err != nil || src != FromOld || r.Err() == nil || !strings.HasPrefix(r.Err().Error(), "WRONGTYPE") {
 		t.Errorf("read of a list with GET: %v from %v, %v", r.Err(), src, err)
 	}
+	// A command refused when queued (wrong arity) is a reply too.
+	r, _, err = m.ReadRule(ctx, []byte("a"), Command{[]byte("GET"), []byte("a"), []byte("extra")})
+	if err != nil || r.Err() == nil || !strings.Contains(r.Err().Error(), "wrong number of arguments") {
+		t.Errorf("read with a bad command: %v, %v", r.Err(), err)
+	}
 	// R6: the key moves between the first (new) and second (old) probe.
 	do(t, old, "SET", "m", "moving")
 	mover := &Mover{Old: old, New: new, Epoch: 6}
@@ -660,5 +674,59 @@ func TestMarkers(t *testing.T) {
 	}
 	if MarkerPattern(42) != "\xff__jrb:42:*" {
 		t.Error(MarkerPattern(42))
+	}
+}
+
+// countNode counts the pipelines handed out.
+type countNode struct {
+	Node
+	n *int
+}
+
+func (c countNode) Pipeline() redis.Pipeliner {
+	*c.n++
+	return c.Node.Pipeline()
+}
+
+// TestMoveBatchBounds: snapshot pipelines shrink to ~BatchBytes once payload
+// sizes are known, and restore pipelines carry at most ~BatchBytes.
+func TestMoveBatchBounds(t *testing.T) {
+	ns := startNodes(t, 2)
+	ctx := tctx(t, 10*time.Second)
+	val := make([]byte, 1000)
+	for i := range val {
+		val[i] = byte(rand.IntN(256))
+	}
+	var keys [][]byte
+	for i := range 300 {
+		k := fmtKey("bb", i)
+		do(t, ns[0].c, "SET", k, val)
+		keys = append(keys, []byte(k))
+	}
+	if err := LoadScript(ctx, ns[1].c); err != nil { // else the first chunk's restores go twice (NOSCRIPT)
+		t.Fatal(err)
+	}
+	var snaps, restores int
+	m := &Mover{Old: countNode{ns[0].c, &snaps}, New: countNode{ns[1].c, &restores}, Epoch: 1,
+		BatchKeys: 100, BatchBytes: 10_000}
+	out, err := m.MoveBatch(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range out {
+		if o.Result != Moved || o.Bytes < 1000 || o.Bytes > 1100 {
+			t.Fatalf("%s: %v %d bytes", o.Key, o.Result, o.Bytes)
+		}
+	}
+	// 1 chunk of 100 keys, then 200 keys in chunks of 10000/~1011 = 9 keys.
+	if snaps != 1+(200+8)/9 {
+		t.Errorf("%d snapshot pipelines, want %d", snaps, 1+(200+8)/9)
+	}
+	// ≤ 9 payloads of ~1 KB per restore pipeline: 12 for the first chunk, 1 per later chunk.
+	if want := 12 + (200+8)/9; restores != want {
+		t.Errorf("%d restore pipelines, want %d", restores, want)
+	}
+	if d := dbsize(t, ns[0].c); d != 0 {
+		t.Errorf("%d keys left on old", d)
 	}
 }

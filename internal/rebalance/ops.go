@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -51,6 +52,22 @@ func inTx(ctx context.Context, n Node, cmds []Command) ([]*redis.Cmd, error) {
 	return out, nil
 }
 
+// aborted reports whether a transaction was discarded (EXECABORT) because
+// the client's command r[i] was refused when queued (wrong arity, unknown
+// command): its error is then the reply to pass on.
+func aborted(r []*redis.Cmd, i int) bool {
+	isAbort := func(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "EXECABORT") }
+	if ei := r[i].Err(); ei == nil || !isReply(ei) || isAbort(ei) {
+		return false
+	}
+	for j, c := range r {
+		if j != i && isAbort(c.Err()) {
+			return true
+		}
+	}
+	return false
+}
+
 // ReadRule runs a single-key read command during FREEZE or MIGRATING with
 // the three-probe rule (rebalance.md §4.4 †), returning the reply of the
 // probe that decided and which probe that was:
@@ -73,6 +90,9 @@ func (m *Mover) ReadRule(ctx context.Context, key []byte, read Command) (*redis.
 		if err != nil {
 			return nil, false, fmt.Errorf("read rule on new: %w", err)
 		}
+		if aborted(r, 2) {
+			return r[2], true, nil // the read itself was refused (syntax): that is the reply
+		}
 		nk, err1 := r[0].Int64()
 		nm, err2 := r[1].Int64()
 		if err := errors.Join(err1, err2); err != nil {
@@ -87,6 +107,9 @@ func (m *Mover) ReadRule(ctx context.Context, key []byte, read Command) (*redis.
 	r, err := inTx(ctx, m.Old, onOld)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read rule on old: %w", err)
+	}
+	if aborted(r, 1) {
+		return r[1], FromOld, nil
 	}
 	nk, err := r[0].Int64()
 	if err != nil {
@@ -111,8 +134,11 @@ func (m *Mover) ReadRule(ctx context.Context, key []byte, read Command) (*redis.
 // part) can go straight here; a read-modify-write must call Ensure first
 // (UpdateMarked does both).
 //
-// The returned Cmd carries <write>'s reply, including an error reply (the
-// marker is set regardless: new stays authoritative). The error return is
+// The returned Cmd carries <write>'s reply, including an error reply: a
+// runtime error (WRONGTYPE) still sets the marker (new stays
+// authoritative); a command refused when queued (arity, unknown command)
+// aborts the transaction, so nothing is written and old is left alone. The
+// error return is
 // a failure to run the transaction (nothing known about the write: the
 // caller must not acknowledge it) or wraps ErrUnlink (the write succeeded;
 // old's stale copy lingers harmlessly).
@@ -121,6 +147,9 @@ func (m *Mover) WriteMarked(ctx context.Context, key []byte, write Command) (*re
 	r, err := inTx(ctx, m.New, onNew)
 	if err != nil {
 		return nil, fmt.Errorf("write on new: %w", err)
+	}
+	if aborted(r, 0) {
+		return r[0], nil // the write was refused when queued: nothing ran, that error is the reply
 	}
 	if err := r[1].Err(); err != nil { // SET mk: an EXECABORT (e.g. OOM) means nothing ran
 		return r[0], fmt.Errorf("write on new: marker: %w", err)

@@ -1,0 +1,86 @@
+package rebalance
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+func fill(b *testing.B, n node, keys, size int) {
+	b.Helper()
+	ctx := context.Background()
+	val := make([]byte, size)
+	for j := range val {
+		val[j] = byte(rand.IntN(256)) // incompressible (DUMP uses LZF)
+	}
+	p := n.c.Pipeline()
+	for i := range keys {
+		p.Set(ctx, fmtKey("b", i), val, time.Hour)
+		if p.Len() == 1000 {
+			if _, err := p.Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkMigrate runs a Migrator (scan, verification pass, defaults:
+// SCAN COUNT 1000, 200-key / 4 MiB batches, no throttle) moving every key
+// of one redis-server to another over loopback, and reports keys/s and
+// payload MB/s.
+func BenchmarkMigrate(b *testing.B) {
+	for _, bc := range []struct {
+		keys, size int
+	}{{20000, 100}, {2000, 16 << 10}} {
+		b.Run(fmt.Sprintf("value=%dB", bc.size), func(b *testing.B) {
+			ns := startNodes(b, 2)
+			ctx := context.Background()
+			var moved, bytes int64
+			var elapsed time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				fill(b, ns[0], bc.keys, bc.size)
+				m, err := NewMigrator(Config{Source: ns[0].c, Dests: map[int]Node{0: ns[1].c}, Moving: allMoving, Epoch: 1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				start := time.Now()
+				p, err := m.Run(ctx)
+				elapsed += time.Since(start)
+				b.StopTimer()
+				if err != nil || p.KeysMoved != int64(bc.keys) {
+					b.Fatalf("Run: %v, moved %d", err, p.KeysMoved)
+				}
+				moved += p.KeysMoved
+				bytes += p.BytesMoved
+				if err := ns[1].c.FlushAll(ctx).Err(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(moved)/elapsed.Seconds(), "keys/s")
+			b.ReportMetric(float64(bytes)/1e6/elapsed.Seconds(), "MB/s")
+		})
+	}
+}
+
+// BenchmarkEnsure is one pull-through move (the proxy's ensure before an
+// RMW): EXISTS on new, snapshot on old, restore on new, UNLINK on old.
+func BenchmarkEnsure(b *testing.B) {
+	ns := startNodes(b, 2)
+	ctx := context.Background()
+	m := &Mover{Old: ns[0].c, New: ns[1].c, Epoch: 1}
+	b.StopTimer()
+	fill(b, ns[0], b.N, 100)
+	b.StartTimer()
+	for i := 0; i < b.N; i++ {
+		if r, err := m.Ensure(ctx, []byte(fmtKey("b", i))); err != nil || r != Moved {
+			b.Fatalf("Ensure = %v, %v", r, err)
+		}
+	}
+}
