@@ -14,7 +14,7 @@ FUZZTIME  ?= 10s
 # staticcheck 2026.2.2: the first releases that understand Go 1.26 are 2026.x.
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help build run test bench membench lint fuzz proto tidy-check clean docker
+.PHONY: help build run test bench membench soak lint fuzz proto tidy-check clean docker
 
 help: ## list the targets
 	@echo "usage: make <target> [VAR=value]"
@@ -39,6 +39,9 @@ bench: ## anchors (redis-benchmark: direct / twemproxy / jupiter), Go micro-benc
 
 membench: ## memory per idle client connection: jupiter vs plain redcon vs twemproxy
 	scripts/membench.sh
+
+soak: ## bounded load (SOAK_DURATION, default 2m) with a backend restart; checks goroutines and RSS return
+	test/soak/run.sh
 
 lint: ## gofmt -l (must be empty), go vet, staticcheck (installed if missing), shellcheck (if installed)
 	STATICCHECK_VERSION=$(STATICCHECK_VERSION) scripts/lint.sh

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -110,6 +111,7 @@ type session struct {
 	name    string
 	closing bool
 	authed  bool // passed AUTH (or no password is configured)
+	oneCmd  bool // the last batch held one command (see serve)
 	// txRefused is set by a refused MULTI: until EXEC or DISCARD nothing
 	// runs, so a transaction is never executed half, outside MULTI.
 	txRefused bool
@@ -135,6 +137,15 @@ func (s *session) serve() {
 			if s.stopping.Load() {
 				return // Shutdown's immediate deadline may have just been overwritten
 			}
+		}
+		if s.oneCmd {
+			// A client that sends one command at a time is still reading
+			// our reply: reading now would almost always find nothing (a
+			// wasted system call, then a park in the netpoller). Letting
+			// the other sessions run first gives its next command time to
+			// arrive, the way an event loop reads a socket only once epoll
+			// reports it.
+			runtime.Gosched()
 		}
 		n, err := s.nc.Read(s.buf[s.re:])
 		filled := n > 0 && s.re+n == len(s.buf)
@@ -244,6 +255,7 @@ func (s *session) drain(lim resp.Limits) bool {
 		if len(s.cmds) > 0 {
 			s.execute(v)
 		}
+		s.oneCmd = len(s.cmds) == 1
 		if protoErr != nil {
 			s.srv.Stats.ProtoErrors.Add(1)
 			s.out = redcon.AppendError(s.out, protoErr.Error())

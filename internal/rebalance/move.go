@@ -148,15 +148,16 @@ func (m *Mover) Move(ctx context.Context, key []byte) (Result, error) {
 }
 
 // MoveBatch moves keys with the same per-key semantics as Move, in
-// pipelines: for each chunk of up to BatchKeys keys (fewer once payload
-// sizes are known, to stay near BatchBytes: the chunk size follows the mean
-// payload of the previous chunk, also across calls, so a snapshot pipeline
-// holds at most BatchKeys payloads while sizes are unknown or jump), one
-// pipeline to old with a
-// `MULTI; DUMP k; PTTL k; EXEC` block per key, then pipelines to new of the
-// EVALSHA restores (at most ~BatchBytes of payload each), then one
-// `UNLINK k1 … kn` to old for every key that is now on new, was refused by
-// new, or expired.
+// pipelines. Per chunk of keys: one pipeline to old with a `MULTI; DUMP k;
+// PTTL k; EXEC` block per key, then pipelines to new of the EVALSHA
+// restores (at most ~BatchBytes of payload each), then one `UNLINK k1 … kn`
+// to old for every key that is now on new, was refused by new, or expired.
+//
+// A chunk has at most BatchKeys keys, and fewer once payload sizes are
+// known: its size follows the mean payload of the previous chunk (also
+// across calls) to stay near BatchBytes. Sizes are only learnt from DUMP,
+// so while they are unknown or jump, a snapshot pipeline may hold up to
+// BatchKeys payloads: lower BatchKeys where many keys are huge.
 //
 // The returned slice has one Outcome per key, in order. A non-nil error is
 // a batch-level failure (network, timeout, context): processing stopped,
@@ -210,8 +211,9 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
 		}
 	}
 	// t0 is taken when the snapshot is sent, not when the reply arrives:
-	// the elapsed time subtracted from PTTL is then an overestimate, so a
-	// moved key can only expire slightly early, never late.
+	// the elapsed time subtracted from PTTL then includes the snapshot's
+	// whole latency, which can only shorten the TTL (the restore side is
+	// discussed in the package doc).
 	t0 := time.Now()
 	_, perr := pipe.Exec(ctx)
 	snaps := make([]snapshot, len(out))
