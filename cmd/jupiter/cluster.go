@@ -79,6 +79,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
+	registerStage(reg, func() string { return cl.Status().Stage })
 	registerClusterMetrics(reg, cl)
 	var hs *telemetry.Server
 	if cfg.AdminListen != "" {

@@ -46,6 +46,7 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	health := &telemetry.Health{}
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
+	registerStage(reg, func() string { return "stable" })
 	var hs *telemetry.Server
 	if cfg.AdminListen != "" {
 		hs, err = telemetry.Listen(cfg.AdminListen, health, reg, func(ctx context.Context) any { return ctl.Status(ctx) }, log)
@@ -137,4 +138,22 @@ func registerMetrics(reg *prometheus.Registry, srv *proxy.Server, router *proxy.
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_ring_version",
 			Help: "Version of the ring this pod routes by."}, func() float64 { return float64(router.Ring().Version()) }),
 	)
+}
+
+// stages are the values jupiter_ring_stage reports (one series each, 1 for
+// the current stage), so dashboards can plot a rebalance's progress.
+var stages = []string{"stable", "prepare", "freeze", "migrating", "commit"}
+
+func registerStage(reg *prometheus.Registry, current func() string) {
+	for _, st := range stages {
+		st := st
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_ring_stage",
+			Help: "1 for the ring stage this pod is in (stable outside a rebalance).", ConstLabels: prometheus.Labels{"stage": st}},
+			func() float64 {
+				if current() == st {
+					return 1
+				}
+				return 0
+			}))
+	}
 }

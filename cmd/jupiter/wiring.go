@@ -42,6 +42,7 @@ func proxyOptions(cfg config.Config) proxy.Options {
 		HashPrefix:    cfg.HashPrefix,
 		MaxClients:    cfg.MaxClients,
 		IdleTimeout:   cfg.IdleTimeout,
+		MaxPipeline:   cfg.MaxPipeline,
 		Version:       version,
 		Password:      cfg.Security.Password,
 		AdminPassword: cfg.Security.AdminPassword,

@@ -42,6 +42,7 @@ type Config struct {
 	IdleTimeout    time.Duration // 0 = keep idle clients forever
 	MaxArgBytes    int           // largest single argument accepted
 	MaxArgs        int           // most arguments in one command
+	MaxPipeline    int           // most commands of one client executed (and buffered) as one batch
 
 	Security Security // client/admin/backend auth and TLS (security.go)
 
@@ -70,6 +71,7 @@ func Default() Config {
 		RequestTimeout:  2 * time.Second,  // below go-redis's default 3s read timeout
 		MaxArgBytes:     64 << 20,         // a proxy buffers whole commands: far below redis's 512 MiB
 		MaxArgs:         1 << 20,          // redis-server's own limit
+		MaxPipeline:     1024,             // bounds one client's buffered replies
 		ShutdownTimeout: 20 * time.Second, // fits terminationGracePeriodSeconds=30
 		LogLevel:        "info",
 		LogFormat:       "auto",
@@ -152,6 +154,9 @@ func (c Config) Validate() error {
 	if c.MaxArgBytes < 1024 || c.MaxArgBytes > 512<<20 {
 		bad("max-arg-bytes", "%d, want 1024..%d", c.MaxArgBytes, 512<<20)
 	}
+	if c.MaxPipeline < 1 || c.MaxPipeline > 1<<16 {
+		bad("max-pipeline", "%d, want 1..65536", c.MaxPipeline)
+	}
 	if c.MaxArgs < 16 {
 		bad("max-args", "%d, want >= 16", c.MaxArgs)
 	}
@@ -232,6 +237,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "close clients idle this long (0 = never)")
 	fs.IntVar(&c.MaxArgBytes, "max-arg-bytes", c.MaxArgBytes, "largest argument accepted from a client")
 	fs.IntVar(&c.MaxArgs, "max-args", c.MaxArgs, "most arguments accepted in one command")
+	fs.IntVar(&c.MaxPipeline, "max-pipeline", c.MaxPipeline, "most commands of one client run as one batch; longer pipelines run in several (bounds buffered replies)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on the graceful drain after SIGTERM")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json|text|auto")

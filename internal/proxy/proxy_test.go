@@ -519,7 +519,7 @@ func TestMixedCommandsDeterministic(t *testing.T) {
 }
 
 // TestLongPipelineMatchesRedis: more commands than one batch holds
-// (maxBatch), with 1 MiB values, in one write.
+// (Options.MaxPipeline), with 1 MiB values, in one write.
 func TestLongPipelineMatchesRedis(t *testing.T) {
 	c := startCluster(t, backend.Options{})
 	big := strings.Repeat("0123456789abcdef", 1<<16)

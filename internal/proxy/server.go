@@ -64,6 +64,7 @@ type Options struct {
 	AdminTimeout  time.Duration // bound for one JUPITER command (default 10s)
 	Version       string        // reported by INFO
 	RedisVersion  string        // redis_version reported by INFO (clients gate features on it)
+	MaxPipeline   int           // commands per batch (default 1024)
 	Password      string        // clients must AUTH with it when set
 	AdminPassword string        // AUTH admin <pw> grants ring changes when set
 }
@@ -107,6 +108,9 @@ type Server struct {
 func New(opts Options, router *Router, admin Admin, log *slog.Logger) *Server {
 	if opts.Limits == (resp.Limits{}) {
 		opts.Limits = resp.DefaultLimits
+	}
+	if opts.MaxPipeline <= 0 {
+		opts.MaxPipeline = 1024
 	}
 	if opts.AdminTimeout <= 0 {
 		opts.AdminTimeout = 10 * time.Second

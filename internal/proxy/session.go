@@ -18,7 +18,6 @@ const (
 	keptReadBuf  = 16 << 10 // a grown read buffer up to this size stays with the session
 	keptBuf      = 64 << 10 // scratch larger than this is dropped after a batch
 	maxAhead     = 1 << 20  // most the read buffer grows beyond the bytes received
-	maxBatch     = 4096     // commands planned before the batch is executed
 )
 
 // entry kinds
@@ -88,7 +87,7 @@ func (b *batch) trim() {
 			c.Reply = nil
 		}
 	}
-	if len(b.calls) > maxBatch {
+	if len(b.calls) > 4096 {
 		b.calls = nil
 	}
 }
@@ -231,7 +230,7 @@ func (s *session) drain(lim resp.Limits) bool {
 		s.begin(len(v.nodes))
 		need, incomplete := 0, false
 		var protoErr error
-		for s.rs < s.re && len(s.cmds) < maxBatch && !s.closing {
+		for s.rs < s.re && len(s.cmds) < s.srv.opts.MaxPipeline && !s.closing {
 			n, args, inline, nd, err := resp.ParseCommand(s.buf[s.rs:s.re], s.argv, lim)
 			s.argv = args[:0]
 			if err != nil {
