@@ -12,7 +12,7 @@ import (
 
 // Options configure the data-path connections. Zero values mean the default.
 type Options struct {
-	ConnsPerNode   int           // multiplexed connections per node (default 2)
+	ConnsPerNode   int           // multiplexed connections per node (default 1)
 	DialTimeout    time.Duration // default 1s: a dead node must fail fast
 	RequestTimeout time.Duration // default 2s, below go-redis's 3s ReadTimeout
 	RetryMin       time.Duration // first redial delay after a failure (default 50ms)
@@ -23,7 +23,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.ConnsPerNode <= 0 {
-		o.ConnsPerNode = 2
+		o.ConnsPerNode = 1
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = time.Second

@@ -66,7 +66,7 @@ func Default() Config {
 		MemberSync:   10 * time.Second,
 
 		HashPrefix:      "hash=",
-		BackendConns:    2,
+		BackendConns:    1,                // like twemproxy: one connection per node packs the most requests per write
 		DialTimeout:     time.Second,      // a dead node fails its keys within ~1s
 		RequestTimeout:  2 * time.Second,  // below go-redis's default 3s read timeout
 		MaxArgBytes:     64 << 20,         // a proxy buffers whole commands: far below redis's 512 MiB
