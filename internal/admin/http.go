@@ -45,13 +45,8 @@ type Mux interface {
 	Handle(pattern string, h http.Handler)
 }
 
-// NodeJSON is one ring node in the HTTP API.
-type NodeJSON struct {
-	Addr   string `json:"addr"`
-	Weight int    `json:"weight"`
-	Slots  int    `json:"slots"`
-	Up     bool   `json:"up"`
-}
+// NodeJSON is one ring node in the HTTP API (the same fields as STATUS).
+type NodeJSON = NodeStatus
 
 // NodesJSON is the reply of GET /v1/nodes.
 type NodesJSON struct {
@@ -101,10 +96,7 @@ func (h HTTP) Register(mux Mux) {
 		ctx, cancel := context.WithTimeout(r.Context(), HTTPTimeout)
 		defer cancel()
 		st := c.Status(ctx)
-		out := NodesJSON{RingVersion: st.RingVersion, Stage: st.Stage, Nodes: []NodeJSON{}}
-		for _, n := range st.Nodes {
-			out.Nodes = append(out.Nodes, NodeJSON{Addr: n.Addr, Weight: n.Weight, Slots: n.Slots, Up: n.Up})
-		}
+		out := NodesJSON{RingVersion: st.RingVersion, Stage: st.Stage, Nodes: append([]NodeJSON{}, st.Nodes...)}
 		writeJSON(w, http.StatusOK, out)
 	}))
 	mux.Handle("POST /v1/nodes", h.admin(func(w http.ResponseWriter, r *http.Request) {
