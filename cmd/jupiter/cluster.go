@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
-	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/cluster"
 	"github.com/alphauslabs/jupiter/internal/config"
@@ -81,44 +78,20 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	registerMetrics(reg, srv, router)
 	registerStage(reg, func() string { return cl.Status().Stage })
 	registerClusterMetrics(reg, cl)
-	var hs *telemetry.Server
-	if cfg.AdminListen != "" {
-		hs, err = telemetry.Listen(cfg.AdminListen, health, reg, func(ctx context.Context) any { return ctl.Status(ctx) }, log)
-		if err != nil {
-			ln.Close()
-			closeAll()
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		admin.HTTP{C: ctl, AdminPassword: cfg.Security.HTTPAdminPassword()}.Register(hs)
+	hs, err := openAdmin(cfg, health, reg, ctl, log)
+	if err != nil {
+		ln.Close()
+		closeAll()
+		return err
 	}
-
-	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := srv.Serve(ln); err != nil {
-			errc <- fmt.Errorf("resp listener: %w", err)
-		}
-	}()
-	if hs != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := hs.Serve(); err != nil {
-				errc <- fmt.Errorf("admin listener: %w", err)
-			}
-		}()
-	}
+	fe := startFrontEnds(srv, ln, hs)
 	// The member outlives ctx (SIGTERM): the pod keeps following ring
 	// changes while it drains, and is stopped explicitly below.
 	if err := cl.Start(context.Background()); err != nil {
 		health.SetDraining()
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = srv.Shutdown(sctx)
-		if hs != nil {
-			_ = hs.Shutdown(sctx)
-		}
+		fe.drain(sctx, log)
+		fe.close(sctx)
 		cancel()
 		closeAll()
 		return err
@@ -126,19 +99,11 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	log.Info("jupiter serving", "mode", "cluster", "listen", ln.Addr().String(), "admin", cfg.AdminListen,
 		"hedge", cl.Member.Self(), "spanner_db", cfg.SpannerDB, "seed", cfg.Backends, "version", version)
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down: draining clients")
-	case runErr = <-errc:
-		log.Error("listener failed, shutting down", "err", runErr)
-	}
+	runErr := fe.wait(ctx, log)
 	health.SetDraining()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("drain did not finish in time; closed remaining clients", "err", err)
-	}
+	fe.drain(sctx, log)
 	mctx, mcancel := context.WithTimeout(sctx, memberStopTimeout)
 	if err := cl.Shutdown(mctx); err != nil {
 		log.Warn("hedge member did not stop in time", "err", err)
@@ -147,15 +112,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	if err := pool.Close(sctx); err != nil {
 		log.Warn("backend connections did not close in time", "err", err)
 	}
-	if hs != nil {
-		_ = hs.Shutdown(sctx)
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-	}
+	fe.close(sctx)
 	log.Info("jupiter stopped")
 	return runErr
 }

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"sync"
-	"time"
 
 	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/backend"
@@ -47,64 +44,26 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
 	registerStage(reg, func() string { return "stable" })
-	var hs *telemetry.Server
-	if cfg.AdminListen != "" {
-		hs, err = telemetry.Listen(cfg.AdminListen, health, reg, func(ctx context.Context) any { return ctl.Status(ctx) }, log)
-		if err != nil {
-			ln.Close()
-			_ = pool.Close(context.Background())
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		admin.HTTP{C: ctl, AdminPassword: cfg.Security.HTTPAdminPassword()}.Register(hs)
+	hs, err := openAdmin(cfg, health, reg, ctl, log)
+	if err != nil {
+		ln.Close()
+		_ = pool.Close(context.Background())
+		return err
 	}
-
-	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := srv.Serve(ln); err != nil {
-			errc <- fmt.Errorf("resp listener: %w", err)
-		}
-	}()
-	if hs != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := hs.Serve(); err != nil {
-				errc <- fmt.Errorf("admin listener: %w", err)
-			}
-		}()
-	}
+	fe := startFrontEnds(srv, ln, hs)
 	health.SetReady(true)
 	log.Info("jupiter serving", "mode", "standalone", "listen", self, "admin", cfg.AdminListen,
 		"backends", cfg.Backends, "ring_version", r.Version(), "version", version)
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down: draining clients")
-	case runErr = <-errc:
-		log.Error("listener failed, shutting down", "err", runErr)
-	}
+	runErr := fe.wait(ctx, log)
 	health.SetDraining()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("drain did not finish in time; closed remaining clients", "err", err)
-	}
+	fe.drain(sctx, log)
 	if err := pool.Close(sctx); err != nil {
 		log.Warn("backend connections did not close in time", "err", err)
 	}
-	if hs != nil {
-		_ = hs.Shutdown(sctx)
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-	}
+	fe.close(sctx)
 	log.Info("jupiter stopped")
 	return runErr
 }

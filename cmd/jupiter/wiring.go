@@ -1,9 +1,16 @@
 package main
 
 import (
-	"net"
-
+	"context"
 	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/alphauslabs/jupiter/internal/telemetry"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/backend"
@@ -67,4 +74,83 @@ func listen(cfg config.Config) (net.Listener, error) {
 		return ln, err
 	}
 	return tls.NewListener(ln, tcfg), nil
+}
+
+// openAdmin builds the HTTP admin server on --admin-listen (nil when empty):
+// probes, metrics, status and the node API over ctl.
+func openAdmin(cfg config.Config, health *telemetry.Health, reg *prometheus.Registry, ctl admin.Controller, log *slog.Logger) (*telemetry.Server, error) {
+	if cfg.AdminListen == "" {
+		return nil, nil
+	}
+	hs, err := telemetry.Listen(cfg.AdminListen, health, reg, func(ctx context.Context) any { return ctl.Status(ctx) }, log)
+	if err != nil {
+		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	admin.HTTP{C: ctl, AdminPassword: cfg.Security.HTTPAdminPassword()}.Register(hs)
+	return hs, nil
+}
+
+// frontEnds are a pod's RESP and HTTP listeners, each served by a goroutine
+// frontEnds owns and joins.
+type frontEnds struct {
+	srv  *proxy.Server
+	ln   net.Listener
+	hs   *telemetry.Server // nil when the admin listener is off
+	wg   sync.WaitGroup
+	errc chan error
+}
+
+func startFrontEnds(srv *proxy.Server, ln net.Listener, hs *telemetry.Server) *frontEnds {
+	f := &frontEnds{srv: srv, ln: ln, hs: hs, errc: make(chan error, 2)}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		if err := srv.Serve(ln); err != nil {
+			f.errc <- fmt.Errorf("resp listener: %w", err)
+		}
+	}()
+	if hs != nil {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			if err := hs.Serve(); err != nil {
+				f.errc <- fmt.Errorf("admin listener: %w", err)
+			}
+		}()
+	}
+	return f
+}
+
+// wait blocks until ctx ends (SIGTERM) or a listener fails; the error is
+// the listener's.
+func (f *frontEnds) wait(ctx context.Context, log *slog.Logger) error {
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining clients")
+		return nil
+	case err := <-f.errc:
+		log.Error("listener failed, shutting down", "err", err)
+		return err
+	}
+}
+
+// drain stops accepting and lets in-flight batches finish, bounded by ctx.
+func (f *frontEnds) drain(ctx context.Context, log *slog.Logger) {
+	if err := f.srv.Shutdown(ctx); err != nil {
+		log.Warn("drain did not finish in time; closed remaining clients", "err", err)
+	}
+}
+
+// close stops the admin listener and joins both goroutines (briefly: they
+// end as soon as their listeners are closed).
+func (f *frontEnds) close(ctx context.Context) {
+	if f.hs != nil {
+		_ = f.hs.Shutdown(ctx)
+	}
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
 }
