@@ -125,6 +125,13 @@ func (f *fakeRedis) accept(ln net.Listener) {
 		}
 		f.accepts.Add(1)
 		f.mu.Lock()
+		if f.ln != ln {
+			// stop ran between Accept and here: it closed the conns it
+			// knew, so this one must be closed too or stop waits forever.
+			f.mu.Unlock()
+			c.Close()
+			continue
+		}
 		f.conns[c] = struct{}{}
 		f.mu.Unlock()
 		f.wg.Add(1)
