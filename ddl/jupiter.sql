@@ -59,3 +59,28 @@ CREATE TABLE jupiter_ring_history (
 
 -- Finds the version an admin request produced (idempotent retries).
 CREATE INDEX jupiter_ring_history_by_request_id ON jupiter_ring_history (name, request_id);
+
+-- Member lease registry: every pod upserts the ring version it routes by
+-- every poll interval; its lease runs lease_ms from updated_at (Spanner's
+-- clock). The leader advances a rebalance stage only when every pod with a
+-- live lease has applied it. A pod deletes its row on clean shutdown.
+CREATE TABLE jupiter_ring_members (
+    name STRING(MAX) NOT NULL,
+    pod STRING(MAX) NOT NULL,
+    applied_version INT64 NOT NULL,
+    stage STRING(MAX) NOT NULL,
+    lease_ms INT64 NOT NULL,
+    updated_at TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)
+) PRIMARY KEY (name, pod);
+
+-- Rebalance checkpoints: per rebalance epoch and source node, the
+-- migrator's progress (JSON of rebalance.Progress: phase, SCAN cursor,
+-- counters), written by the leader (fenced by its spindle token) so that a
+-- new leader resumes where the old one stopped.
+CREATE TABLE jupiter_ring_progress (
+    name STRING(MAX) NOT NULL,
+    epoch INT64 NOT NULL,
+    source STRING(MAX) NOT NULL,
+    progress BYTES(MAX) NOT NULL,
+    updated_at TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)
+) PRIMARY KEY (name, epoch, source);

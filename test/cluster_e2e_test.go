@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -134,17 +135,28 @@ func TestClusterEndToEnd(t *testing.T) {
 		}
 		accepted := time.Since(s)
 		want := clSortedNodes(seeds[0], seeds[1], newNode)
-		took := clWait(t, e, 10*time.Second, "every pod on the new ring", func() string {
+		// ADD starts a staged rebalance (prepare, freeze, migrating, commit:
+		// one version each); it is done when every pod is stable on the
+		// new nodes.
+		final := ""
+		took := clWait(t, e, 20*time.Second, "every pod on the new ring", func() string {
 			_, got, nodes, why := clAgreed(pods)
 			if why != "" {
 				return why
 			}
-			if got != strconv.Itoa(v+1) || nodes != want {
+			gv, _ := strconv.Atoi(got)
+			if gv <= v || nodes != want {
 				return fmt.Sprintf("v%s %s", got, nodes)
 			}
+			for _, p := range pods {
+				if st := p.status()["stage"]; st != "stable" {
+					return p.Hedge + " in stage " + st
+				}
+			}
+			final = got
 			return ""
 		})
-		t.Logf("ADD accepted in %v; all pods at v%d %v later", accepted.Round(time.Millisecond), v+1, took.Round(time.Millisecond))
+		t.Logf("ADD accepted in %v; all pods stable at v%s %v later", accepted.Round(time.Millisecond), final, took.Round(time.Millisecond))
 
 		// New writes land on the new node too, and read back everywhere.
 		const n = 300
@@ -223,32 +235,55 @@ func TestClusterEndToEnd(t *testing.T) {
 		if code != 200 || nodes.RingVersion != v || len(nodes.Nodes) != 3 || !nodes.Nodes[0].Up || nodes.Nodes[0].Slots == 0 {
 			t.Fatalf("GET /v1/nodes = %d %s", code, body)
 		}
+		// Each accepted change starts a staged rebalance (a new version per
+		// stage); the next change waits until every pod is stable again.
+		stable := func(t *testing.T, what string, want ...string) {
+			t.Helper()
+			clWait(t, e, 20*time.Second, what, func() string {
+				_, got, nodes, why := clAgreed(e.live())
+				if why != "" {
+					return why
+				}
+				if gv, _ := strconv.Atoi(got); gv <= v {
+					return "at v" + got
+				}
+				if nodes != clSortedNodes(want...) {
+					return "nodes " + nodes
+				}
+				for _, q := range e.live() {
+					if st := q.status()["stage"]; st != "stable" {
+						return q.Hedge + " in stage " + st
+					}
+				}
+				return ""
+			})
+			v = version(t)
+		}
+		_, _, before, _ := clAgreed(e.live())
+		three := strings.Split(before, ",")
 		for _, c := range []struct {
 			method, path, body string
 			code               int
 			want               string
+			after              []string // nodes once stable (nil: refused, nothing to wait for)
 		}{
-			{"POST", "/v1/nodes", `{"addr":"` + extra + `","weight":2}`, 200, `"ring_version": ` + strconv.Itoa(v+1)},
-			{"POST", "/v1/nodes", `{"addr":"` + extra + `"}`, 409, "already in the ring"},
-			{"POST", "/v1/nodes", `{"addr":"nope"}`, 400, "not a host:port"},
-			{"POST", "/v1/nodes", `{"adr":"x"}`, 400, "unknown field"},
-			{"PUT", "/v1/nodes/" + extra + "/weight", `{"weight":3}`, 200, `"ring_version": ` + strconv.Itoa(v+2)},
-			{"PUT", "/v1/nodes/127.0.0.1:1/weight", `{"weight":3}`, 404, "not in the ring"},
-			{"DELETE", "/v1/nodes/" + extra, "", 200, `"ring_version": ` + strconv.Itoa(v+3)},
-			{"DELETE", "/v1/nodes/" + extra, "", 404, "not in the ring"},
+			{"POST", "/v1/nodes", `{"addr":"` + extra + `","weight":2}`, 200, `"ok": true`, append(slices.Clone(three), extra)},
+			{"POST", "/v1/nodes", `{"addr":"` + extra + `"}`, 409, "already in the ring", nil},
+			{"POST", "/v1/nodes", `{"addr":"nope"}`, 400, "not a host:port", nil},
+			{"POST", "/v1/nodes", `{"adr":"x"}`, 400, "unknown field", nil},
+			{"PUT", "/v1/nodes/" + extra + "/weight", `{"weight":3}`, 200, `"ok": true`, append(slices.Clone(three), extra)},
+			{"PUT", "/v1/nodes/127.0.0.1:1/weight", `{"weight":3}`, 404, "not in the ring", nil},
+			{"DELETE", "/v1/nodes/" + extra, "", 200, `"ok": true`, three},
+			{"DELETE", "/v1/nodes/" + extra, "", 404, "not in the ring", nil},
 		} {
 			code, body := p.httpDo(t, c.method, c.path, c.body)
 			if code != c.code || !strings.Contains(body, c.want) {
 				t.Fatalf("%s %s %s = %d %s, want %d …%s…", c.method, c.path, c.body, code, body, c.code, c.want)
 			}
-		}
-		clWait(t, e, 10*time.Second, "every pod at the HTTP changes' version", func() string {
-			_, got, _, why := clAgreed(e.live())
-			if why == "" && got != strconv.Itoa(v+3) {
-				why = "at v" + got
+			if c.after != nil {
+				stable(t, "every pod stable after "+c.method+" "+c.path, c.after...)
 			}
-			return why
-		})
+		}
 		code, body = p.httpDo(t, "GET", "/v1/status", "")
 		if code != 200 || !strings.Contains(body, `"cluster"`) || !strings.Contains(body, leader) {
 			t.Fatalf("GET /v1/status = %d %s", code, body)
@@ -281,16 +316,12 @@ func TestClusterEndToEnd(t *testing.T) {
 		if r := follower(t, 0).jupiterCmd("WEIGHT", e.redis[2].Addr, "2"); r != "OK" {
 			t.Fatalf("WEIGHT after failover: %s", r)
 		}
-		clWait(t, e, 10*time.Second, "survivors on the new version", func() string {
-			_, got, _, why := clAgreed(e.live())
-			if why == "" && got != strconv.Itoa(v+1) {
-				why = "at v" + got
-			}
-			return why
-		})
+		// The killed pod's registry lease (--member-lease) must run out
+		// before the rebalance's barriers pass without it.
+		final := clWaitStable(t, e, 30*time.Second, v)
 		st := leaderPod(t).status()
 		if st["ring_leader"] != leader {
-			t.Fatalf("v%d written by %q, want the new leader %s", v+1, st["ring_leader"], leader)
+			t.Fatalf("v%d written by %q, want the new leader %s", final, st["ring_leader"], leader)
 		}
 	})
 

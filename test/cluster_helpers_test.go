@@ -30,6 +30,9 @@ const (
 	clLockLease  = 3 * time.Second
 	clMemberSync = 2 * time.Second
 	clPoll       = 500 * time.Millisecond
+	// clMemberLease: a killed or frozen pod stops holding up rebalance
+	// barriers after this (the minimum is 3 poll intervals).
+	clMemberLease = 2 * time.Second
 )
 
 // clEnv is one cluster-mode deployment: its emulator, database, Redis
@@ -86,7 +89,7 @@ func (e *clEnv) startPod(seeds []string, extra ...string) *clPod {
 	p := &clPod{Hedge: "127.0.0.1:" + strconv.Itoa(port)}
 	args := []string{"--spanner-db", e.db, "--hedge-addr", p.Hedge,
 		"--lock-lease", clLockLease.String(), "--member-sync-interval", clMemberSync.String(),
-		"--poll-interval", clPoll.String()}
+		"--poll-interval", clPoll.String(), "--member-lease", clMemberLease.String()}
 	if len(seeds) > 0 {
 		args = append(args, "--backends", strings.Join(seeds, ","))
 	}
@@ -308,4 +311,30 @@ func clJSON(t *testing.T, body string, v any) {
 	if err := json.Unmarshal([]byte(body), v); err != nil {
 		t.Fatalf("decode %q: %v", body, err)
 	}
+}
+
+// clWaitStable waits until every live pod agrees on a ring version above
+// after, in stage stable (a change's staged rebalance is over), and
+// returns that version.
+func clWaitStable(t *testing.T, e *clEnv, within time.Duration, after int) int {
+	t.Helper()
+	final := 0
+	clWait(t, e, within, fmt.Sprintf("every pod stable after v%d", after), func() string {
+		_, got, _, why := clAgreed(e.live())
+		if why != "" {
+			return why
+		}
+		gv, _ := strconv.Atoi(got)
+		if gv <= after {
+			return "at v" + got
+		}
+		for _, p := range e.live() {
+			if st := p.status()["stage"]; st != "stable" {
+				return p.Hedge + " in stage " + st
+			}
+		}
+		final = gv
+		return ""
+	})
+	return final
 }

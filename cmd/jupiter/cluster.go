@@ -3,15 +3,19 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/cluster"
 	"github.com/alphauslabs/jupiter/internal/config"
 	"github.com/alphauslabs/jupiter/internal/proxy"
+	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/ring"
 	"github.com/alphauslabs/jupiter/internal/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 // memberStopTimeout bounds stopping the hedge member on SIGTERM: with
@@ -32,25 +36,32 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	pool := backend.NewPool(poolOptions(cfg))
 	router := proxy.NewRouter(pool, nil)
 	health := &telemetry.Health{}
+	controls := newControlClients(backendSecurity(cfg), cfg.RequestTimeout)
+	defer controls.close()
 
 	cl, err := cluster.Open(cluster.Config{
-		SpannerDB:    cfg.SpannerDB,
-		HedgeAddr:    cfg.HedgeAddr,
-		LockTable:    cfg.LockTable,
-		LogTable:     cfg.LogTable,
-		RingTable:    cfg.RingTable,
-		HistoryTable: cfg.HistoryTable,
-		LockName:     cfg.LockName,
-		LockDuration: cfg.LockLease,
-		SyncInterval: cfg.MemberSync,
-		PollInterval: cfg.PollInterval,
+		SpannerDB:     cfg.SpannerDB,
+		HedgeAddr:     cfg.HedgeAddr,
+		LockTable:     cfg.LockTable,
+		LogTable:      cfg.LogTable,
+		RingTable:     cfg.RingTable,
+		HistoryTable:  cfg.HistoryTable,
+		LockName:      cfg.LockName,
+		LockDuration:  cfg.LockLease,
+		SyncInterval:  cfg.MemberSync,
+		PollInterval:  cfg.PollInterval,
+		Immediate:     cfg.Rebalance == "remap",
+		MemberLease:   cfg.MemberLease,
+		FreezeTimeout: cfg.FreezeTimeout,
 	}, cluster.Options{
-		Seed:   seed,
-		Pinger: pinger(cfg), // the leader checks new nodes with the backend AUTH/TLS settings
+		ControlNode: controls.node,
+		Migrator:    rebalance.Config{KeysPerSec: cfg.MigrateKeysPerSec, BytesPerSec: cfg.MigrateBytesPerSec},
+		Seed:        seed,
+		Pinger:      pinger(cfg), // the leader checks new nodes with the backend AUTH/TLS settings
 		// Every ring the Syncer applies goes to the data path before the
 		// pod reports its version; the first one makes the pod ready.
 		Publish: func(st *cluster.State) {
-			router.Apply(st.Ring)
+			router.ApplyStage(st.Ring, migrationOf(st))
 			health.SetReady(true)
 		},
 		Logger: log,
@@ -59,6 +70,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		_ = pool.Close(context.Background())
 		return err
 	}
+	health.SetLive(cl.Live)
 	closeAll := func() {
 		sctx, cancel := context.WithTimeout(context.Background(), memberStopTimeout)
 		defer cancel()
@@ -78,6 +90,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	registerMetrics(reg, srv, router)
 	registerStage(reg, func() string { return cl.Status().Stage })
 	registerClusterMetrics(reg, cl)
+	registerRebalanceMetrics(reg, ctl)
 	hs, err := openAdmin(cfg, health, reg, ctl, log)
 	if err != nil {
 		ln.Close()
@@ -117,6 +130,61 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	return runErr
 }
 
+// migrationOf is the data path's view of a stored rebalance stage: nil
+// when keys route by one ring (stable, commit).
+func migrationOf(st *cluster.State) *proxy.Migration {
+	if !st.Rebalancing() {
+		return nil
+	}
+	return &proxy.Migration{Stage: st.Stage, Target: st.Target, Epoch: st.Epoch}
+}
+
+// controlClients are the leader's control-path connections to backend
+// nodes (migrator, cleanup, DBSIZE for plans), one go-redis client per
+// address with the data path's AUTH/TLS, opened on first use.
+type controlClients struct {
+	sec     backend.Security
+	timeout time.Duration
+	mu      sync.Mutex
+	m       map[string]*redis.Client
+}
+
+func newControlClients(sec backend.Security, timeout time.Duration) *controlClients {
+	return &controlClients{sec: sec, timeout: max(timeout, rebalance.DefaultTimeout), m: map[string]*redis.Client{}}
+}
+
+func (c *controlClients) node(addr string) (rebalance.Node, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.m[addr]; ok {
+		return cl, nil
+	}
+	cl, err := rebalance.NewClient(addr, c.sec, c.timeout)
+	if err != nil {
+		return nil, err
+	}
+	c.m[addr] = cl
+	return cl, nil
+}
+
+// dbsize counts a node's keys (JUPITER PLAN's estimates).
+func (c *controlClients) dbsize(ctx context.Context, addr string) (int64, error) {
+	n, err := c.node(addr)
+	if err != nil {
+		return 0, err
+	}
+	return n.Do(ctx, "DBSIZE").Int64()
+}
+
+func (c *controlClients) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for addr, cl := range c.m {
+		_ = cl.Close()
+		delete(c.m, addr)
+	}
+}
+
 func registerClusterMetrics(reg *prometheus.Registry, cl *cluster.Cluster) {
 	b2f := func(b bool) float64 {
 		if b {
@@ -139,5 +207,45 @@ func registerClusterMetrics(reg *prometheus.Registry, cl *cluster.Cluster) {
 			}
 			return float64(t.UnixNano()) / 1e9
 		}),
+	)
+}
+
+// registerRebalanceMetrics exports the running rebalance's progress (the
+// same numbers as JUPITER REBALANCE STATUS), computed at most every 500ms.
+func registerRebalanceMetrics(reg *prometheus.Registry, ctl *cluster.AdminController) {
+	var (
+		mu   sync.Mutex
+		at   time.Time
+		last admin.RebalanceStatus
+	)
+	get := func() admin.RebalanceStatus {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) > 500*time.Millisecond {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if rs, err := ctl.RebalanceStatus(ctx); err == nil {
+				last, at = rs, time.Now()
+			}
+			cancel()
+		}
+		return last
+	}
+	g := func(name, help string, f func(admin.RebalanceStatus) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(get()) })
+	}
+	reg.MustRegister(
+		g("jupiter_rebalance_epoch", "Epoch of the running rebalance (0: none).", func(r admin.RebalanceStatus) float64 { return float64(r.Epoch) }),
+		g("jupiter_rebalance_paused", "1 while the running rebalance is paused.", func(r admin.RebalanceStatus) float64 {
+			if r.Paused {
+				return 1
+			}
+			return 0
+		}),
+		g("jupiter_rebalance_moved_keys", "Keys the running rebalance has moved.", func(r admin.RebalanceStatus) float64 { return float64(r.MovedKeys) }),
+		g("jupiter_rebalance_total_keys", "Estimated keys the running rebalance moves.", func(r admin.RebalanceStatus) float64 { return float64(r.TotalKeys) }),
+		g("jupiter_rebalance_moved_bytes", "DUMP bytes the running rebalance has moved.", func(r admin.RebalanceStatus) float64 { return float64(r.MovedBytes) }),
+		g("jupiter_rebalance_keys_per_second", "Current migration rate.", func(r admin.RebalanceStatus) float64 { return r.KeysPerSec }),
+		g("jupiter_rebalance_eta_seconds", "Estimated seconds until the migration finishes (-1: unknown).", func(r admin.RebalanceStatus) float64 { return r.ETASeconds }),
+		g("jupiter_rebalance_errors", "Migration errors of the running rebalance.", func(r admin.RebalanceStatus) float64 { return float64(r.Errors) }),
 	)
 }

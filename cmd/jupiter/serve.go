@@ -37,7 +37,9 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 		return err
 	}
 	self := ln.Addr().String()
-	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg)}
+	controls := newControlClients(backendSecurity(cfg), cfg.RequestTimeout)
+	defer controls.close()
+	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg), DBSize: controls.dbsize}
 	srv := proxy.New(proxyOptions(cfg), router, adminHandler(cfg, ctl), log)
 
 	health := &telemetry.Health{}
@@ -83,6 +85,12 @@ func registerMetrics(reg *prometheus.Registry, srv *proxy.Server, router *proxy.
 			Help: "Error replies jupiter generated itself."}, func() float64 { return float64(st.ErrReplies.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_protocol_errors_total",
 			Help: "Client connections closed for a protocol error."}, func() float64 { return float64(st.ProtoErrors.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_rebalance_commands_total",
+			Help: "Commands on moving keys run by the rebalance rules (read rule, marked writes)."}, func() float64 { return float64(st.Rebalance.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_rebalance_held_total",
+			Help: "Writes to moving keys held during the freeze stage."}, func() float64 { return float64(st.Held.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_rebalance_tryagain_total",
+			Help: "Writes answered -TRYAGAIN (held past --rebalance-hold-max, or keys split across nodes mid-rebalance)."}, func() float64 { return float64(st.TryAgain.Load()) }),
 		telemetry.NewCollector(telemetry.Sources{
 			Commands: srv.CommandStats,
 			Nodes: func() []telemetry.NodeSample {

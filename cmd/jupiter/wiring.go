@@ -53,6 +53,13 @@ func proxyOptions(cfg config.Config) proxy.Options {
 		Version:       version,
 		Password:      cfg.Security.Password,
 		AdminPassword: cfg.Security.AdminPassword,
+
+		// Rebalancing: the moving-key path's hold and its control clients,
+		// with the data path's AUTH/TLS. A moving-key command answers within
+		// HoldMax + RequestTimeout, below go-redis's 3s read timeout.
+		HoldMax:         cfg.RebalanceHoldMax,
+		BackendSecurity: backendSecurity(cfg),
+		ControlTimeout:  cfg.RequestTimeout,
 	}
 }
 
@@ -82,7 +89,7 @@ func openAdmin(cfg config.Config, health *telemetry.Health, reg *prometheus.Regi
 	if cfg.AdminListen == "" {
 		return nil, nil
 	}
-	hs, err := telemetry.Listen(cfg.AdminListen, health, reg, func(ctx context.Context) any { return ctl.Status(ctx) }, log)
+	hs, err := telemetry.Listen(cfg.AdminListen, health, reg, func(ctx context.Context) any { return admin.StatusWithRebalance(ctx, ctl) }, log)
 	if err != nil {
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}

@@ -43,6 +43,11 @@ type Status struct {
 	Members     []string     `json:"members"`
 	// Extra lines, in order, appended after the contract fields.
 	Extra [][2]string `json:"extra,omitempty"`
+	// Rebalance is the rebalance progress when the Controller is a
+	// Rebalancer. Controllers need not fill it: StatusWithRebalance does
+	// (for /v1/status, and for JUPITER STATUS, which adds rebalance_*
+	// lines while a rebalance runs).
+	Rebalance *RebalanceStatus `json:"rebalance,omitempty"`
 }
 
 // Controller executes admin requests.
@@ -82,6 +87,10 @@ func Authorized(ctx context.Context) bool {
 // errNoPerm is the reply to a ring change from a client that is not admin.
 const errNoPerm = "NOPERM jupiter: ring changes need AUTH admin <admin-password>"
 
+// errNoPermRebalance is the reply to a rebalance action from a client that
+// is not admin.
+const errNoPermRebalance = "NOPERM jupiter: rebalance actions need AUTH admin <admin-password>"
+
 // Command answers `JUPITER <sub> …`; args[0] is "JUPITER".
 func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 	if len(args) < 2 {
@@ -91,7 +100,7 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 	rest := args[2:]
 	switch sub {
 	case "STATUS":
-		return redcon.AppendBulkString(nil, FormatStatus(h.C.Status(ctx)))
+		return redcon.AppendBulkString(nil, FormatStatus(StatusWithRebalance(ctx, h.C)))
 	case "NODES":
 		st := h.C.Status(ctx)
 		b := redcon.AppendArray(nil, len(st.Nodes))
@@ -111,6 +120,22 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 			return redcon.AppendError(nil, "ERR "+err.Error())
 		}
 		return redcon.AppendOK(nil)
+	case "REBALANCE":
+		return h.rebalance(ctx, rest)
+	case "PLAN":
+		c, err := ParsePlanArgs(rest)
+		if err != nil {
+			return redcon.AppendError(nil, "ERR "+err.Error())
+		}
+		rb, ok := h.C.(Rebalancer)
+		if !ok {
+			return redcon.AppendError(nil, "ERR jupiter: PLAN is "+ErrUnsupported.Error())
+		}
+		p, err := rb.Plan(ctx, c)
+		if err != nil {
+			return redcon.AppendError(nil, "ERR "+err.Error())
+		}
+		return redcon.AppendBulkString(nil, FormatPlan(p))
 	case "HELP":
 		lines := []string{
 			"JUPITER STATUS                  - this pod's view: self, leader, ring_version, stage, nodes…",
@@ -118,6 +143,9 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 			"JUPITER ADD <host:port> [weight] - add a Redis node to the ring",
 			"JUPITER REMOVE <host:port>      - remove a node from the ring",
 			"JUPITER WEIGHT <host:port> <w>  - change a node's weight (slot share)",
+			"JUPITER REBALANCE [STATUS]      - rebalance progress: stage, epoch, moved/total keys, rate, ETA, sources",
+			"JUPITER REBALANCE ABORT|PAUSE|RESUME - control the running rebalance",
+			"JUPITER PLAN ADD <host:port> [weight] | REMOVE <host:port> | WEIGHT <host:port> <w> - dry run: slots/keys that would move (changes nothing)",
 		}
 		b := redcon.AppendArray(nil, len(lines))
 		for _, l := range lines {
@@ -126,6 +154,32 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 		return b
 	}
 	return redcon.AppendError(nil, "ERR unknown JUPITER subcommand '"+resp.Printable(args[1])+"'. Try JUPITER HELP.")
+}
+
+// rebalance answers JUPITER REBALANCE [STATUS|ABORT|PAUSE|RESUME].
+func (h Handler) rebalance(ctx context.Context, args [][]byte) []byte {
+	action, err := ParseRebalanceAction(args)
+	if err != nil {
+		return redcon.AppendError(nil, "ERR "+err.Error())
+	}
+	if action == "status" {
+		st, err := rebalanceOf(ctx, h.C)
+		if err != nil {
+			return redcon.AppendError(nil, "ERR "+err.Error())
+		}
+		return redcon.AppendBulkString(nil, FormatRebalance(st))
+	}
+	if h.RequireAdmin && !Authorized(ctx) {
+		return redcon.AppendError(nil, errNoPermRebalance)
+	}
+	rb, ok := h.C.(Rebalancer)
+	if !ok {
+		return redcon.AppendError(nil, "ERR jupiter: rebalance "+action+" is "+ErrUnsupported.Error())
+	}
+	if err := rb.RebalanceAction(ctx, action); err != nil {
+		return redcon.AppendError(nil, "ERR "+err.Error())
+	}
+	return redcon.AppendOK(nil)
 }
 
 // ParseChange validates the arguments of ADD/REMOVE/WEIGHT (sub upper case).
@@ -210,8 +264,17 @@ func FormatStatus(st Status) string {
 	members := append([]string(nil), st.Members...)
 	sort.Strings(members)
 	line("members", strings.Join(members, ","))
+	have := map[string]bool{}
 	for _, kv := range st.Extra {
 		line(kv[0], kv[1])
+		have[kv[0]] = true
+	}
+	if rb := st.Rebalance; rb != nil && (rb.Epoch != 0 || rb.Stage != StageStable) {
+		for _, kv := range rebalanceLines(rb) {
+			if !have[kv[0]] {
+				line(kv[0], kv[1])
+			}
+		}
 	}
 	return b.String()
 }

@@ -24,7 +24,8 @@ var (
 )
 
 // Refusal returns an error whose text is msg and which matches kind
-// (ErrInvalid, ErrNotFound, ErrExists or ErrUnavailable) with errors.Is.
+// (ErrInvalid, ErrNotFound, ErrExists, ErrUnavailable, ErrNotRunning or
+// ErrUnsupported) with errors.Is.
 func Refusal(kind error, msg string) error { return &refusal{kind: kind, msg: msg} }
 
 type refusal struct {
@@ -83,13 +84,19 @@ type HTTP struct {
 //	POST   /v1/nodes                  add a node: {"addr":"host:port","weight":1}
 //	DELETE /v1/nodes/{addr}           remove a node
 //	PUT    /v1/nodes/{addr}/weight    set a node's weight: {"weight":2}
+//	GET    /v1/rebalance              rebalance progress (RebalanceStatus)
+//	POST   /v1/rebalance/{action}     abort, pause or resume the running rebalance
+//	GET    /v1/plan?op=add|remove|weight&addr=host:port[&weight=N]
+//	                                  dry run of a change (PlanResult); changes nothing
 //
 // Changes answer 200 with {"ok":true,"ring_version":N} once applied (in
 // cluster mode: once the leader accepted them), or 400 (bad request, last
 // node, unreachable node), 404 (unknown node), 409 (duplicate), 401
 // (admin password missing or wrong) or 503 (leader or Spanner unavailable)
-// with {"ok":false,"error":"…"}; the ring is then unchanged. GET
-// /v1/status is served by telemetry.
+// with {"ok":false,"error":"…"}; the ring is then unchanged. Rebalance
+// actions answer like changes: 409 when no rebalance runs, 501 when the
+// controller is not a Rebalancer (so is GET /v1/plan). GET /v1/status is
+// served by telemetry (StatusWithRebalance adds the rebalance object).
 func (h HTTP) Register(mux Mux) {
 	c := h.C
 	mux.Handle("GET /v1/nodes", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -128,6 +135,60 @@ func (h HTTP) Register(mux Mux) {
 			return
 		}
 		change(w, r, c, "WEIGHT", [][]byte{[]byte(r.PathValue("addr")), []byte(strconv.Itoa(*body.Weight))})
+	}))
+	mux.Handle("GET /v1/rebalance", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), HTTPTimeout)
+		defer cancel()
+		st, err := rebalanceOf(ctx, c)
+		if err != nil {
+			writeJSON(w, StatusCode(err), ChangeJSON{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	}))
+	mux.Handle("POST /v1/rebalance/{action}", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		action, err := ParseRebalanceAction([][]byte{[]byte(r.PathValue("action"))})
+		if err != nil || action == "status" {
+			writeJSON(w, http.StatusNotFound, ChangeJSON{Error: "want POST /v1/rebalance/abort, /pause or /resume"})
+			return
+		}
+		rb, ok := c.(Rebalancer)
+		if !ok {
+			writeJSON(w, http.StatusNotImplemented, ChangeJSON{Error: "jupiter: rebalance " + action + " is " + ErrUnsupported.Error()})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), HTTPTimeout)
+		defer cancel()
+		if err := rb.RebalanceAction(ctx, action); err != nil {
+			writeJSON(w, StatusCode(err), ChangeJSON{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, ChangeJSON{OK: true})
+	}))
+	mux.Handle("GET /v1/plan", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		args := [][]byte{[]byte(q.Get("op")), []byte(q.Get("addr"))}
+		if q.Has("weight") {
+			args = append(args, []byte(q.Get("weight")))
+		}
+		ch, err := ParsePlanArgs(args)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, ChangeJSON{Error: "want ?op=add|remove|weight&addr=host:port[&weight=N]: " + err.Error()})
+			return
+		}
+		rb, ok := c.(Rebalancer)
+		if !ok {
+			writeJSON(w, http.StatusNotImplemented, ChangeJSON{Error: "jupiter: plan is " + ErrUnsupported.Error()})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), HTTPTimeout)
+		defer cancel()
+		p, err := rb.Plan(ctx, ch)
+		if err != nil {
+			writeJSON(w, StatusCode(err), ChangeJSON{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, p)
 	}))
 }
 
@@ -180,8 +241,10 @@ func StatusCode(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrExists):
+	case errors.Is(err, ErrExists), errors.Is(err, ErrNotRunning):
 		return http.StatusConflict
+	case errors.Is(err, ErrUnsupported):
+		return http.StatusNotImplemented
 	}
 	return http.StatusBadRequest
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/alphauslabs/jupiter/internal/ring"
 )
@@ -28,6 +29,10 @@ type Local struct {
 	Router RingSource
 	Self   string
 	Pinger Pinger
+	// DBSize returns a node's key count (DBSIZE), for Plan's estimates.
+	// nil: Pinger's DBSize method if it has one (DBSizer), else every
+	// node's size is unknown and Plan reports slots only.
+	DBSize func(ctx context.Context, addr string) (int64, error)
 
 	mu sync.Mutex // serialises changes: version N+1 is always built from N
 }
@@ -98,4 +103,88 @@ func NextRing(ctx context.Context, cur *ring.Ring, c Change, p Pinger) (*ring.Ri
 		return cur.SetWeight(v, c.Addr, c.Weight)
 	}
 	return nil, fmt.Errorf("unknown change %q", c.Op)
+}
+
+// DBSizer is an optional interface of Local.Pinger: a node's DBSIZE.
+type DBSizer interface {
+	DBSize(ctx context.Context, addr string) (int64, error)
+}
+
+// planSizeTimeout bounds one node's DBSIZE during Plan; planSizeConc is how
+// many nodes are asked at once.
+const (
+	planSizeTimeout = 2 * time.Second
+	planSizeConc    = 16
+)
+
+// RebalanceStatus implements Rebalancer: standalone mode switches rings at
+// once, so it is always stable.
+func (l *Local) RebalanceStatus(context.Context) (RebalanceStatus, error) {
+	return RebalanceStatus{Stage: StageStable, ETASeconds: -1}, nil
+}
+
+// RebalanceAction implements Rebalancer: there is never a rebalance to act
+// on in standalone mode.
+func (l *Local) RebalanceAction(_ context.Context, action string) error {
+	switch action {
+	case ActionAbort, ActionPause, ActionResume:
+		return ErrNotRunning
+	}
+	return Refusal(ErrInvalid, fmt.Sprintf("unknown rebalance action %q", action))
+}
+
+// Plan implements Rebalancer: the ring c would produce, diffed against the
+// current one, with key estimates from each node's DBSIZE. It changes
+// nothing and does not PING a node being added.
+func (l *Local) Plan(ctx context.Context, c Change) (PlanResult, error) {
+	cur := l.Router.Ring()
+	next, err := NextRing(ctx, cur, c, nil)
+	if err != nil {
+		return PlanResult{}, err
+	}
+	return ComputePlan(c.String(), cur, next, l.sizes(ctx, cur, next)), nil
+}
+
+// sizes asks every node of either ring for its DBSIZE (concurrently, each
+// bounded); nodes that fail are left out (unknown).
+func (l *Local) sizes(ctx context.Context, rings ...*ring.Ring) map[string]int64 {
+	size := l.DBSize
+	if size == nil {
+		if s, ok := l.Pinger.(DBSizer); ok {
+			size = s.DBSize
+		}
+	}
+	out := map[string]int64{}
+	if size == nil {
+		return out
+	}
+	seen := map[string]bool{}
+	var addrs []string
+	for _, r := range rings {
+		for _, n := range r.Nodes() {
+			if !seen[n.Addr] {
+				seen[n.Addr] = true
+				addrs = append(addrs, n.Addr)
+			}
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, planSizeConc)
+	for _, a := range addrs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			cctx, cancel := context.WithTimeout(ctx, planSizeTimeout)
+			defer cancel()
+			if n, err := size(cctx, a); err == nil && n >= 0 {
+				mu.Lock()
+				out[a] = n
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
 }

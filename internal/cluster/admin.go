@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/alphauslabs/jupiter/internal/admin"
+	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/ring"
 	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
 )
@@ -70,6 +71,9 @@ func (a *AdminController) Status(context.Context) admin.Status {
 		{"last_sync_age_ms", age},
 		{"last_sync_error", oneLine(cs.LastSyncError)},
 		{"spanner_error", oneLine(cs.SpannerError)},
+	}
+	if st := a.C.State(); st != nil && st.Target != nil {
+		s.Extra = append(s.Extra, [2]string{"target_nodes", RingText(st.Target.Nodes())})
 	}
 	return s
 }
@@ -155,4 +159,151 @@ func boolDigit(b bool) string {
 // oneLine keeps a value on its STATUS line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// RebalanceAPI is what AdminController needs for rebalance status, actions
+// and dry-run plans; a Cluster implements it. Optional: without it the
+// controller reports only the stage.
+type RebalanceAPI interface {
+	// RebalanceProgress is the migrators' progress for epoch (live on the
+	// leader, from the checkpoints elsewhere).
+	RebalanceProgress(ctx context.Context, epoch uint64) []rebalance.Progress
+	// RebalanceError is the leader's last rebalance step failure.
+	RebalanceError() string
+	// DBSize counts the keys on a backend node.
+	DBSize(ctx context.Context, addr string) (int64, error)
+}
+
+var _ admin.Rebalancer = (*AdminController)(nil)
+
+// RebalanceStatus implements admin.Rebalancer from this pod's view of the
+// stored record, plus the migrators' progress.
+func (a *AdminController) RebalanceStatus(ctx context.Context) (admin.RebalanceStatus, error) {
+	rs := admin.RebalanceStatus{Stage: StageStable, ETASeconds: -1}
+	st := a.C.State()
+	if st == nil {
+		return rs, nil
+	}
+	rs.Stage = stageOr(st.Stage)
+	if !st.Rebalancing() && rs.Stage != StageCommit {
+		return rs, nil
+	}
+	rs.Epoch, rs.Change, rs.Paused = st.Epoch, st.Change, st.Paused
+	for _, n := range st.Ring.Nodes() {
+		rs.To = append(rs.To, n.Addr)
+	}
+	if st.Target != nil {
+		rs.From, rs.To = rs.To, nil
+		for _, n := range st.Target.Nodes() {
+			rs.To = append(rs.To, n.Addr)
+		}
+	} else {
+		for _, n := range st.From {
+			rs.From = append(rs.From, n.Addr)
+		}
+	}
+	rb, ok := a.C.(RebalanceAPI)
+	if !ok {
+		return rs, nil
+	}
+	rs.LastError = oneLine(rb.RebalanceError())
+	var remaining float64
+	for _, p := range rb.RebalanceProgress(ctx, st.Epoch) {
+		rs.MovedKeys += p.KeysMoved
+		rs.MovedBytes += p.BytesMoved
+		rs.TotalKeys += max(p.TotalEstimate, p.Handled())
+		rs.KeysPerSec += p.KeysPerSec
+		rs.Errors += p.Errors
+		if p.LastError != "" && rs.LastError == "" {
+			rs.LastError = oneLine(p.LastError)
+		}
+		if p.Phase != rebalance.PhaseDone {
+			remaining += float64(max(p.TotalEstimate-p.Handled(), 0))
+		}
+		rs.Sources = append(rs.Sources, admin.SourceProgress{
+			Node: p.Source, Phase: string(p.Phase), Scanned: p.KeysScanned,
+			Moved: p.KeysMoved, Total: p.TotalEstimate, Errors: p.Errors,
+		})
+	}
+	switch {
+	case rs.Stage == StageCommit:
+		rs.ETASeconds = 0
+	case rs.KeysPerSec > 0:
+		rs.ETASeconds = remaining / rs.KeysPerSec
+	}
+	return rs, nil
+}
+
+// RebalanceAction implements admin.Rebalancer: ABORT, PAUSE and RESUME go
+// to the leader.
+func (a *AdminController) RebalanceAction(ctx context.Context, action string) error {
+	action = strings.ToLower(action)
+	switch action {
+	case "abort", "pause", "resume":
+	default:
+		return admin.Refusal(admin.ErrInvalid, fmt.Sprintf("unknown rebalance action %q (want ABORT, PAUSE or RESUME)", action))
+	}
+	if serr := a.C.StoreError(); serr != nil {
+		return admin.Refusal(admin.ErrUnavailable, "cluster: Spanner is unreachable: "+oneLine(serr.Error()))
+	}
+	rep, err := a.C.Submit(ctx, &jupiterv1.AdminRequest{
+		Op: &jupiterv1.AdminRequest_Rebalance{Rebalance: &jupiterv1.Rebalance{Action: action}},
+	})
+	if err != nil {
+		return admin.Refusal(admin.ErrUnavailable, "cluster: no answer from the leader: "+oneLine(err.Error())+"; retrying is safe")
+	}
+	if err := ReplyError(rep); err != nil {
+		var ae *AdminError
+		errors.As(err, &ae)
+		return admin.Refusal(refusalKind(ae.Code), oneLine(ae.Msg))
+	}
+	return nil
+}
+
+// Plan implements admin.Rebalancer: the change validated as the leader
+// would, against this pod's ring, and the slots and (estimated) keys that
+// would move. Nothing is changed.
+func (a *AdminController) Plan(ctx context.Context, c admin.Change) (admin.PlanResult, error) {
+	st := a.C.State()
+	if st == nil {
+		return admin.PlanResult{}, admin.Refusal(admin.ErrUnavailable, "cluster: this pod has not loaded the ring yet")
+	}
+	req, err := ChangeRequest(c)
+	if err != nil {
+		return admin.PlanResult{}, admin.Refusal(admin.ErrInvalid, err.Error())
+	}
+	base := *st
+	base.Stage, base.Target = StageStable, nil // a dry run may look past a running rebalance
+	if st.Target != nil {
+		base.Ring = st.Target
+	}
+	p, aerr := Plan(&base, req)
+	if aerr != nil {
+		return admin.PlanResult{}, admin.Refusal(refusalKind(aerr.Code), oneLine(aerr.Msg))
+	}
+	next := p.Next
+	if p.Target != nil {
+		if next, err = ring.New(p.Next.Version(), p.Target); err != nil {
+			return admin.PlanResult{}, admin.Refusal(admin.ErrInvalid, err.Error())
+		}
+	}
+	if next == nil {
+		next = base.Ring
+	}
+	sizes := map[string]int64{}
+	if rb, ok := a.C.(RebalanceAPI); ok {
+		for _, r := range []*ring.Ring{base.Ring, next} {
+			for _, n := range r.Nodes() {
+				if _, done := sizes[n.Addr]; done {
+					continue
+				}
+				dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				if k, err := rb.DBSize(dctx, n.Addr); err == nil {
+					sizes[n.Addr] = k
+				}
+				cancel()
+			}
+		}
+	}
+	return admin.ComputePlan(p.Change, base.Ring, next, sizes), nil
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/ring"
 	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
 	"google.golang.org/protobuf/proto"
@@ -40,6 +41,13 @@ type Options struct {
 	// Prepare runs before a pod publishes a new ring (see SyncerConfig).
 	Prepare func(ctx context.Context, next *State) error
 	Logger  *slog.Logger
+	// ControlNode returns a control-path client for a backend address
+	// (primary endpoint, the data path's AUTH/TLS): the leader's migrator
+	// and cleanup use it. nil means changes switch the ring at once
+	// (Config.Immediate).
+	ControlNode func(addr string) (rebalance.Node, error)
+	// Migrator is the base migrator configuration (rates, batch sizes).
+	Migrator rebalance.Config
 }
 
 // Cluster is cluster mode assembled: the hedge Member, the Spanner ring
@@ -51,11 +59,15 @@ type Cluster struct {
 	Store      *SpannerStore
 	Controller *Controller
 	Syncer     *Syncer
+	// Rebalancer drives staged rebalances while this pod leads (nil with
+	// Config.Immediate or without Options.ControlNode).
+	Rebalancer *Rebalancer
 	Holder     *ring.Holder
 
-	log    *slog.Logger
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	controlNode func(addr string) (rebalance.Node, error)
+	log         *slog.Logger
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
 }
 
 // Open builds a Cluster (nothing runs until Start). cfg gets WithDefaults.
@@ -84,6 +96,7 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 	ctl, err := NewController(ControllerConfig{
 		Store: store, Fencer: m, Broadcaster: m, Pinger: pinger, Logger: lg,
 		Self: m.Self(), BroadcastTimeout: cfg.BroadcastTimeout,
+		Immediate: cfg.Immediate || o.ControlNode == nil,
 	})
 	if err != nil {
 		m.Stop()
@@ -91,12 +104,25 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 	}
 	sy, err := NewSyncer(SyncerConfig{
 		Store: store, Holder: o.Holder, PollInterval: cfg.PollInterval,
-		Seed: o.Seed, Seeder: ctl.Seed, IsLeader: m.IsLeader, Prepare: o.Prepare,
+		Seed: o.Seed, Seeder: ctl.Seed, Reseeder: ctl.Reseed, IsLeader: m.IsLeader, Prepare: o.Prepare,
 		Publish: o.Publish, Self: m.Self(), Logger: lg,
+		Registry: store, Lease: cfg.MemberLease,
 	})
 	if err != nil {
 		m.Stop()
 		return nil, err
+	}
+	var reb *Rebalancer
+	if o.ControlNode != nil {
+		reb, err = NewRebalancer(RebalancerConfig{
+			Controller: ctl, Registry: store, Progress: store, IsLeader: m.IsLeader,
+			Node: o.ControlNode, Logger: lg, Migrator: o.Migrator,
+			FreezeTimeout: cfg.FreezeTimeout, PrepareTimeout: cfg.PrepareTimeout,
+		})
+		if err != nil {
+			m.Stop()
+			return nil, err
+		}
 	}
 	m.SetHandlers(Handlers{
 		Leader: func(ctx context.Context, msg []byte) ([]byte, error) {
@@ -108,7 +134,8 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 			return sy.HandleBroadcast(ctx, msg), nil
 		},
 	})
-	return &Cluster{Member: m, Store: store, Controller: ctl, Syncer: sy, Holder: o.Holder, log: lg.With("component", "cluster")}, nil
+	return &Cluster{Member: m, Store: store, Controller: ctl, Syncer: sy, Rebalancer: reb, Holder: o.Holder,
+		controlNode: o.ControlNode, log: lg.With("component", "cluster")}, nil
 }
 
 // Start starts the hedge member and the ring Syncer. The pod is Ready once
@@ -126,6 +153,13 @@ func (c *Cluster) Start(ctx context.Context) error {
 		defer c.wg.Done()
 		c.Syncer.Run(sctx)
 	}()
+	if c.Rebalancer != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.Rebalancer.Run(sctx)
+		}()
+	}
 	return nil
 }
 
@@ -137,6 +171,13 @@ func (c *Cluster) Stop() {
 		c.cancel()
 	}
 	c.wg.Wait()
+	// Leave the member registry so a running rebalance's barriers do not
+	// wait for this pod's lease to expire.
+	lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := c.Syncer.Leave(lctx); err != nil {
+		c.log.Warn("could not leave the member registry (its lease will expire)", "err", err)
+	}
+	cancel()
 	c.Member.Stop()
 }
 
@@ -176,6 +217,11 @@ func (c *Cluster) Ready() bool { return c.Syncer.Ready() }
 func (c *Cluster) Submit(ctx context.Context, req *jupiterv1.AdminRequest) (*jupiterv1.AdminReply, error) {
 	if req.GetRequestId() == "" {
 		req.RequestId = NewRequestID()
+	}
+	if dl, ok := ctx.Deadline(); ok && req.GetExpiresUnixMs() == 0 {
+		// hedge keeps retrying after we give up; the leader drops the
+		// request once nobody waits for its answer.
+		req.ExpiresUnixMs = dl.UnixMilli()
 	}
 	b, err := proto.Marshal(&jupiterv1.LeaderMessage{Msg: &jupiterv1.LeaderMessage_Admin{Admin: req}})
 	if err != nil {
@@ -310,6 +356,53 @@ func (p DialPinger) Ping(ctx context.Context, addr string) error {
 	}
 	if line[0] != '+' && line[0] != '-' {
 		return fmt.Errorf("not a Redis server (PING reply %q)", line)
+	}
+	return nil
+}
+
+var _ RebalanceAPI = (*Cluster)(nil)
+
+// RebalanceProgress implements RebalanceAPI.
+func (c *Cluster) RebalanceProgress(ctx context.Context, epoch uint64) []rebalance.Progress {
+	if c.Rebalancer == nil {
+		return nil
+	}
+	return c.Rebalancer.Progress(ctx, epoch)
+}
+
+// RebalanceError implements RebalanceAPI.
+func (c *Cluster) RebalanceError() string {
+	if c.Rebalancer == nil {
+		return ""
+	}
+	return c.Rebalancer.LastError()
+}
+
+// DBSize implements RebalanceAPI.
+func (c *Cluster) DBSize(ctx context.Context, addr string) (int64, error) {
+	if c.controlNode == nil {
+		return 0, errors.New("cluster: no control clients configured")
+	}
+	n, err := c.controlNode(addr)
+	if err != nil {
+		return 0, err
+	}
+	return n.Do(ctx, "DBSIZE").Int64()
+}
+
+// SessionLostLimit is how long ring reads may fail with "Session not
+// found" before Live reports the pod dead.
+const SessionLostLimit = 30 * time.Second
+
+// Live is the pod's liveness beyond "the process answers": it fails when
+// Spanner has been answering "Session not found" for SessionLostLimit. The
+// Spanner server is up then, but this process's client lost its session
+// and does not make a new one (its leader election and ring reads would
+// fail forever); a restart does. A Spanner outage does not fail it: the
+// pod keeps serving its last ring.
+func (c *Cluster) Live() error {
+	if d := c.Syncer.SessionLostFor(); d > SessionLostLimit {
+		return fmt.Errorf("cluster: Spanner has answered \"Session not found\" for %v; restart to get a new session", d.Round(time.Second))
 	}
 	return nil
 }

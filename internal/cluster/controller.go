@@ -103,6 +103,10 @@ type ControllerConfig struct {
 	// ConflictRetries is how often a version conflict is retried (re-read,
 	// re-validate, re-write) before it is reported. Default 3.
 	ConflictRetries int
+	// Immediate switches the ring at once on ADD/REMOVE/WEIGHT without
+	// moving keys (keys whose owner changes are then cache misses, as with
+	// twemproxy). The default starts a staged rebalance (rebalancer.go).
+	Immediate bool
 }
 
 // Controller is the leader side of the control plane: it applies admin
@@ -114,6 +118,9 @@ type Controller struct {
 	cfg ControllerConfig
 	log *slog.Logger
 	mu  sync.Mutex // one change at a time
+	// reb runs the rebalances this controller starts (set by
+	// NewRebalancer); nil refuses REBALANCE actions.
+	reb *Rebalancer
 }
 
 // NewController returns a Controller; Store and Fencer are required.
@@ -164,11 +171,19 @@ func (c *Controller) HandleLeaderMessage(ctx context.Context, msg []byte) []byte
 
 // Apply executes one admin request as the leader and returns the reply.
 func (c *Controller) Apply(ctx context.Context, req *jupiterv1.AdminRequest) *jupiterv1.AdminReply {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if req == nil || req.GetOp() == nil {
 		return c.failReply(adminErr(jupiterv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "cluster: admin request without an operation"), nil)
 	}
+	if exp := req.GetExpiresUnixMs(); exp != 0 && time.Now().UnixMilli() > exp {
+		// hedge's SendToLeader retries after the sender gave up; a change
+		// nobody waits for any more must not happen late.
+		return c.failReply(adminErr(jupiterv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "cluster: request %s expired before the leader could apply it", req.GetRequestId()), nil)
+	}
+	if rb := req.GetRebalance(); rb != nil {
+		return c.rebalanceAction(ctx, rb.GetAction())
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if req.GetStatus() != nil {
 		cur, err := c.cfg.Store.Load(ctx)
 		switch {
@@ -185,6 +200,42 @@ func (c *Controller) Apply(ctx context.Context, req *jupiterv1.AdminRequest) *ju
 			return rep
 		}
 		c.log.Warn("ring version conflict, retrying", "request_id", req.GetRequestId(), "attempt", attempt+1)
+	}
+}
+
+// rebalanceAction runs JUPITER REBALANCE ABORT|PAUSE|RESUME on the leader.
+func (c *Controller) rebalanceAction(ctx context.Context, action string) *jupiterv1.AdminReply {
+	r := c.reb
+	if r == nil {
+		return c.failReply(adminErr(jupiterv1.ErrorCode_ERROR_CODE_FAILED_PRECONDITION, "cluster: this leader does not run rebalances"), nil)
+	}
+	var err error
+	switch strings.ToLower(action) {
+	case "abort":
+		err = r.Abort(ctx)
+	case "pause":
+		err = r.SetPaused(ctx, true)
+	case "resume":
+		err = r.SetPaused(ctx, false)
+	default:
+		err = adminErr(jupiterv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "unknown rebalance action %q (want ABORT, PAUSE or RESUME)", action)
+	}
+	cur, lerr := c.cfg.Store.Load(ctx)
+	if lerr != nil {
+		cur = nil
+	}
+	var ae *AdminError
+	switch {
+	case err == nil:
+		return c.okReply(cur, versionOf(cur))
+	case errors.As(err, &ae):
+		return c.failReply(ae, cur)
+	case errors.Is(err, ErrNotLeader):
+		return c.failReply(adminErr(jupiterv1.ErrorCode_ERROR_CODE_NOT_LEADER, "%v", err), cur)
+	case errors.Is(err, ErrVersionConflict):
+		return c.failReply(adminErr(jupiterv1.ErrorCode_ERROR_CODE_CONFLICT, "%v", err), cur)
+	default:
+		return c.failReply(adminErr(jupiterv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "%v", err), cur)
 	}
 }
 
@@ -210,6 +261,13 @@ func (c *Controller) applyOnce(ctx context.Context, req *jupiterv1.AdminRequest)
 	}
 
 	p, aerr := Plan(cur, req)
+	if aerr == nil && c.cfg.Immediate && p.Target != nil {
+		next, err := ring.New(p.Next.Version(), p.Target)
+		if err != nil {
+			return c.failReply(ringErr(err), cur), false
+		}
+		p.Next, p.Stage, p.Target, p.Epoch = next, StageStable, nil, 0
+	}
 	if aerr != nil {
 		return c.failReply(aerr, cur), false
 	}
@@ -225,7 +283,8 @@ func (c *Controller) applyOnce(ctx context.Context, req *jupiterv1.AdminRequest)
 		}
 	}
 
-	st, err := c.commit(ctx, cur, p.Next, p.Change, rid)
+	cm := Commit{Stage: p.Stage, Change: p.Change, RequestID: rid, Target: p.Target, Epoch: p.Epoch}
+	st, err := c.commit(ctx, cur, p.Next, cm)
 	switch {
 	case errors.Is(err, ErrVersionConflict):
 		return c.failReply(adminErr(jupiterv1.ErrorCode_ERROR_CODE_CONFLICT, "%v", err), cur), true
@@ -236,13 +295,17 @@ func (c *Controller) applyOnce(ctx context.Context, req *jupiterv1.AdminRequest)
 		// with the same request id finds the version if it was committed.
 		return c.failReply(adminErr(jupiterv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "%v", err), cur), false
 	}
-	c.log.Info("ring changed", "version", st.Version, "change", st.Change, "request_id", rid, "ring", RingText(st.Ring.Nodes()))
+	c.log.Info("ring changed", "version", st.Version, "stage", st.Stage, "change", st.Change, "request_id", rid, "ring", RingText(st.Ring.Nodes()))
 	c.announce(ctx, st)
+	if st.Rebalancing() && c.reb != nil {
+		c.reb.Kick()
+	}
 	return c.okReply(st, st.Version), false
 }
 
-// commit fences and compare-and-swaps cur → next.
-func (c *Controller) commit(ctx context.Context, cur *State, next *ring.Ring, change, rid string) (*State, error) {
+// commit fences and compare-and-swaps cur → next with cm (its Leader and
+// Token are filled in here).
+func (c *Controller) commit(ctx context.Context, cur *State, next *ring.Ring, cm Commit) (*State, error) {
 	leader, token, err := c.cfg.Fencer.Fence(ctx)
 	if err != nil {
 		return nil, err
@@ -251,14 +314,12 @@ func (c *Controller) commit(ctx context.Context, cur *State, next *ring.Ring, ch
 	if cur != nil {
 		expect = cur.Version
 	}
-	cm := Commit{Stage: StageStable, Change: change, RequestID: rid, Leader: leader, Token: token}
+	cm.Stage = stageOr(cm.Stage)
+	cm.Leader, cm.Token = leader, token
 	if err := c.cfg.Store.CompareAndSwap(ctx, expect, next, cm); err != nil {
 		return nil, err
 	}
-	return &State{
-		Ring: next, Version: next.Version(), Stage: StageStable, Change: change,
-		RequestID: rid, Leader: leader, Token: token, UpdatedAt: time.Now(),
-	}, nil
+	return stateOf(next, cm, time.Now())
 }
 
 // Seed writes nodes as ring version 1 if the Store has no ring yet. It is
@@ -267,27 +328,43 @@ func (c *Controller) commit(ctx context.Context, cur *State, next *ring.Ring, ch
 // is down at startup must not keep the cluster without a ring. It returns
 // nil when a ring already exists (someone seeded first).
 func (c *Controller) Seed(ctx context.Context, nodes []ring.Node) error {
+	return c.seed(ctx, 0, 1, nodes, "SEED ")
+}
+
+// Reseed replaces a store that lost the ring this leader serves (the
+// database was recreated, or restored from an older backup): when the Store
+// holds version expect (0: no ring at all), it writes nodes — the ring this
+// pod routes by, the live topology; the --backends seeds may be long out of
+// date — as `version`, above every version pods have applied, so none has
+// to go back.
+func (c *Controller) Reseed(ctx context.Context, expect, version uint64, nodes []ring.Node) error {
+	return c.seed(ctx, expect, version, nodes, "RESEED after the store lost the ring: ")
+}
+
+func (c *Controller) seed(ctx context.Context, expect, version uint64, nodes []ring.Node, what string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, err := c.cfg.Store.Load(ctx)
+	cur, err := c.cfg.Store.Load(ctx)
 	switch {
-	case err == nil:
-		return nil
-	case !errors.Is(err, ErrNoRing):
+	case err == nil && cur.Version != expect:
+		return nil // someone else wrote first
+	case err != nil && !errors.Is(err, ErrNoRing):
 		return err
+	case errors.Is(err, ErrNoRing) && expect != 0:
+		return nil
 	}
-	r, err := ring.New(1, nodes)
+	r, err := ring.New(version, nodes)
 	if err != nil {
 		return fmt.Errorf("cluster: seed ring: %w", err)
 	}
-	st, err := c.commit(ctx, nil, r, "SEED "+RingText(r.Nodes()), "")
+	st, err := c.commit(ctx, cur, r, Commit{Change: what + RingText(r.Nodes())})
 	if errors.Is(err, ErrVersionConflict) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	c.log.Info("ring seeded", "version", st.Version, "ring", RingText(r.Nodes()))
+	c.log.Info("ring seeded", "version", st.Version, "ring", RingText(r.Nodes()), "change", st.Change)
 	// Announce in the background: Seed runs on the leader's Syncer
 	// goroutine, whose own broadcast handler would otherwise wait for it.
 	go c.announce(context.WithoutCancel(ctx), st)
@@ -329,6 +406,28 @@ type Planned struct {
 	Next   *ring.Ring
 	Change string
 	Ping   string
+	// Stage, Target and Epoch start a rebalance: Next is then the current
+	// ring under the next version and Target the ring after the change.
+	// With no ring stored yet there is nothing to move: Next is the new
+	// ring and Stage is stable.
+	Stage  string
+	Target []ring.Node
+	Epoch  uint64
+}
+
+// staged turns a computed ring change into the prepare record of a
+// rebalance from cur to next (see rebalancer.go).
+func staged(cur *State, next *ring.Ring, p Planned) (Planned, *AdminError) {
+	if cur == nil {
+		p.Next, p.Stage = next, StageStable
+		return p, nil
+	}
+	routed, err := ring.New(next.Version(), cur.Ring.Nodes())
+	if err != nil {
+		return Planned{}, ringErr(err)
+	}
+	p.Next, p.Stage, p.Target, p.Epoch = routed, StagePrepare, next.Nodes(), next.Version()
+	return p, nil
 }
 
 // Plan validates req against the current ring (nil: none stored yet) and
@@ -341,6 +440,15 @@ func Plan(cur *State, req *jupiterv1.AdminRequest) (Planned, *AdminError) {
 		duplicate = jupiterv1.ErrorCode_ERROR_CODE_ALREADY_EXISTS
 	)
 	if cur != nil && cur.Stage != "" && cur.Stage != StageStable {
+		// Validate against where the running rebalance goes first, so a
+		// repeated ADD says "already in the ring" rather than "busy".
+		if cur.Target != nil {
+			ahead := *cur
+			ahead.Ring, ahead.Stage, ahead.Target = cur.Target, StageStable, nil
+			if _, aerr := Plan(&ahead, req); aerr != nil {
+				return Planned{}, aerr
+			}
+		}
 		return Planned{}, adminErr(precond, "a rebalance is in progress (stage %s); retry when it is stable", cur.Stage)
 	}
 	var nextVersion uint64 = 1
@@ -384,7 +492,7 @@ func Plan(cur *State, req *jupiterv1.AdminRequest) (Planned, *AdminError) {
 		if name != "" && name != addr {
 			change = fmt.Sprintf("ADD %s@%s w=%d", name, addr, w)
 		}
-		return Planned{Next: next, Change: change, Ping: addr}, nil
+		return staged(cur, next, Planned{Change: change, Ping: addr})
 
 	case *jupiterv1.AdminRequest_Remove:
 		id := strings.TrimSpace(op.Remove.GetAddr())
@@ -406,7 +514,7 @@ func Plan(cur *State, req *jupiterv1.AdminRequest) (Planned, *AdminError) {
 		if err != nil {
 			return Planned{}, ringErr(err)
 		}
-		return Planned{Next: next, Change: "REMOVE " + n.Addr}, nil
+		return staged(cur, next, Planned{Change: "REMOVE " + n.Addr})
 
 	case *jupiterv1.AdminRequest_Weight:
 		id := strings.TrimSpace(op.Weight.GetAddr())
@@ -432,7 +540,7 @@ func Plan(cur *State, req *jupiterv1.AdminRequest) (Planned, *AdminError) {
 		if err != nil {
 			return Planned{}, ringErr(err)
 		}
-		return Planned{Next: next, Change: fmt.Sprintf("WEIGHT %s w=%d", n.Addr, w)}, nil
+		return staged(cur, next, Planned{Change: fmt.Sprintf("WEIGHT %s w=%d", n.Addr, w)})
 
 	case *jupiterv1.AdminRequest_Status:
 		return Planned{}, nil

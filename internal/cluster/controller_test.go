@@ -93,7 +93,7 @@ func newFixture(t *testing.T, seed ...string) *fixture {
 	}
 	f.store.SetLock("10.0.0.1:7000", 42)
 	var err error
-	f.ctl, err = NewController(ControllerConfig{Store: f.store, Fencer: f.fence, Broadcaster: f.bcast, Pinger: f.pinger, Self: "10.0.0.1:7000"})
+	f.ctl, err = NewController(ControllerConfig{Store: f.store, Fencer: f.fence, Broadcaster: f.bcast, Pinger: f.pinger, Self: "10.0.0.1:7000", Immediate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +280,7 @@ func TestControllerCASConflict(t *testing.T) {
 			panic(err)
 		}
 	}}
-	ctl, _ := NewController(ControllerConfig{Store: cs, Fencer: f.fence, Pinger: f.pinger})
+	ctl, _ := NewController(ControllerConfig{Store: cs, Fencer: f.fence, Pinger: f.pinger, Immediate: true})
 	// Two conflicts, then success on the third attempt, re-planned on top of
 	// the concurrent changes.
 	rep := ctl.Apply(ctx, add("x", "10.0.0.11:6379", 1))
@@ -291,7 +291,7 @@ func TestControllerCASConflict(t *testing.T) {
 
 	// Conflicts beyond the retry budget are reported as CONFLICT.
 	cs.n = 10
-	ctl2, _ := NewController(ControllerConfig{Store: cs, Fencer: f.fence, Pinger: f.pinger, ConflictRetries: 1})
+	ctl2, _ := NewController(ControllerConfig{Store: cs, Fencer: f.fence, Pinger: f.pinger, ConflictRetries: 1, Immediate: true})
 	wantCode(t, ctl2.Apply(ctx, add("y", "10.0.0.12:6379", 1)), jupiterv1.ErrorCode_ERROR_CODE_CONFLICT)
 }
 

@@ -41,7 +41,15 @@ func DefaultTableNames() TableNames {
 	}
 }
 
-var identRe = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,127}$`)
+// Members is the member lease registry table: the ring table's name with
+// "_members" (derived, so existing deployments need no new setting).
+func (n TableNames) Members() string { return n.Ring + "_members" }
+
+// Progress is the rebalance checkpoint table: the ring table's name with
+// "_progress".
+func (n TableNames) Progress() string { return n.Ring + "_progress" }
+
+var identRe = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,118}$`) // room for "_progress"
 
 // Validate reports whether every name is a plain Spanner identifier. The
 // names are interpolated into SQL, so anything else is refused.
@@ -49,6 +57,7 @@ func (n TableNames) Validate() error {
 	seen := map[string]string{}
 	for _, f := range []struct{ field, v string }{
 		{"lock", n.Lock}, {"log", n.Log}, {"ring", n.Ring}, {"history", n.History},
+		{"members (ring + _members)", n.Members()}, {"progress (ring + _progress)", n.Progress()},
 	} {
 		if !identRe.MatchString(f.v) {
 			return fmt.Errorf("cluster: %s table name %q is not a Spanner identifier", f.field, f.v)
@@ -129,6 +138,31 @@ CREATE TABLE {{.History}} (
 
 -- Finds the version an admin request produced (idempotent retries).
 CREATE INDEX {{.History}}_by_request_id ON {{.History}} (name, request_id);
+
+-- Member lease registry: every pod upserts the ring version it routes by
+-- every poll interval; its lease runs lease_ms from updated_at (Spanner's
+-- clock). The leader advances a rebalance stage only when every pod with a
+-- live lease has applied it. A pod deletes its row on clean shutdown.
+CREATE TABLE {{.Ring}}_members (
+    name STRING(MAX) NOT NULL,
+    pod STRING(MAX) NOT NULL,
+    applied_version INT64 NOT NULL,
+    stage STRING(MAX) NOT NULL,
+    lease_ms INT64 NOT NULL,
+    updated_at TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)
+) PRIMARY KEY (name, pod);
+
+-- Rebalance checkpoints: per rebalance epoch and source node, the
+-- migrator's progress (JSON of rebalance.Progress: phase, SCAN cursor,
+-- counters), written by the leader (fenced by its spindle token) so that a
+-- new leader resumes where the old one stopped.
+CREATE TABLE {{.Ring}}_progress (
+    name STRING(MAX) NOT NULL,
+    epoch INT64 NOT NULL,
+    source STRING(MAX) NOT NULL,
+    progress BYTES(MAX) NOT NULL,
+    updated_at TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)
+) PRIMARY KEY (name, epoch, source);
 `
 
 var ddlTmpl = template.Must(template.New("ddl").Option("missingkey=error").Parse(ddlTemplate))

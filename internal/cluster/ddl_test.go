@@ -53,10 +53,11 @@ func TestDDLFileMatchesTemplate(t *testing.T) {
 func TestDDLNames(t *testing.T) {
 	n := TableNames{Lock: "l", Log: "g", Ring: "r", History: "h"}
 	stmts := DDL(n)
-	if len(stmts) != 5 {
-		t.Fatalf("got %d statements, want 5", len(stmts))
+	if len(stmts) != 7 {
+		t.Fatalf("got %d statements, want 7", len(stmts))
 	}
-	for i, want := range []string{"CREATE TABLE l (", "CREATE TABLE g (", "CREATE TABLE r (", "CREATE TABLE h (", "CREATE INDEX h_by_request_id ON h"} {
+	for i, want := range []string{"CREATE TABLE l (", "CREATE TABLE g (", "CREATE TABLE r (", "CREATE TABLE h (",
+		"CREATE INDEX h_by_request_id ON h", "CREATE TABLE r_members (", "CREATE TABLE r_progress ("} {
 		if !strings.HasPrefix(stmts[i], want) {
 			t.Errorf("statement %d = %q, want prefix %q", i, stmts[i], want)
 		}
@@ -71,6 +72,7 @@ func TestDDLNames(t *testing.T) {
 		{Lock: "x;drop", Log: "g", Ring: "r", History: "h"},
 		{Lock: "", Log: "g", Ring: "r", History: "h"},
 		{Lock: "a", Log: "A", Ring: "r", History: "h"},
+		{Lock: "l", Log: "g", Ring: "r", History: "r_members"},
 	} {
 		if bad.Validate() == nil {
 			t.Errorf("Validate(%+v) = nil, want error", bad)

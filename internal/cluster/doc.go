@@ -63,6 +63,16 @@
 //     hedge, whose leader lookup reads Spanner without a deadline. The
 //     pod stays ready: it serves its last ring.
 //
+// Rebalancing (rebalancer.go): in the default staged mode an ADD, REMOVE or
+// WEIGHT writes a "prepare" record (routed ring R, Target R', Epoch) instead
+// of switching rings; the leader's Rebalancer then walks freeze, migrating
+// (the rebalance package's migrators, checkpointed through ProgressStore),
+// commit and back to stable, one fenced version per stage, each only once
+// every pod with a live lease in the member Registry has applied the
+// previous one. Pods register in the Registry before their first ring
+// read, so a barrier that does not see a pod cannot be overtaken by it.
+// Config.Immediate (--rebalance=remap) keeps the old one-step switch.
+//
 // History: every version is appended to the history table (default
 // jupiter_ring_history) in the same transaction as the ring row, with a
 // human-readable ring_text and change, so operators audit with plain SQL.

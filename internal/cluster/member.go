@@ -51,6 +51,15 @@ type Config struct {
 	BroadcastTimeout time.Duration
 	// SendRetries is hedge SendToLeader's retry count; default 10.
 	SendRetries int
+	// Immediate switches the ring at once on a change, without moving keys
+	// (--rebalance=remap). Default: a staged rebalance.
+	Immediate bool
+	// MemberLease is the member registry lease (default 10s): a pod that
+	// stopped heartbeating for this long no longer holds up a rebalance.
+	MemberLease time.Duration
+	// FreezeTimeout bounds the freeze barrier before the rebalance is
+	// aborted (default 5s); PrepareTimeout the prepare barrier (30s).
+	FreezeTimeout, PrepareTimeout time.Duration
 }
 
 // Defaults for Config.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +22,9 @@ type MemStore struct {
 	holder  string         // lock row writer
 	token   uint64         // lock row token
 	// Fail, if set, is returned by every method (simulates Spanner down).
-	fail error
+	fail     error
+	members  map[string]memLease
+	progress map[uint64]map[string][]byte
 }
 
 // NewMemStore returns an empty MemStore whose lock is held by nobody.
@@ -77,10 +80,11 @@ func (m *MemStore) CompareAndSwap(ctx context.Context, expect uint64, next *ring
 		return fmt.Errorf("%w: stored version %d, expected %d", ErrVersionConflict, have, expect)
 	}
 	now := time.Now()
-	m.cur = &State{
-		Ring: next, Version: next.Version(), Stage: stageOr(c.Stage), Change: c.Change,
-		RequestID: c.RequestID, Leader: c.Leader, Token: c.Token, UpdatedAt: now,
+	st, err := stateOf(next, c, now)
+	if err != nil {
+		return err
 	}
+	m.cur = st
 	m.history = append(m.history, HistoryEntry{
 		Version: next.Version(), Stage: stageOr(c.Stage), Nodes: next.Nodes(), RingText: RingText(next.Nodes()),
 		Change: c.Change, Leader: c.Leader, RequestID: c.RequestID, CommittedAt: now,
@@ -119,4 +123,86 @@ func (m *MemStore) FindRequest(ctx context.Context, requestID string) (*HistoryE
 		}
 	}
 	return nil, nil
+}
+
+type memLease struct {
+	Lease
+	expires time.Time
+}
+
+// Heartbeat implements Registry.
+func (m *MemStore) Heartbeat(ctx context.Context, pod string, applied uint64, stage string, lease time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	if m.members == nil {
+		m.members = map[string]memLease{}
+	}
+	now := time.Now()
+	m.members[pod] = memLease{Lease{Pod: pod, Applied: applied, Stage: stage, Updated: now}, now.Add(lease)}
+	return nil
+}
+
+// Leave implements Registry.
+func (m *MemStore) Leave(ctx context.Context, pod string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	delete(m.members, pod)
+	return nil
+}
+
+// Members implements Registry.
+func (m *MemStore) Members(ctx context.Context) ([]Lease, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	now := time.Now()
+	out := make([]Lease, 0, len(m.members))
+	for _, l := range m.members {
+		l.Live = now.Before(l.expires)
+		out = append(out, l.Lease)
+	}
+	slices.SortFunc(out, func(a, b Lease) int { return strings.Compare(a.Pod, b.Pod) })
+	return out, nil
+}
+
+// SaveProgress implements ProgressStore.
+func (m *MemStore) SaveProgress(ctx context.Context, c Commit, epoch uint64, source string, progress []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	if c.Token != m.token || c.Leader != m.holder || m.holder == "" {
+		return fmt.Errorf("%w: lock is held by %q, caller is %q", ErrNotLeader, m.holder, c.Leader)
+	}
+	if m.progress == nil {
+		m.progress = map[uint64]map[string][]byte{}
+	}
+	if m.progress[epoch] == nil {
+		m.progress[epoch] = map[string][]byte{}
+	}
+	m.progress[epoch][source] = slices.Clone(progress)
+	return nil
+}
+
+// LoadProgress implements ProgressStore.
+func (m *MemStore) LoadProgress(ctx context.Context, epoch uint64) (map[string][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	out := map[string][]byte{}
+	for k, v := range m.progress[epoch] {
+		out[k] = slices.Clone(v)
+	}
+	return out, nil
 }

@@ -54,7 +54,9 @@ var ringCols = []string{"version", "stage", "ring", "leader", "leader_token", "r
 // Load implements Store with a strong single read.
 func (s *SpannerStore) Load(ctx context.Context) (*State, error) {
 	row, err := s.client.Single().ReadRow(ctx, s.tables.Ring, spanner.Key{s.name}, ringCols)
-	if spanner.ErrCode(err) == codes.NotFound {
+	if errors.Is(err, spanner.ErrRowNotFound) {
+		// Only a missing row means "no ring": a lost session or a missing
+		// database is also codes.NotFound, and must read as an outage.
 		return nil, ErrNoRing
 	}
 	if err != nil {
@@ -72,20 +74,16 @@ func (s *SpannerStore) Load(ctx context.Context) (*State, error) {
 	if err := row.Columns(&version, &stage, &blob, &leader, &token, &requestID, &updated); err != nil {
 		return nil, fmt.Errorf("cluster: load ring: %w", err)
 	}
-	r, rs, err := decodeRing(blob, uint64(version))
+	st, err := decodeState(blob, uint64(version))
 	if err != nil {
 		return nil, err
 	}
-	return &State{
-		Ring:      r,
-		Version:   uint64(version),
-		Stage:     stage,
-		Change:    rs.GetChange(),
-		RequestID: requestID.StringVal,
-		Leader:    leader.StringVal,
-		Token:     uint64(token.Int64),
-		UpdatedAt: updated,
-	}, nil
+	st.Stage = stage
+	st.RequestID = requestID.StringVal
+	st.Leader = leader.StringVal
+	st.Token = uint64(token.Int64)
+	st.UpdatedAt = updated
+	return st, nil
 }
 
 // lockRowToken reads spindle's lock row inside txn with spindle's own query
@@ -148,7 +146,7 @@ func (s *SpannerStore) CompareAndSwap(ctx context.Context, expect uint64, next *
 		row, err := txn.ReadRow(ctx, s.tables.Ring, spanner.Key{s.name}, []string{"version"})
 		var have int64
 		switch {
-		case spanner.ErrCode(err) == codes.NotFound:
+		case errors.Is(err, spanner.ErrRowNotFound):
 			have = 0
 		case err != nil:
 			return err
@@ -262,4 +260,110 @@ func (s *SpannerStore) queryHistory(ctx context.Context, stmt spanner.Statement)
 
 func nullString(s string) spanner.NullString {
 	return spanner.NullString{StringVal: s, Valid: s != ""}
+}
+
+// Heartbeat implements Registry: a blind upsert whose commit timestamp
+// starts the lease. Pods register before their first ring read (see
+// Syncer), which is what makes a barrier that does not see a pod safe: that
+// pod's first read comes after the barrier's stage was committed.
+func (s *SpannerStore) Heartbeat(ctx context.Context, pod string, applied uint64, stage string, lease time.Duration) error {
+	_, err := s.client.Apply(ctx, []*spanner.Mutation{spanner.InsertOrUpdate(s.tables.Members(),
+		[]string{"name", "pod", "applied_version", "stage", "lease_ms", "updated_at"},
+		[]any{s.name, pod, int64(applied), stage, lease.Milliseconds(), spanner.CommitTimestamp})})
+	if err != nil {
+		return fmt.Errorf("cluster: member heartbeat: %w", err)
+	}
+	return nil
+}
+
+// Leave implements Registry.
+func (s *SpannerStore) Leave(ctx context.Context, pod string) error {
+	_, err := s.client.Apply(ctx, []*spanner.Mutation{spanner.Delete(s.tables.Members(), spanner.Key{s.name, pod})})
+	if err != nil {
+		return fmt.Errorf("cluster: leave member registry: %w", err)
+	}
+	return nil
+}
+
+// Members implements Registry. Liveness is computed by Spanner's clock.
+func (s *SpannerStore) Members(ctx context.Context) ([]Lease, error) {
+	iter := s.client.Single().Query(ctx, spanner.Statement{
+		SQL: "select pod, applied_version, stage, updated_at, " +
+			"TIMESTAMP_ADD(updated_at, INTERVAL lease_ms MILLISECOND) > CURRENT_TIMESTAMP() " +
+			"from " + s.tables.Members() + " where name = @name order by pod",
+		Params: map[string]any{"name": s.name},
+	})
+	defer iter.Stop()
+	var out []Lease
+	for {
+		row, err := iter.Next()
+		if err == iterator.Done {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: read member registry: %w", err)
+		}
+		var (
+			l       Lease
+			applied int64
+		)
+		if err := row.Columns(&l.Pod, &applied, &l.Stage, &l.Updated, &l.Live); err != nil {
+			return nil, fmt.Errorf("cluster: read member registry: %w", err)
+		}
+		l.Applied = uint64(applied)
+		out = append(out, l)
+	}
+}
+
+// SaveProgress implements ProgressStore, fenced by the lock row like
+// CompareAndSwap: a deposed leader's migrator cannot overwrite the new
+// leader's checkpoints.
+func (s *SpannerStore) SaveProgress(ctx context.Context, c Commit, epoch uint64, source string, progress []byte) error {
+	var reason error
+	_, err := s.client.ReadWriteTransaction(ctx, func(ctx context.Context, txn *spanner.ReadWriteTransaction) error {
+		reason = nil
+		tok, writer, ok, err := s.lockRowToken(ctx, txn)
+		if err != nil {
+			return err
+		}
+		if !ok || tok != c.Token || writer != c.Leader {
+			reason = fmt.Errorf("%w: lock %q is held by %q, caller is %q", ErrNotLeader, s.lockRow, writer, c.Leader)
+			return reason
+		}
+		return txn.BufferWrite([]*spanner.Mutation{spanner.InsertOrUpdate(s.tables.Progress(),
+			[]string{"name", "epoch", "source", "progress", "updated_at"},
+			[]any{s.name, int64(epoch), source, progress, spanner.CommitTimestamp})})
+	})
+	if reason != nil {
+		return reason
+	}
+	if err != nil {
+		return fmt.Errorf("cluster: save rebalance progress: %w", err)
+	}
+	return nil
+}
+
+// LoadProgress implements ProgressStore.
+func (s *SpannerStore) LoadProgress(ctx context.Context, epoch uint64) (map[string][]byte, error) {
+	iter := s.client.Single().Query(ctx, spanner.Statement{
+		SQL:    "select source, progress from " + s.tables.Progress() + " where name = @name and epoch = @epoch",
+		Params: map[string]any{"name": s.name, "epoch": int64(epoch)},
+	})
+	defer iter.Stop()
+	out := map[string][]byte{}
+	for {
+		row, err := iter.Next()
+		if err == iterator.Done {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: read rebalance progress: %w", err)
+		}
+		var src string
+		var p []byte
+		if err := row.Columns(&src, &p); err != nil {
+			return nil, fmt.Errorf("cluster: read rebalance progress: %w", err)
+		}
+		out[src] = p
+	}
 }

@@ -202,6 +202,7 @@ func startCluster(t *testing.T, db, lockName string, seed []ring.Node) *Cluster 
 		PollInterval:     200 * time.Millisecond,
 		BroadcastTimeout: 3 * time.Second,
 		SendRetries:      3,
+		Immediate:        true, // fake node addresses: nothing to move
 	}, Options{
 		Holder: ring.NewHolder(nil),
 		Seed:   seed,

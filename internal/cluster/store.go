@@ -14,7 +14,8 @@ import (
 )
 
 // Stage names of the rebalance stage machine (DESIGN.md, "Rebalancing").
-// Only StageStable is produced today.
+// A rebalance walks stable → prepare → freeze → migrating → commit →
+// stable; see rebalancer.go.
 const (
 	StageStable    = "stable"
 	StagePrepare   = "prepare"
@@ -47,7 +48,21 @@ type State struct {
 	Leader    string // hedge address of the writing leader
 	Token     uint64 // the writer's spindle token
 	UpdatedAt time.Time
+	// Target is the ring after the running rebalance (nil when none runs):
+	// in prepare, freeze and migrating, keys whose owner's address differs
+	// between Ring and Target are moving. Same version as Ring.
+	Target *ring.Ring
+	// Epoch names the running rebalance (the version of its prepare
+	// record) and its markers; 0 when stable.
+	Epoch  uint64
+	Paused bool
+	// From is the ring a commit record replaced (for the cleanup).
+	From []ring.Node
 }
+
+// Rebalancing reports whether s is a stage in which keys are moving or about
+// to (prepare, freeze, migrating).
+func (s *State) Rebalancing() bool { return s != nil && s.Target != nil }
 
 // Commit is the metadata CompareAndSwap writes along with the new ring.
 type Commit struct {
@@ -59,6 +74,11 @@ type Commit struct {
 	Leader string
 	// Token is the writer's spindle fencing token, as HasLock returns it.
 	Token uint64
+	// Target, Epoch, Paused and From are stored with the ring (see State).
+	Target []ring.Node
+	Epoch  uint64
+	Paused bool
+	From   []ring.Node
 }
 
 // HistoryEntry is one committed ring version. Nodes must not be modified
@@ -119,14 +139,21 @@ func (s *State) ToProto() *jupiterv1.RingState {
 	if s == nil {
 		return nil
 	}
-	return &jupiterv1.RingState{
+	rs := &jupiterv1.RingState{
 		Version:   s.Version,
 		Stage:     s.Stage,
 		Nodes:     nodesToProto(s.Ring.Nodes()),
 		Change:    s.Change,
 		RequestId: s.RequestID,
 		Leader:    s.Leader,
+		Epoch:     s.Epoch,
+		Paused:    s.Paused,
+		From:      nodesToProto(s.From),
 	}
+	if s.Target != nil {
+		rs.Target = nodesToProto(s.Target.Nodes())
+	}
+	return rs
 }
 
 func nodesToProto(ns []ring.Node) []*jupiterv1.Node {
@@ -154,7 +181,29 @@ func encodeRing(r *ring.Ring, c Commit) ([]byte, error) {
 		Change:    c.Change,
 		RequestId: c.RequestID,
 		Leader:    c.Leader,
+		Target:    nodesToProto(c.Target),
+		Epoch:     c.Epoch,
+		Paused:    c.Paused,
+		From:      nodesToProto(c.From),
 	})
+}
+
+// stateOf builds the State a successful CompareAndSwap of next with c
+// stored (what Load returns afterwards, minus the commit time).
+func stateOf(next *ring.Ring, c Commit, at time.Time) (*State, error) {
+	st := &State{
+		Ring: next, Version: next.Version(), Stage: stageOr(c.Stage), Change: c.Change,
+		RequestID: c.RequestID, Leader: c.Leader, Token: c.Token, UpdatedAt: at,
+		Epoch: c.Epoch, Paused: c.Paused, From: c.From,
+	}
+	if len(c.Target) > 0 {
+		t, err := ring.New(next.Version(), c.Target)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: target ring v%d is invalid: %w", next.Version(), err)
+		}
+		st.Target = t
+	}
+	return st, nil
 }
 
 // decodeRing parses the ring column; version is the row's version column,
@@ -169,6 +218,19 @@ func decodeRing(b []byte, version uint64) (*ring.Ring, *jupiterv1.RingState, err
 		return nil, nil, fmt.Errorf("cluster: stored ring v%d is invalid: %w", version, err)
 	}
 	return r, &rs, nil
+}
+
+// decodeState is decodeRing plus the rebalance fields of the record.
+func decodeState(b []byte, version uint64) (*State, error) {
+	r, rs, err := decodeRing(b, version)
+	if err != nil {
+		return nil, err
+	}
+	return stateOf(r, Commit{
+		Stage: rs.GetStage(), Change: rs.GetChange(), RequestID: rs.GetRequestId(), Leader: rs.GetLeader(),
+		Target: nodesFromProto(rs.GetTarget()), Epoch: rs.GetEpoch(), Paused: rs.GetPaused(),
+		From: nodesFromProto(rs.GetFrom()),
+	}, time.Time{})
 }
 
 func stageOr(s string) string {
@@ -186,4 +248,38 @@ func checkNext(expect uint64, next *ring.Ring) error {
 		return fmt.Errorf("cluster: next ring version %d must be greater than %d", next.Version(), expect)
 	}
 	return nil
+}
+
+// Lease is one pod's entry in the member registry: the ring version it
+// routes by, and whether its lease is still running (judged by the store's
+// clock, so pods need no synchronised clocks).
+type Lease struct {
+	Pod     string
+	Applied uint64
+	Stage   string
+	Live    bool
+	Updated time.Time
+}
+
+// Registry is the member lease registry that rebalance barriers trust
+// (rebalance.md §4.2): every pod heartbeats the version it routes by, and
+// the leader advances a stage only when every live pod has applied it.
+// hedge's Broadcast only reaches the members the leader knows; the registry
+// also holds pods that just started.
+type Registry interface {
+	// Heartbeat records that pod routes by version applied (stage) and
+	// renews its lease for lease.
+	Heartbeat(ctx context.Context, pod string, applied uint64, stage string, lease time.Duration) error
+	// Leave removes pod (clean shutdown), so barriers need not wait for its
+	// lease to expire.
+	Leave(ctx context.Context, pod string) error
+	// Members lists every registered pod.
+	Members(ctx context.Context) ([]Lease, error)
+}
+
+// ProgressStore keeps the migrator's checkpoints, so a new leader resumes a
+// half-done migration. Saves are fenced like CompareAndSwap.
+type ProgressStore interface {
+	SaveProgress(ctx context.Context, c Commit, epoch uint64, source string, progress []byte) error
+	LoadProgress(ctx context.Context, epoch uint64) (map[string][]byte, error)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,9 @@ type SyncerConfig struct {
 	Seed []ring.Node
 	// Seeder writes Seed (Controller.Seed). Required with Seed.
 	Seeder func(ctx context.Context, nodes []ring.Node) error
+	// Reseeder writes the applied ring back when the Store lost it
+	// (Controller.Reseed); nil: pods only report it.
+	Reseeder func(ctx context.Context, expect, version uint64, nodes []ring.Node) error
 	// IsLeader tells whether this pod may seed (Member.IsLeader).
 	IsLeader func() bool
 	// Prepare, if set, runs before a new ring is published (e.g. open
@@ -48,7 +52,18 @@ type SyncerConfig struct {
 	// AckWait bounds how long the broadcast handler waits for the announced
 	// version to be applied before acknowledging. Default 1s.
 	AckWait time.Duration
+	// Registry, if set, is the member lease registry: the Syncer registers
+	// the pod before its first ring read and heartbeats the version it
+	// routes by after every sync, so rebalance barriers can wait for it.
+	Registry Registry
+	// Lease is the registry lease (default DefaultMemberLease); it must be
+	// well above PollInterval.
+	Lease time.Duration
 }
+
+// DefaultMemberLease is the member registry lease: a pod that stopped
+// heartbeating for this long no longer holds up rebalance barriers.
+const DefaultMemberLease = 10 * time.Second
 
 // Syncer is the pod side of the control plane: it keeps a *ring.Holder
 // equal to the ring stored in Spanner. It loads the ring at start, applies
@@ -69,6 +84,10 @@ type Syncer struct {
 	storeErr error // last Store.Load failure (nil once a read succeeds)
 	lastSync time.Time
 	changed  chan struct{} // closed and replaced on every publish
+
+	sessionLost time.Time // first of an unbroken run of "Session not found" reads (under mu)
+	registered  bool      // owned by the sync goroutine
+	hbErr       error     // last heartbeat failure (under mu)
 }
 
 // NewSyncer returns a Syncer; call Run.
@@ -87,6 +106,9 @@ func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
 	}
 	if cfg.SyncTimeout <= 0 {
 		cfg.SyncTimeout = max(5*time.Second, 2*cfg.PollInterval)
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultMemberLease
 	}
 	if cfg.IsLeader == nil {
 		cfg.IsLeader = func() bool { return false }
@@ -158,6 +180,49 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 }
 
 func (s *Syncer) syncOnce(ctx context.Context) error {
+	if !s.registered && s.cfg.Registry != nil {
+		// Register before the first read: a barrier that does not see this
+		// pod committed its stage before this read, so the pod starts in
+		// that stage (or later) and never writes a moving key to its old
+		// owner (rebalance.md R2).
+		if err := s.heartbeat(ctx); err != nil {
+			s.setStoreErr(err) // the registry lives in the same Spanner database
+			return fmt.Errorf("cluster: register in the member registry: %w", err)
+		}
+		s.registered = true
+	}
+	err := s.load(ctx)
+	if s.cfg.Registry != nil && !errors.Is(ctx.Err(), context.Canceled) {
+		if herr := s.heartbeat(ctx); herr != nil && err == nil {
+			s.log.Debug("member heartbeat failed", "err", herr)
+		}
+	}
+	return err
+}
+
+// heartbeat renews this pod's lease with the version it routes by.
+func (s *Syncer) heartbeat(ctx context.Context) error {
+	stage := ""
+	if st := s.state.Load(); st != nil {
+		stage = stageOr(st.Stage)
+	}
+	err := s.cfg.Registry.Heartbeat(ctx, s.cfg.Self, s.applied.Load(), stage, s.cfg.Lease)
+	s.mu.Lock()
+	s.hbErr = err
+	s.mu.Unlock()
+	return err
+}
+
+// Leave removes this pod from the member registry (clean shutdown), so
+// barriers do not wait for its lease to run out.
+func (s *Syncer) Leave(ctx context.Context) error {
+	if s.cfg.Registry == nil {
+		return nil
+	}
+	return s.cfg.Registry.Leave(ctx, s.cfg.Self)
+}
+
+func (s *Syncer) load(ctx context.Context) error {
 	st, err := s.cfg.Store.Load(ctx)
 	if err != nil && !errors.Is(err, ErrNoRing) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		// The Spanner client retries an unreachable server until the
@@ -165,6 +230,9 @@ func (s *Syncer) syncOnce(ctx context.Context) error {
 		err = fmt.Errorf("no answer from Spanner within the %v sync timeout: %w", s.cfg.SyncTimeout, err)
 	}
 	s.setStoreErr(err)
+	if applied := s.applied.Load(); applied > 0 && (errors.Is(err, ErrNoRing) || err == nil && st.Version < applied) {
+		return s.regressed(ctx, st, applied)
+	}
 	if errors.Is(err, ErrNoRing) {
 		if len(s.cfg.Seed) == 0 {
 			return errors.New("cluster: no ring stored yet and no seed backends; add a node with JUPITER ADD")
@@ -204,6 +272,31 @@ func (s *Syncer) syncOnce(ctx context.Context) error {
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
 	return nil
+}
+
+// regressed handles a Store that no longer holds the ring this pod routes
+// by (none at all, or a lower version): the database was recreated or
+// restored. Pods keep serving what they have (a lower version would be a
+// step back in time); the leader writes its own ring back above it.
+func (s *Syncer) regressed(ctx context.Context, st *State, applied uint64) error {
+	var expect uint64
+	have := "no ring"
+	if st != nil {
+		expect, have = st.Version, fmt.Sprintf("ring v%d", st.Version)
+	}
+	if !s.cfg.IsLeader() || s.cfg.Reseeder == nil {
+		return fmt.Errorf("cluster: the store holds %s but this pod routes by v%d (database recreated or restored?); serving v%d until the leader writes it back", have, applied, applied)
+	}
+	cur := s.state.Load()
+	nodes := cur.Ring.Nodes()
+	if cur.Target != nil && (cur.Stage == StageMigrating || cur.Stage == StageCommit) {
+		nodes = cur.Target.Nodes() // new writes already live on the target owners
+	}
+	s.log.Error("the store lost the ring this pod routes by; writing it back", "store", have, "applied", applied)
+	if err := s.cfg.Reseeder(ctx, expect, applied+1, nodes); err != nil {
+		return fmt.Errorf("cluster: the store holds %s but this pod routes by v%d; writing it back failed: %w", have, applied, err)
+	}
+	return s.load(ctx)
 }
 
 // HandleBroadcast is the hedge broadcast handler body: for RingUpdated it
@@ -266,7 +359,33 @@ func (s *Syncer) setStoreErr(err error) {
 	}
 	s.mu.Lock()
 	s.storeErr = err
+	switch {
+	case !sessionLost(err):
+		s.sessionLost = time.Time{}
+	case s.sessionLost.IsZero():
+		s.sessionLost = time.Now()
+	}
 	s.mu.Unlock()
+}
+
+// sessionLost reports a Spanner error saying the server no longer knows
+// the client's session. The server is up; the Spanner Go client does not
+// replace a lost multiplexed session by itself, so such errors repeat
+// until the process makes a new client (see SessionLostFor).
+func sessionLost(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "Session not found")
+}
+
+// SessionLostFor returns how long every ring read has failed with "Session
+// not found" (0 if the last read did not). The pod's liveness check fails
+// past a bound, so Kubernetes restarts it with a fresh client.
+func (s *Syncer) SessionLostFor() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessionLost.IsZero() {
+		return 0
+	}
+	return time.Since(s.sessionLost)
 }
 
 // StoreError returns the error of the last ring read if it failed (the

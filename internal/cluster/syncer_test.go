@@ -185,3 +185,46 @@ func TestSyncerRunBoundsEachSync(t *testing.T) {
 		t.Fatalf("store error %v", err)
 	}
 }
+
+// TestSyncerSessionLostAndRegistry: "Session not found" reads are timed
+// (liveness), any other outcome resets the clock; with a Registry the pod
+// registers before its first read and heartbeats the version it applied.
+func TestSyncerSessionLostAndRegistry(t *testing.T) {
+	ctx := context.Background()
+	st := NewMemStore()
+	st.SetLock("l", 1)
+	r1, _ := ring.New(1, []ring.Node{{Addr: "10.0.0.1:6379"}})
+	if err := st.CompareAndSwap(ctx, 0, r1, Commit{Leader: "l", Token: 1}); err != nil {
+		t.Fatal(err)
+	}
+	sy, err := NewSyncer(SyncerConfig{Store: st, Holder: ring.NewHolder(nil), Registry: st, Self: "pod-1", Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.SetError(errors.New("spanner: code = NotFound desc = Session not found: projects/p/instances/i/databases/d/sessions/1"))
+	if sy.SyncOnce(ctx) == nil || sy.SessionLostFor() <= 0 {
+		t.Fatalf("session loss not noticed: %v", sy.SessionLostFor())
+	}
+	if ms, _ := (&MemStore{}).Members(ctx); len(ms) != 0 {
+		t.Fatal("fresh store has members")
+	}
+	st.SetError(errors.New("spanner: deadline exceeded"))
+	_ = sy.SyncOnce(ctx)
+	if d := sy.SessionLostFor(); d != 0 {
+		t.Fatalf("another error kept the session-loss clock: %v", d)
+	}
+	st.SetError(nil)
+	if err := sy.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := st.Members(ctx)
+	if err != nil || len(ms) != 1 || ms[0].Pod != "pod-1" || ms[0].Applied != 1 || !ms[0].Live {
+		t.Fatalf("registry after a sync: %+v %v", ms, err)
+	}
+	if err := sy.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ms, _ := st.Members(ctx); len(ms) != 0 {
+		t.Fatalf("still registered after Leave: %+v", ms)
+	}
+}

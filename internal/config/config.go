@@ -33,6 +33,13 @@ type Config struct {
 	LockLease    time.Duration // spindle lock lease: a dead leader is replaced after about this long
 	MemberSync   time.Duration // hedge membership heartbeat interval
 
+	// Rebalancing (cluster mode).
+	Rebalance          string        // "staged" (move keys, default) or "remap" (switch at once, keys re-miss)
+	MemberLease        time.Duration // member registry lease: a silent pod stops holding up barriers after this
+	FreezeTimeout      time.Duration // freeze barrier bound before a rebalance is aborted
+	MigrateKeysPerSec  float64       // migrator throttle per source node (0 = unlimited)
+	MigrateBytesPerSec float64       // migrator throttle per source node in DUMP bytes/s (0 = unlimited)
+
 	// Data path.
 	HashPrefix     string        // trailing "hash=<key>" override; empty disables
 	BackendConns   int           // multiplexed connections per node
@@ -43,6 +50,9 @@ type Config struct {
 	MaxArgBytes    int           // largest single argument accepted
 	MaxArgs        int           // most arguments in one command
 	MaxPipeline    int           // most commands of one client executed (and buffered) as one batch
+	// RebalanceHoldMax: during a rebalance's FREEZE stage, the longest a
+	// write to a moving key waits for MIGRATING before -TRYAGAIN.
+	RebalanceHoldMax time.Duration
 
 	Security Security // client/admin/backend auth and TLS (security.go)
 
@@ -54,16 +64,20 @@ type Config struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		Listen:       ":6379",
-		AdminListen:  ":9090",
-		LockTable:    "jupiter_lock",
-		LogTable:     "jupiter_log",
-		LockName:     "jupiter",
-		RingTable:    "jupiter_ring",
-		HistoryTable: "jupiter_ring_history",
-		PollInterval: 2 * time.Second,
-		LockLease:    10 * time.Second,
-		MemberSync:   10 * time.Second,
+		Listen:             ":6379",
+		AdminListen:        ":9090",
+		LockTable:          "jupiter_lock",
+		LogTable:           "jupiter_log",
+		LockName:           "jupiter",
+		RingTable:          "jupiter_ring",
+		HistoryTable:       "jupiter_ring_history",
+		PollInterval:       2 * time.Second,
+		Rebalance:          "staged",
+		MemberLease:        10 * time.Second,
+		FreezeTimeout:      5 * time.Second,
+		MigrateBytesPerSec: 50 << 20,
+		LockLease:          10 * time.Second,
+		MemberSync:         10 * time.Second,
 
 		HashPrefix:      "hash=",
 		BackendConns:    1,                // like twemproxy: one connection per node packs the most requests per write
@@ -75,6 +89,8 @@ func Default() Config {
 		ShutdownTimeout: 20 * time.Second, // fits terminationGracePeriodSeconds=30
 		LogLevel:        "info",
 		LogFormat:       "auto",
+
+		RebalanceHoldMax: 500 * time.Millisecond, // below go-redis's 3s read timeout, with room for a retry
 	}
 }
 
@@ -132,6 +148,18 @@ func (c Config) Validate() error {
 		if c.MemberSync < 2*time.Second {
 			bad("member-sync-interval", "%v is too short (hedge's minimum is 2s)", c.MemberSync)
 		}
+		if c.Rebalance != "staged" && c.Rebalance != "remap" {
+			bad("rebalance", "%q, want staged or remap", c.Rebalance)
+		}
+		if c.MemberLease < 3*c.PollInterval {
+			bad("member-lease", "%v must be at least 3 poll intervals (%v): pods renew it on every poll", c.MemberLease, 3*c.PollInterval)
+		}
+		if c.FreezeTimeout < 500*time.Millisecond || c.FreezeTimeout > time.Minute {
+			bad("rebalance-freeze-timeout", "%v, want 500ms..1m", c.FreezeTimeout)
+		}
+		if c.MigrateKeysPerSec < 0 || c.MigrateBytesPerSec < 0 {
+			bad("migrate-keys-per-sec/migrate-bytes-per-sec", "must not be negative")
+		}
 	}
 	if strings.ContainsAny(c.HashPrefix, " \r\n") {
 		bad("hash-prefix", "must not contain spaces or newlines")
@@ -156,6 +184,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPipeline < 1 || c.MaxPipeline > 1<<16 {
 		bad("max-pipeline", "%d, want 1..65536", c.MaxPipeline)
+	}
+	if c.RebalanceHoldMax < 10*time.Millisecond || c.RebalanceHoldMax > 10*time.Second {
+		bad("rebalance-hold-max", "%v, want 10ms..10s (keep it below clients' read timeout)", c.RebalanceHoldMax)
 	}
 	if c.MaxArgs < 16 {
 		bad("max-args", "%d, want >= 16", c.MaxArgs)
@@ -229,6 +260,11 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PollInterval, "poll-interval", c.PollInterval, "cluster mode: how often to re-read the ring from Spanner")
 	fs.DurationVar(&c.LockLease, "lock-lease", c.LockLease, "cluster mode: leader lock lease; a dead leader is replaced after about this long (min 2s)")
 	fs.DurationVar(&c.MemberSync, "member-sync-interval", c.MemberSync, "cluster mode: hedge membership heartbeat interval (min 2s)")
+	fs.StringVar(&c.Rebalance, "rebalance", c.Rebalance, "cluster mode: staged (ADD/REMOVE move keys online, nothing lost) or remap (switch the ring at once; moved keys miss)")
+	fs.DurationVar(&c.MemberLease, "member-lease", c.MemberLease, "cluster mode: member registry lease; a pod silent this long no longer holds up a rebalance")
+	fs.DurationVar(&c.FreezeTimeout, "rebalance-freeze-timeout", c.FreezeTimeout, "cluster mode: abort a rebalance whose freeze barrier takes longer")
+	fs.Float64Var(&c.MigrateKeysPerSec, "migrate-keys-per-sec", c.MigrateKeysPerSec, "cluster mode: migrator keys/s per source node (0 = unlimited)")
+	fs.Float64Var(&c.MigrateBytesPerSec, "migrate-bytes-per-sec", c.MigrateBytesPerSec, "cluster mode: migrator DUMP bytes/s per source node (0 = unlimited)")
 	fs.StringVar(&c.HashPrefix, "hash-prefix", c.HashPrefix, "prefix of the trailing hash-override argument; empty disables")
 	fs.IntVar(&c.BackendConns, "backend-conns", c.BackendConns, "multiplexed connections per Redis node")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "Redis node dial timeout")
@@ -238,6 +274,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxArgBytes, "max-arg-bytes", c.MaxArgBytes, "largest argument accepted from a client")
 	fs.IntVar(&c.MaxArgs, "max-args", c.MaxArgs, "most arguments accepted in one command")
 	fs.IntVar(&c.MaxPipeline, "max-pipeline", c.MaxPipeline, "most commands of one client run as one batch; longer pipelines run in several (bounds buffered replies)")
+	fs.DurationVar(&c.RebalanceHoldMax, "rebalance-hold-max", c.RebalanceHoldMax, "during a rebalance's freeze, the longest a write to a moving key is held before -TRYAGAIN (10ms..10s)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on the graceful drain after SIGTERM")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json|text|auto")

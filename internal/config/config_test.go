@@ -66,6 +66,8 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		{[]string{"--backends", "a:0"}, []string{"--backends"}},
 		{[]string{"--backends", "a:1", "--listen", "nope"}, []string{"--listen"}},
 		{[]string{"--backends", "a:1", "--max-arg-bytes", "10", "--log-level", "loud"}, []string{"--max-arg-bytes", "--log-level"}},
+		{[]string{"--backends", "a:1", "--rebalance-hold-max", "1ms"}, []string{"--rebalance-hold-max"}},
+		{[]string{"--backends", "a:1", "--rebalance-hold-max", "1m"}, []string{"--rebalance-hold-max"}},
 		{[]string{"--spanner-db", "projects/p"}, []string{"--spanner-db", "--hedge-addr"}},
 		{[]string{"--spanner-db", "projects/p/instances/i/databases/d", "--hedge-addr", "10.0.0.1:7070", "--lock-table", "bad-name"}, []string{"--lock-table"}},
 	}

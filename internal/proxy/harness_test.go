@@ -60,18 +60,30 @@ type testProxy struct {
 // given backend addresses, torn down when the test ends.
 func startProxy(tb testing.TB, backends []string, popts backend.Options) *testProxy {
 	tb.Helper()
-	nodes := make([]ring.Node, len(backends))
-	for i, a := range backends {
+	return startProxyRing(tb, ringOf(tb, 1, backends...), popts, Options{HashPrefix: "hash="})
+}
+
+// ringOf is the ring of version v over the given addresses.
+func ringOf(tb testing.TB, v uint64, addrs ...string) *ring.Ring {
+	tb.Helper()
+	nodes := make([]ring.Node, len(addrs))
+	for i, a := range addrs {
 		nodes[i] = ring.Node{Addr: a}
 	}
-	r, err := ring.New(1, nodes)
+	r, err := ring.New(v, nodes)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return r
+}
+
+// startProxyRing is startProxy with a given ring and front-end options.
+func startProxyRing(tb testing.TB, r *ring.Ring, popts backend.Options, opts Options) *testProxy {
+	tb.Helper()
 	pool := backend.NewPool(popts)
 	router := NewRouter(pool, r)
 	pl := &panicLog{}
-	srv := New(Options{HashPrefix: "hash="}, router, adminStub{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := New(opts, router, adminStub{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	srv.log = slog.New(pl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -211,10 +211,10 @@ func (s *session) info(v *view, args [][]byte) {
 		b.WriteString("# Jupiter\r\n")
 		b.WriteString("ring_version:" + strconv.FormatUint(v.ring.Version(), 10) + "\r\n")
 		up := 0
-		addrs := make([]string, 0, len(v.nodes))
-		for i, n := range v.nodes {
-			addrs = append(addrs, v.ring.Node(i).Addr)
-			if n.Up() {
+		addrs := make([]string, 0, v.ring.Len())
+		for i := range v.ring.Len() {
+			addrs = append(addrs, v.addrs[i])
+			if v.nodes[i].Up() {
 				up++
 			}
 		}
@@ -229,12 +229,12 @@ func (s *session) info(v *view, args [][]byte) {
 		return
 	}
 	c0 := s.ncall
-	for i := range v.nodes {
-		s.newCall(i)
+	for _, i := range v.fan {
+		s.newCall(int(i))
 		s.shares[i].payload = resp.AppendCommand(s.shares[i].payload, []byte("INFO"), []byte("keyspace"))
 	}
 	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policyInfo, lo: int32(lo), hi: int32(len(s.local)),
-		c0: int32(c0), cn: int32(len(v.nodes))})
+		c0: int32(c0), cn: int32(len(v.fan))})
 }
 
 // mergeInfo appends the INFO bulk reply: local text plus the keyspace lines

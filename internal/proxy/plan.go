@@ -7,6 +7,7 @@ import (
 	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/merge"
 	"github.com/alphauslabs/jupiter/internal/resp"
+	"github.com/alphauslabs/jupiter/internal/ring"
 	"github.com/tidwall/redcon"
 )
 
@@ -19,16 +20,26 @@ const (
 	errWrongPass = "WRONGPASS invalid username-password pair or user is disabled."
 )
 
-// scanNodeBits is how many low bits of a proxy SCAN cursor hold the node
-// index; the node's own cursor is stored above them. ring allows at most 1024
-// nodes, and Redis cursors stay far below 2^54.
-const scanNodeBits = 10
+// A proxy SCAN cursor is, from the low bits up: the position of the node
+// in the view's fan order (scanNodeBits: a ring has at most 1024 nodes, and
+// R ∪ R' during a rebalance at most twice as many), the view's
+// scanTag (scanTagBits), and the node's own cursor above them (Redis cursors
+// stay far below 2^44). The tag lets a cursor made under another fan order
+// (a ring change or rebalance stage between two SCAN calls) restart the
+// iteration instead of skipping or repeating nodes out of order: SCAN may
+// return duplicates, never miss a key.
+const (
+	scanNodeBits = 11
+	scanTagBits  = 9
+	scanShift    = scanNodeBits + scanTagBits
+)
 
 // plan decides where one command goes and records how its reply is built.
 // raw is the command's exact bytes when they can be forwarded as they are
 // (nil for inline commands and when hash= was stripped).
 func (s *session) plan(v *view, args [][]byte, raw []byte) {
 	n := len(s.cmds)
+	s.orig, s.origRaw = args, raw
 	spec := s.route(v, args, raw)
 	if len(s.cmds) > n {
 		id := int32(len(s.srv.cmdStats) - 1) // unknown or unusable command
@@ -96,30 +107,78 @@ func (s *session) route(v *view, args [][]byte, raw []byte) *command.Spec {
 		s.errorReply(spec.Refusal)
 	case command.PolicySingle:
 		if hashed {
-			s.forward(v, v.ring.Owner(hkey), args, raw)
+			s.hashed(v, spec, hkey, args, raw)
+			return spec
+		}
+		if spec == specRandomKey {
+			s.randomKey(v, spec, args, raw)
 			return spec
 		}
 		s.single(v, spec, args, raw)
 	case command.PolicyMGet, command.PolicySum, command.PolicyMSet:
 		if hashed {
-			s.forward(v, v.ring.Owner(hkey), args, raw)
+			s.hashed(v, spec, hkey, args, raw)
 			return spec
 		}
 		s.split(v, spec, args, raw)
 	case command.PolicyScan:
 		if hashed {
-			s.forward(v, v.ring.Owner(hkey), args, raw)
+			s.hashed(v, spec, hkey, args, raw)
 			return spec
 		}
-		s.scan(v, args)
+		s.scan(v, spec, args)
 	default: // every all-nodes policy
 		if hashed {
-			s.forward(v, v.ring.Owner(hkey), args, raw)
+			s.hashed(v, spec, hkey, args, raw)
+			return spec
+		}
+		if spec.Policy == command.PolicyAllConcat && v.mig != nil && v.mig.stage == stMigrating {
+			s.slowEntry(spec, args, nil) // KEYS: sources' moving keys checked against new
 			return spec
 		}
 		s.fanout(v, spec.Policy, args, raw)
 	}
 	return spec
+}
+
+// specRandomKey is RANDOMKEY's spec: its reply is checked for markers.
+var specRandomKey = command.Lookup([][]byte{[]byte("randomkey")})
+
+// hashed routes a command carrying a hash=<key> override to that key's
+// node. During FREEZE/MIGRATING a keyed command whose override key moves
+// takes the rebalance path with the override's old and new owners.
+func (s *session) hashed(v *view, spec *command.Spec, hkey []byte, args [][]byte, raw []byte) {
+	slot := ring.Slot(hkey)
+	if slow := v.slowSlot(slot); slow || anyFF(args) {
+		keys, err := spec.KeyIndexes(args, s.keys[:0])
+		s.keys = keys[:0]
+		if err != nil {
+			s.errorReply(err.Error())
+			return
+		}
+		for _, k := range keys {
+			if isMarkerKey(args[k]) {
+				s.errorReply(errMarkerKey)
+				return
+			}
+		}
+		if slow && len(keys) > 0 {
+			s.slowEntry(spec, args, hkey)
+			return
+		}
+	}
+	s.forward(v, v.ring.SlotOwner(slot), args, raw)
+}
+
+// anyFF reports whether an argument starts with 0xff, the first byte of
+// every marker key (so only such commands pay for the key check).
+func anyFF(args [][]byte) bool {
+	for _, a := range args[1:] {
+		if len(a) > 0 && a[0] == 0xff {
+			return true
+		}
+	}
+	return false
 }
 
 func unknownCommand(args [][]byte) string {
@@ -181,15 +240,32 @@ func (s *session) single(v *view, spec *command.Spec, args [][]byte, raw []byte)
 		return
 	}
 	if len(keys) == 0 {
-		s.forward(v, s.random(len(v.nodes)), args, raw)
+		s.forward(v, s.random(v.ring.Len()), args, raw)
 		return
 	}
-	node := v.ring.Owner(args[keys[0]])
+	k0 := args[keys[0]]
+	if isMarkerKey(k0) {
+		s.errorReply(errMarkerKey)
+		return
+	}
+	slot := ring.Slot(k0)
+	node := v.ring.SlotOwner(slot)
+	slow := v.slowSlot(slot)
 	for _, k := range keys[1:] {
-		if v.ring.Owner(args[k]) != node {
+		if isMarkerKey(args[k]) {
+			s.errorReply(errMarkerKey)
+			return
+		}
+		sl := ring.Slot(args[k])
+		if v.ring.SlotOwner(sl) != node {
 			s.errorReply(errCrossNode)
 			return
 		}
+		slow = slow || v.slowSlot(sl)
+	}
+	if slow {
+		s.slowEntry(spec, args, nil)
+		return
 	}
 	s.forward(v, node, args, raw)
 }
@@ -212,13 +288,23 @@ func (s *session) split(v *view, spec *command.Spec, args [][]byte, raw []byte) 
 		}
 	}
 	s.owners = s.owners[:0]
-	same := true
+	same, slow := true, false
 	for _, k := range keys {
-		o := int32(v.ring.Owner(args[k]))
+		if isMarkerKey(args[k]) {
+			s.errorReply(errMarkerKey)
+			return
+		}
+		slot := ring.Slot(args[k])
+		o := int32(v.ring.SlotOwner(slot))
 		if len(s.owners) > 0 && o != s.owners[0] {
 			same = false
 		}
+		slow = slow || v.slowSlot(slot)
 		s.owners = append(s.owners, o)
+	}
+	if slow {
+		s.slowEntry(spec, args, nil) // per key, on the rebalance path
+		return
 	}
 	if same {
 		// Every key on one node: no split, and the reply passes through.
@@ -270,48 +356,83 @@ func (s *session) split(v *view, spec *command.Spec, args [][]byte, raw []byte) 
 // fanout sends a keyless command to every node.
 func (s *session) fanout(v *view, policy command.Policy, args [][]byte, raw []byte) {
 	c0 := s.ncall
-	for i := range v.nodes {
-		s.newCall(i)
+	for _, i := range v.fan {
+		s.newCall(int(i))
 		s.shares[i].payload = appendArgs(s.shares[i].payload, args, raw)
 	}
-	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policy, c0: int32(c0), cn: int32(len(v.nodes))})
+	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policy, c0: int32(c0), cn: int32(len(v.fan))})
 }
 
-// scan continues a cross-node SCAN. The proxy cursor holds the node index in
-// its low bits and that node's cursor above them; nodes are visited in ring
-// order, each to its end.
-func (s *session) scan(v *view, args [][]byte) {
-	cur, err := strconv.ParseUint(string(args[1]), 10, 64)
-	if err != nil {
+// randomKey sends RANDOMKEY to a random node; a marker it returns is
+// answered as nil (randomKeyReply). During MIGRATING it takes the
+// rebalance path, which tries other nodes.
+func (s *session) randomKey(v *view, spec *command.Spec, args [][]byte, raw []byte) {
+	if v.mig != nil && v.mig.stage == stMigrating {
+		s.slowEntry(spec, args, nil)
+		return
+	}
+	c0 := s.ncall
+	node := s.random(v.ring.Len()) // R' nodes hold nothing of their own before MIGRATING
+	s.newCall(node)
+	s.shares[node].payload = appendArgs(s.shares[node].payload, args, raw)
+	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policyRandomKey, c0: int32(c0), cn: 1})
+}
+
+// scan continues a cross-node SCAN. The proxy cursor holds the position of
+// a node in the view's fan order and that node's cursor (see scanNodeBits);
+// nodes are visited in fan order, each to its end. During MIGRATING it takes
+// the rebalance path, which drops sources' copies of keys already moved.
+func (s *session) scan(v *view, spec *command.Spec, args [][]byte) {
+	if v.mig != nil && v.mig.stage == stMigrating {
+		s.slowEntry(spec, args, nil)
+		return
+	}
+	pos, nodeCur, ok := v.scanStart(args[1])
+	if !ok {
 		s.errorReply(errCursor)
 		return
 	}
-	node := int(cur & (1<<scanNodeBits - 1))
-	if node >= len(v.nodes) {
-		s.errorReply(errCursor)
-		return
-	}
+	node := int(v.fan[pos])
 	s.fwd = append(s.fwd[:0], args...)
-	s.enc = strconv.AppendUint(s.enc[:0], cur>>scanNodeBits, 10)
+	s.enc = strconv.AppendUint(s.enc[:0], nodeCur, 10)
 	s.fwd[1] = s.enc
 	c0 := s.ncall
 	s.newCall(node)
 	s.shares[node].payload = resp.AppendCommand(s.shares[node].payload, s.fwd...)
 	s.cmds = append(s.cmds, entry{kind: kMerge, policy: command.PolicyScan, c0: int32(c0), cn: 1,
-		scanNode: int32(node), scanN: int32(len(v.nodes))})
+		scanNode: int32(pos), scanN: int32(len(v.fan)), scanTag: uint16(v.scanTag)})
 }
 
-// nextScanCursor is the proxy cursor after node returned cursor cur; ok is
-// false when cur does not fit above the node bits.
-func nextScanCursor(cur uint64, node, nodes int) (uint64, bool) {
+// scanStart decodes a client's SCAN cursor under v: the fan position to
+// visit and the cursor to send that node. A cursor made under another fan
+// order (its tag differs) starts over from the first node.
+func (v *view) scanStart(arg []byte) (pos int, nodeCur uint64, ok bool) {
+	cur, err := strconv.ParseUint(string(arg), 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	pos = int(cur & (1<<scanNodeBits - 1))
+	if pos >= len(v.fan) {
+		return 0, 0, false
+	}
+	if cur>>scanNodeBits&(1<<scanTagBits-1) != v.scanTag {
+		return 0, 0, true
+	}
+	return pos, cur >> scanShift, true
+}
+
+// nextScanCursor is the proxy cursor after the node at fan position pos (of
+// n) returned cursor cur, under scan tag tag; ok is false when cur does not
+// fit above the position and tag bits.
+func nextScanCursor(cur uint64, pos, n int, tag uint64) (uint64, bool) {
 	if cur != 0 {
-		if cur>>(64-scanNodeBits) != 0 {
+		if cur>>(64-scanShift) != 0 {
 			return 0, false
 		}
-		return cur<<scanNodeBits | uint64(node), true
+		return cur<<scanShift | tag<<scanNodeBits | uint64(pos), true
 	}
-	if node+1 < nodes {
-		return uint64(node + 1), true
+	if pos+1 < n {
+		return tag<<scanNodeBits | uint64(pos+1), true
 	}
 	return 0, true
 }

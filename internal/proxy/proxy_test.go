@@ -436,16 +436,23 @@ func TestShutdownClosesIdleClients(t *testing.T) {
 }
 
 func TestNextScanCursor(t *testing.T) {
+	const tag = 0x1a5
+	v := &view{fan: make([]int32, 2048), scanTag: tag}
 	decode := func(cur uint64) (node int, nodeCur uint64) {
-		return int(cur & (1<<scanNodeBits - 1)), cur >> scanNodeBits
+		pos, nc, ok := v.scanStart([]byte(strconv.FormatUint(cur, 10)))
+		if !ok {
+			t.Fatalf("cursor %d refused", cur)
+		}
+		return pos, nc
 	}
-	for _, nodes := range []int{1, 2, 3, 1024} {
+	for _, nodes := range []int{1, 2, 3, 1024, 2048} {
+		v.fan = v.fan[:nodes]
 		for _, node := range []int{0, 1, nodes / 2, nodes - 1} {
 			if node >= nodes {
 				continue
 			}
-			for _, c := range []uint64{1, 2, 17, 1<<20 + 3, 1<<54 - 1} {
-				next, ok := nextScanCursor(c, node, nodes)
+			for _, c := range []uint64{1, 2, 17, 1<<20 + 3, 1<<44 - 1} {
+				next, ok := nextScanCursor(c, node, nodes, tag)
 				if !ok || next == 0 {
 					t.Fatalf("nodes %d node %d cursor %d: next is 0, the end", nodes, node, c)
 				}
@@ -453,9 +460,15 @@ func TestNextScanCursor(t *testing.T) {
 				if n != node || nc != c {
 					t.Fatalf("nodes %d node %d cursor %d: next %d decodes to node %d cursor %d", nodes, node, c, next, n, nc)
 				}
+				// Under another fan order the same cursor starts over.
+				v.scanTag = tag + 1
+				if n, nc := decode(next); n != 0 || nc != 0 {
+					t.Fatalf("cursor %d of another order decodes to node %d cursor %d, want a restart", next, n, nc)
+				}
+				v.scanTag = tag
 			}
 			// The node finished: the next node from its start, or the end.
-			next, _ := nextScanCursor(0, node, nodes)
+			next, _ := nextScanCursor(0, node, nodes, tag)
 			n, nc := decode(next)
 			if node == nodes-1 {
 				if next != 0 {
@@ -472,7 +485,8 @@ func TestNextScanCursor(t *testing.T) {
 // own sequence of cursors; the proxy cursor must visit every node in order,
 // each until its cursor is 0, and end with 0.
 func TestScanWalkSimulated(t *testing.T) {
-	seqs := [][]uint64{{5, 9, 0}, {0}, {1 << 40, 3, 1<<54 - 1, 0}, {7, 0}}
+	seqs := [][]uint64{{5, 9, 0}, {0}, {1 << 40, 3, 1<<44 - 1, 0}, {7, 0}}
+	v := &view{fan: make([]int32, len(seqs)), scanTag: 3}
 	var visits []string
 	cur := uint64(0)
 	pos := make([]int, len(seqs))
@@ -480,16 +494,16 @@ func TestScanWalkSimulated(t *testing.T) {
 		if steps > 100 {
 			t.Fatal("walk does not end")
 		}
-		node, nodeCur := int(cur&(1<<scanNodeBits-1)), cur>>scanNodeBits
+		node, nodeCur, _ := v.scanStart([]byte(strconv.FormatUint(cur, 10)))
 		visits = append(visits, fmt.Sprintf("%d:%d", node, nodeCur))
 		ret := seqs[node][pos[node]]
 		pos[node]++
-		cur, _ = nextScanCursor(ret, node, len(seqs))
+		cur, _ = nextScanCursor(ret, node, len(seqs), v.scanTag)
 		if cur == 0 {
 			break
 		}
 	}
-	want := "0:0 0:5 0:9 1:0 2:0 2:1099511627776 2:3 2:18014398509481983 3:0 3:7"
+	want := "0:0 0:5 0:9 1:0 2:0 2:1099511627776 2:3 2:17592186044415 3:0 3:7"
 	if got := strings.Join(visits, " "); got != want {
 		t.Fatalf("visits %s\nwant   %s", got, want)
 	}
@@ -500,15 +514,15 @@ func TestScanWalkSimulated(t *testing.T) {
 	}
 }
 
-// TestNextScanCursorLimit: a node cursor of 2^54 or more does not fit above
-// the node bits and must be refused, never silently corrupted (2^54 on node 0
-// would otherwise read as 0, the end of the scan).
+// TestNextScanCursorLimit: a node cursor of 2^44 or more does not fit above
+// the position and tag bits and must be refused, never silently corrupted
+// (2^44 on node 0 would otherwise read as 0, the end of the scan).
 func TestNextScanCursorLimit(t *testing.T) {
-	if next, ok := nextScanCursor(1<<54, 0, 3); ok {
-		t.Fatalf("cursor 2^54 accepted as %d", next)
+	if next, ok := nextScanCursor(1<<44, 0, 3, 0); ok {
+		t.Fatalf("cursor 2^44 accepted as %d", next)
 	}
-	if _, ok := nextScanCursor(1<<54-1, 0, 3); !ok {
-		t.Fatal("cursor 2^54-1 refused")
+	if _, ok := nextScanCursor(1<<44-1, 0, 3, 0); !ok {
+		t.Fatal("cursor 2^44-1 refused")
 	}
 }
 

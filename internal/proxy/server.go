@@ -25,6 +25,68 @@
 // backend connection in a stateful way: connection-scoped commands (AUTH,
 // SELECT, CLIENT, HELLO…) are answered here and never forwarded.
 //
+// # Rebalancing
+//
+// Router.ApplyStage publishes the routed ring R together with the rebalance
+// in progress (Migration: stage, target ring R', epoch; DESIGN.md
+// "Rebalancing", research/rebalance.md §4.3–4.5). A key moves when the
+// address owning its slot differs between R and R' (a per-slot table built
+// with the view). Keys that do not move, and every key when no rebalance
+// runs, take the path above unchanged and at no extra cost. A command that
+// touches a moving key during FREEZE or MIGRATING takes the rebalance path
+// (migrate.go): it ends its batch, runs after the batch's other commands,
+// synchronously and bounded by ControlTimeout, through go-redis control
+// clients and the internal/rebalance operations, and the rest of the
+// pipeline is planned only after it, so replies keep the request order.
+//
+//   - PREPARE: route by R; connections to R ∪ R'; all-node commands (DBSIZE,
+//     KEYS, SCAN, FLUSH*, SCRIPT LOAD…) go to R ∪ R' from now on, nodes
+//     losing slots first.
+//   - FREEZE: a single-key or split read of a moving key uses the read rule
+//     (new, old, new); any other command touching one is held until the view
+//     changes (then decided again: MIGRATING runs it, an abort routes it by
+//     R), at most HoldMax, then answered -TRYAGAIN having run nowhere.
+//   - MIGRATING (§4.4): reads by the read rule; blind overwrites WriteMarked;
+//     read-modify-writes, TTL changes, GETDEL and scripts UpdateMarked;
+//     multi-key commands MultiMarked, or -TRYAGAIN Multiple keys request
+//     during rebalancing when the keys' old or new owners differ; split
+//     commands (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH) key by key, DEL and
+//     UNLINK with DeleteMarked, then merged. SCAN and KEYS drop a source's
+//     moving keys whose destination holds the key or its marker;
+//     RANDOMKEY tries several nodes for a key that is not a marker.
+//   - Every stage: client keys in the marker namespace (rebalance.IsMarker)
+//     are refused, and markers are filtered out of SCAN, KEYS and RANDOMKEY
+//     (a marker from RANDOMKEY outside MIGRATING is answered nil).
+//   - ApplyStage returns only once no batch routed the previous way is in
+//     flight (entering FREEZE/MIGRATING, and leaving them), so a pod's
+//     acknowledgement of a stage holds for every request.
+//
+// Deviations from research/rebalance.md, and limits:
+//   - DBSIZE and INFO's keyspace sum R ∪ R' during a rebalance: approximate
+//     (markers count, and a key is counted twice between its restore and
+//     the unlink of its old copy).
+//   - SCAN cursors carry a tag of the node order they were made under; a
+//     cursor from another order (a stage change between two calls) restarts
+//     the iteration: duplicates, never misses. Within one order a key moving
+//     between two calls may be returned twice. Sources-first order cannot be
+//     kept for a node that both loses and gains slots (a weight change):
+//     a key moving onto such a node after it was scanned can be missed.
+//   - RANDOMKEY during MIGRATING may return a source's stale copy of a key
+//     deleted on its destination.
+//   - A held command waits in its session (which reads nothing more
+//     meanwhile), not in a per-pod queue.
+//   - MULTI/WATCH, blocking and pub/sub commands are refused by jupiter
+//     anyway, so their rows of §4.4 do not apply.
+//   - hash=<key> overrides route by the override key, on the rebalance path
+//     too; but the migrator moves keys by their own slot, so keys stored
+//     under an override are only moved when a command touches them during
+//     MIGRATING.
+//   - FLUSHALL/FLUSHDB during a rebalance flush R ∪ R', markers included;
+//     they are not coordinated with a running migrator.
+//   - A failure on the rebalance path is an -ERR jupiter: … reply; nothing
+//     is retried (a write's outcome may then be unknown, as with any lost
+//     reply).
+//
 // The accept loop and session are jupiter's own rather than redcon's Server:
 // redcon's conn allocates a Command and arguments per command and keeps about
 // 10 KB of buffers per idle connection; jupiter's session allocates nothing per
@@ -43,6 +105,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/alphauslabs/jupiter/internal/stats"
@@ -67,6 +130,16 @@ type Options struct {
 	MaxPipeline   int           // commands per batch (default 1024)
 	Password      string        // clients must AUTH with it when set
 	AdminPassword string        // AUTH admin <pw> grants ring changes when set
+
+	// Rebalancing (see "Rebalancing" above).
+	HoldMax   time.Duration // FREEZE: longest a write to a moving key waits for MIGRATING (default 500ms), then -TRYAGAIN
+	MarkerTTL time.Duration // lifetime of the markers set on new owners (0 = rebalance.DefaultMarkerTTL)
+	// BackendSecurity is the AUTH/TLS of the control clients the rebalance
+	// path uses (the data path's own is in its backend.Pool).
+	BackendSecurity backend.Security
+	// ControlTimeout bounds one rebalance-path command (after any hold) and
+	// each of its control clients' network operations (default 5s).
+	ControlTimeout time.Duration
 }
 
 // Stats are the front end's counters, read by INFO and the metrics.
@@ -77,12 +150,18 @@ type Stats struct {
 	Commands    atomic.Int64
 	ErrReplies  atomic.Int64
 	ProtoErrors atomic.Int64
+	// Rebalancing: commands run on the rebalance path, writes held in
+	// FREEZE, and held writes refused with TRYAGAIN after HoldMax.
+	Rebalance atomic.Int64
+	Held      atomic.Int64
+	TryAgain  atomic.Int64
 }
 
 // Server is the RESP listener and its sessions.
 type Server struct {
 	opts   Options
 	router *Router
+	ctl    *ctlPool // rebalance path clients
 	admin  Admin
 	log    *slog.Logger
 	start  time.Time
@@ -118,8 +197,33 @@ func New(opts Options, router *Router, admin Admin, log *slog.Logger) *Server {
 	if opts.RedisVersion == "" {
 		opts.RedisVersion = "7.0.15"
 	}
-	return &Server{opts: opts, router: router, admin: admin, log: log, start: time.Now(),
+	if opts.HoldMax <= 0 {
+		opts.HoldMax = 500 * time.Millisecond
+	}
+	if opts.ControlTimeout <= 0 {
+		opts.ControlTimeout = 5 * time.Second
+	}
+	s := &Server{opts: opts, router: router, admin: admin, log: log, start: time.Now(),
+		ctl:      &ctlPool{sec: opts.BackendSecurity, timeout: opts.ControlTimeout},
 		sessions: map[*session]struct{}{}, cmdStats: make([]stats.Op, len(command.All())+1)}
+	router.mu.Lock()
+	router.inUse = s.viewInUse
+	router.drainMax = max(router.drainMax, opts.HoldMax+opts.ControlTimeout+time.Second)
+	router.mu.Unlock()
+	return s
+}
+
+// viewInUse reports whether a session is executing a batch routed by a
+// view old approves of (Router.ApplyStage waits for them).
+func (s *Server) viewInUse(old func(*view) bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ss := range s.sessions {
+		if u := ss.using.Load(); u != nil && old(u) {
+			return true
+		}
+	}
+	return false
 }
 
 // Router returns the server's router.
@@ -221,6 +325,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	defer s.ctl.close() // a session still running past ctx gets errors from it, not a hang
 	select {
 	case <-done:
 		return nil

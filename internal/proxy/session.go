@@ -25,18 +25,20 @@ const (
 	kLocal   uint8 = iota // reply already in s.local[lo:hi]
 	kForward              // reply is the single call's reply, untouched
 	kMerge                // reply merged from calls by policy
+	kSlow                 // the rebalance path runs it (s.slow); always the batch's last entry
 )
 
 // entry is one command of the batch and where its reply will come from.
 type entry struct {
 	kind     uint8
 	policy   command.Policy
-	lo, hi   int32 // local reply bytes
-	c0, cn   int32 // calls s.calls[c0:c0+cn]
-	p0, pn   int32 // MGET positions s.pos[p0:p0+pn]
-	scanNode int32 // SCAN: node index the call went to
-	scanN    int32 // SCAN: number of nodes when planned
-	cmd      int32 // index into Server.cmdStats
+	lo, hi   int32  // local reply bytes
+	c0, cn   int32  // calls s.calls[c0:c0+cn]
+	p0, pn   int32  // MGET positions s.pos[p0:p0+pn]
+	scanNode int32  // SCAN: fan position of the node the call went to
+	scanN    int32  // SCAN: number of fan nodes when planned
+	cmd      int32  // index into Server.cmdStats
+	scanTag  uint16 // SCAN: the view's scanTag
 }
 
 // nodeShare is what one batch sends to one node.
@@ -115,6 +117,19 @@ type session struct {
 	// runs, so a transaction is never executed half, outside MULTI.
 	txRefused bool
 	admin     bool // passed AUTH admin <admin-password>
+
+	// using is the view of the batch being executed (nil between batches),
+	// so ApplyStage can wait for batches routed by an older view.
+	using atomic.Pointer[view]
+	// orig and origRaw are the command being planned, as received.
+	orig    [][]byte
+	origRaw []byte
+	// slow is the batch's command for the rebalance path (entry kSlow);
+	// slowNext ends the batch after it.
+	slow     slowReq
+	slowNext bool
+	// writeFailed: a write to the client failed; the session ends.
+	writeFailed bool
 }
 
 func (s *session) stop() {
@@ -226,11 +241,15 @@ func (s *session) drain(lim resp.Limits) bool {
 		s.batch = nil
 	}()
 	for {
-		v := s.srv.router.load()
+		v := s.acquire()
 		s.begin(len(v.nodes))
 		need, incomplete := 0, false
 		var protoErr error
-		for s.rs < s.re && len(s.cmds) < s.srv.opts.MaxPipeline && !s.closing {
+		// A command for the rebalance path ends the batch: it runs after the
+		// batch's other commands are answered, and the commands after it are
+		// planned only once it is done, so replies keep the request order and
+		// nothing the client sent later runs before it.
+		for s.rs < s.re && len(s.cmds) < s.srv.opts.MaxPipeline && !s.closing && !s.slowNext {
 			n, args, inline, nd, err := resp.ParseCommand(s.buf[s.rs:s.re], s.argv, lim)
 			s.argv = args[:0]
 			if err != nil {
@@ -254,22 +273,17 @@ func (s *session) drain(lim resp.Limits) bool {
 		if len(s.cmds) > 0 {
 			s.execute(v)
 		}
+		s.using.Store(nil)
+		s.slowNext = false
+		s.orig, s.origRaw = nil, nil // they point into the read buffer
 		s.oneCmd = len(s.cmds) == 1
 		if protoErr != nil {
 			s.srv.Stats.ProtoErrors.Add(1)
 			s.out = redcon.AppendError(s.out, protoErr.Error())
 		}
-		if len(s.out) > 0 {
-			if idle := s.srv.opts.IdleTimeout; idle > 0 {
-				// A client that stops reading is idle too: without this
-				// deadline it would pin its session and replies forever.
-				_ = s.nc.SetWriteDeadline(time.Now().Add(idle))
-			}
-			if _, err := s.nc.Write(s.out); err != nil {
-				return false
-			}
+		if !s.flush() {
+			return false
 		}
-		s.out = s.out[:0]
 		if protoErr != nil || s.closing {
 			return false
 		}
@@ -282,6 +296,41 @@ func (s *session) drain(lim resp.Limits) bool {
 				s.makeRoom(need)
 			}
 			return true
+		}
+	}
+}
+
+// flush writes the replies in s.out to the client. It returns false, now
+// and on every later call, once a write failed.
+func (s *session) flush() bool {
+	if s.writeFailed {
+		return false
+	}
+	if len(s.out) > 0 {
+		if idle := s.srv.opts.IdleTimeout; idle > 0 {
+			// A client that stops reading is idle too: without this
+			// deadline it would pin its session and replies forever.
+			_ = s.nc.SetWriteDeadline(time.Now().Add(idle))
+		}
+		if _, err := s.nc.Write(s.out); err != nil {
+			s.writeFailed = true
+		}
+	}
+	s.out = s.out[:0]
+	return !s.writeFailed
+}
+
+// acquire loads the current view and publishes it as the one this session
+// routes by. The second load closes the race with ApplyStage, which stores
+// the new view before it looks at the sessions' views: either it sees this
+// session's view, or this session sees the new one.
+func (s *session) acquire() *view {
+	rt := s.srv.router
+	for {
+		v := rt.load()
+		s.using.Store(v)
+		if rt.load() == v {
+			return v
 		}
 	}
 }
@@ -330,7 +379,11 @@ func (s *session) execute(v *view) {
 	}
 	s.group.Wait()
 	took := time.Since(start)
-	for i := range s.cmds {
+	n := len(s.cmds)
+	if n > 0 && s.cmds[n-1].kind == kSlow {
+		n--
+	}
+	for i := range n {
 		e := &s.cmds[i]
 		at := len(s.out)
 		switch e.kind {
@@ -346,14 +399,22 @@ func (s *session) execute(v *view) {
 		case kMerge:
 			s.out = s.merge(s.out, e)
 		}
-		st := &s.srv.cmdStats[e.cmd]
-		st.Count.Add(1)
-		if len(s.out) > at && s.out[at] == '-' {
-			st.Errors.Add(1)
-		}
-		st.Latency.Observe(took)
+		s.count(e.cmd, at, took)
 	}
-	s.srv.Stats.Commands.Add(int64(len(s.cmds)))
+	s.srv.Stats.Commands.Add(int64(n))
+	if n < len(s.cmds) {
+		s.runSlow(v, s.cmds[n].cmd) // may plan and execute again: s.cmds is not used after this
+	}
+}
+
+// count records one command whose reply starts at s.out[at].
+func (s *session) count(cmd int32, at int, took time.Duration) {
+	st := &s.srv.cmdStats[cmd]
+	st.Count.Add(1)
+	if len(s.out) > at && s.out[at] == '-' {
+		st.Errors.Add(1)
+	}
+	st.Latency.Observe(took)
 }
 
 func (s *session) nodeError(dst []byte, err error) []byte {
@@ -381,18 +442,28 @@ func (s *session) merge(dst []byte, e *entry) []byte {
 	case command.PolicyMSet, command.PolicyAllOK:
 		dst = merge.AllOK(dst, s.parts)
 	case command.PolicyAllConcat:
-		dst, s.elems = merge.Concat(dst, s.parts, s.elems)
+		if anyMarker(s.parts) {
+			dst, s.elems = concatKeys(dst, s.parts, nil, s.elems)
+		} else {
+			dst, s.elems = merge.Concat(dst, s.parts, s.elems)
+		}
 	case command.PolicyScan:
 		reply := s.parts[0]
 		cur, ok := merge.ScanCursor(reply)
 		if !ok {
 			return append(dst, reply...)
 		}
-		next, ok := nextScanCursor(cur, int(e.scanNode), int(e.scanN))
+		next, ok := nextScanCursor(cur, int(e.scanNode), int(e.scanN), uint64(e.scanTag))
 		if !ok {
-			return redcon.AppendError(dst, "ERR jupiter: a node returned a SCAN cursor too large to encode")
+			return redcon.AppendError(dst, errScanCursor)
 		}
-		dst = merge.Scan(dst, reply, next)
+		if anyMarker(s.parts) {
+			dst, s.elems = scanReply(dst, reply, next, nil, s.elems)
+		} else {
+			dst = merge.Scan(dst, reply, next)
+		}
+	case policyRandomKey:
+		dst = randomKeyReply(dst, s.parts[0])
 	default:
 		dst = merge.First(dst, s.parts)
 	}

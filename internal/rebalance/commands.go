@@ -112,8 +112,21 @@ func UnlinkCommand(keys ...[]byte) Command { return cmd("UNLINK", keys...) }
 // command (INCR, APPEND, LPUSH, SET NX/XX/GET/KEEPTTL, EXPIRE …) run Ensure
 // on k first (rebalance.md §4.4 ‡).
 func WriteCommands(epoch uint64, key []byte, write Command, markerTTL time.Duration) (onNew []Command, onOld Command) {
-	return []Command{cmd("MULTI"), write, SetMarkerCommand(epoch, key, markerTTL), cmd("EXEC")},
-		UnlinkCommand(key)
+	return MultiWriteCommands(epoch, [][]byte{key}, write, markerTTL)
+}
+
+// MultiWriteCommands is a command over several keys sharing their old and
+// new owners during MIGRATING (after Ensure of every key). On the new owner,
+// in one transaction: `MULTI`, <c>, `SET mk(k) 1 PX T` for every key in
+// order, `EXEC`; then, only after EXEC succeeded, `UNLINK k1 … kn` on the
+// old owner.
+func MultiWriteCommands(epoch uint64, keys [][]byte, c Command, markerTTL time.Duration) (onNew []Command, onOld Command) {
+	onNew = make([]Command, 0, len(keys)+3)
+	onNew = append(onNew, cmd("MULTI"), c)
+	for _, k := range keys {
+		onNew = append(onNew, SetMarkerCommand(epoch, k, markerTTL))
+	}
+	return append(onNew, cmd("EXEC")), UnlinkCommand(keys...)
 }
 
 // DeleteCommands is a delete of k during MIGRATING. On the new owner:

@@ -33,12 +33,16 @@
 //
 // # Operations and the exact commands they send
 //
-// The proxy will port the client operations to its multiplexed back-end
-// path; the Command builders (SnapshotCommands, RestoreCommand,
-// WriteCommands, DeleteCommands, ReadCommands, EnsureCheckCommand,
-// SetMarkerCommand, UnlinkCommand, ScriptLoadCommand) return exactly what
-// the functions here send, so both stay identical. T is the marker TTL in
-// ms (default 7 days), mk is MarkerKey(epoch, k).
+// The proxy runs the client operations (ReadRule, WriteMarked,
+// UpdateMarked, MultiMarked, DeleteMarked, Ensure) for commands on moving
+// keys through control clients (NewClient, ClientOptions); their replies are
+// the client command's raw RESP bytes, exactly as the node sent them, so
+// the proxy passes them on untouched. The Command builders
+// (SnapshotCommands, RestoreCommand, WriteCommands, MultiWriteCommands,
+// DeleteCommands, ReadCommands, EnsureCheckCommand, SetMarkerCommand,
+// UnlinkCommand, ScriptLoadCommand) return exactly what the functions here
+// send. T is the marker TTL in ms (default 7 days), mk is MarkerKey(epoch,
+// k).
 //
 //	Move(k)         old: MULTI; DUMP k; PTTL k; EXEC
 //	                new: EVALSHA <sha> 2 k mk <ttl ms|0> <payload> T
@@ -51,6 +55,9 @@
 //	WriteMarked     new: MULTI; <write>; SET mk 1 PX T; EXEC
 //	                old: UNLINK k   (after EXEC succeeded)
 //	UpdateMarked    Ensure(k), then WriteMarked
+//	MultiMarked     Ensure(k1) … Ensure(kn), then
+//	                new: MULTI; <cmd>; SET mk1 1 PX T; …; SET mkn 1 PX T; EXEC
+//	                old: UNLINK k1 … kn   (after EXEC succeeded)
 //	DeleteMarked    new: MULTI; EXISTS mk; DEL k; SET mk 1 PX T; EXEC
 //	                old: UNLINK k
 //	ReadRule        new: MULTI; EXISTS k; EXISTS mk; <read>; EXEC
@@ -101,8 +108,8 @@
 //     SAME epoch on every pod and in the migrator): reads → ReadRule; blind
 //     overwrites → WriteMarked; RMW/TTL/blocking → UpdateMarked (or Ensure,
 //     then the command plus SET mk in one MULTI); deletes → DeleteMarked;
-//     multi-key same-node commands → Ensure every key, run on new, set mk
-//     for every key written or deleted, UNLINK their old copies. Refuse
+//     multi-key same-node commands → MultiMarked (Ensure every key, run on
+//     new, set mk for every key, UNLINK their old copies). Refuse
 //     client keys for which IsMarker is true and filter them from SCAN,
 //     KEYS and RANDOMKEY. Do not retry a non-idempotent write whose reply
 //     was lost.

@@ -109,3 +109,9 @@ func clientOf(nodes []node, name string) *redis.Client {
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func fmtKey(prefix string, i int) string { return fmt.Sprintf("%s:%06d", prefix, i) }
+
+// nilReply is the raw RESP2 nil bulk string.
+const nilReply = "$-1\r\n"
+
+// bulk is s as a raw RESP bulk string.
+func bulk(s string) string { return "$" + itoa(len(s)) + "\r\n" + s + "\r\n" }

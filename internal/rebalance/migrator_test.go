@@ -222,8 +222,8 @@ func (f *fixture) writer(t *testing.T, ctx context.Context, w, nw int, stop <-ch
 			} else {
 				st.val += "+"
 			}
-			if r.Val() != int64(len(st.val)) {
-				t.Errorf("APPEND %s = %v, want %d (lost or wrong base)", k, r.Val(), len(st.val))
+			if want := ":" + itoa(len(st.val)) + "\r\n"; string(r) != want {
+				t.Errorf("APPEND %s = %q, want %q (lost or wrong base)", k, r, want)
 			}
 		default:
 			r, src, err := m.ReadRule(ctx, key, Command{[]byte("GET"), key})
@@ -231,13 +231,12 @@ func (f *fixture) writer(t *testing.T, ctx context.Context, w, nw int, stop <-ch
 				t.Errorf("ReadRule %s: %v", k, err)
 				return
 			}
-			got, rerr := r.Text()
 			if st.deleted {
-				if rerr != redis.Nil {
-					t.Errorf("read %s after delete: %q %v (from %v): resurrected", k, got, rerr, src)
+				if string(r) != nilReply {
+					t.Errorf("read %s after delete: %q (from %v): resurrected", k, r, src)
 				}
-			} else if rerr != nil || got != st.val {
-				t.Errorf("read %s: %q %v (from %v), want %q", k, got, rerr, src, st.val)
+			} else if string(r) != bulk(st.val) {
+				t.Errorf("read %s: %q (from %v), want %q", k, r, src, st.val)
 			}
 		}
 		ops.Add(1)

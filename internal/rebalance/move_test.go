@@ -326,8 +326,8 @@ func TestRaceR3(t *testing.T) {
 		t.Fatal("deleted key resurrected")
 	}
 	r, src, err := client.ReadRule(ctx, []byte("k"), Command{[]byte("GET"), []byte("k")})
-	if err != nil || r.Err() != redis.Nil || src != FromNew {
-		t.Fatalf("read after delete: %v %v %v", r, src, err)
+	if err != nil || string(r) != nilReply || src != FromNew {
+		t.Fatalf("read after delete: %q %v %v", r, src, err)
 	}
 }
 
@@ -478,8 +478,8 @@ func TestEnsure(t *testing.T) {
 	// UpdateMarked = Ensure + write: INCR starts from the moved value (R8).
 	do(t, old, "SET", "d", "9")
 	r, err := m.UpdateMarked(ctx, []byte("d"), Command{[]byte("INCR"), []byte("d")})
-	if err != nil || r.Val() != int64(10) {
-		t.Fatalf("UpdateMarked INCR = %v, %v", r.Val(), err)
+	if err != nil || string(r) != ":10\r\n" {
+		t.Fatalf("UpdateMarked INCR = %q, %v", r, err)
 	}
 	if r, err := m.Ensure(ctx, []byte("absent")); err != nil || r != Missing {
 		t.Fatalf("Ensure(absent) = %v, %v", r, err)
@@ -493,8 +493,8 @@ func TestWriteMarked(t *testing.T) {
 	m := &Mover{Old: old, New: new, Epoch: 2, MarkerTTL: time.Hour}
 	do(t, old, "SET", "k", "old")
 	r, err := m.WriteMarked(ctx, []byte("k"), Command{[]byte("SET"), []byte("k"), []byte("new")})
-	if err != nil || r.Val() != "OK" {
-		t.Fatalf("WriteMarked = %v, %v", r.Val(), err)
+	if err != nil || string(r) != "+OK\r\n" {
+		t.Fatalf("WriteMarked = %q, %v", r, err)
 	}
 	if exists(t, old, "k") || do(t, new, "GET", "k") != "new" {
 		t.Fatal("write did not land on new only")
@@ -503,17 +503,21 @@ func TestWriteMarked(t *testing.T) {
 	if p := pttl(t, new, mk); p < 3_590_000 || p > 3_600_000 {
 		t.Errorf("marker PTTL %d, want ~1h", p)
 	}
-	// An error reply is returned in the Cmd, not as the error.
+	// An error reply is returned as the reply, not as the error, and new
+	// stays authoritative (the marker is set).
 	do(t, new, "RPUSH", "l", "x")
 	r, err = m.WriteMarked(ctx, []byte("l"), Command{[]byte("INCR"), []byte("l")})
-	if err != nil || r.Err() == nil || !strings.HasPrefix(r.Err().Error(), "WRONGTYPE") {
-		t.Fatalf("WriteMarked(WRONGTYPE) = %v, %v", r.Err(), err)
+	if err != nil || !strings.HasPrefix(string(r), "-WRONGTYPE ") || !strings.HasSuffix(string(r), "\r\n") {
+		t.Fatalf("WriteMarked(WRONGTYPE) = %q, %v", r, err)
+	}
+	if !exists(t, new, string(MarkerKey(2, []byte("l")))) {
+		t.Error("a write with a runtime error reply set no marker")
 	}
 	// A write refused when queued runs nothing (no marker) and is the reply.
 	do(t, old, "SET", "q", "old")
 	r, err = m.WriteMarked(ctx, []byte("q"), Command{[]byte("SET"), []byte("q")})
-	if err != nil || r.Err() == nil || !strings.Contains(r.Err().Error(), "wrong number of arguments") {
-		t.Fatalf("WriteMarked(bad arity) = %v, %v", r.Err(), err)
+	if err != nil || string(r) != "-ERR wrong number of arguments for 'set' command\r\n" {
+		t.Fatalf("WriteMarked(bad arity) = %q, %v", r, err)
 	}
 	if exists(t, new, string(MarkerKey(2, []byte("q")))) || !exists(t, old, "q") {
 		t.Error("a refused write set a marker or unlinked old")
@@ -525,6 +529,50 @@ func TestWriteMarked(t *testing.T) {
 	}
 	if p := pttl(t, new, string(MarkerKey(2, []byte("z")))); p < DefaultMarkerTTL.Milliseconds()-60_000 {
 		t.Errorf("default marker PTTL %d", p)
+	}
+}
+
+// TestMultiMarked: a multi-key command moves every key first, runs on new
+// with a marker per key, and clears old; its reply is the raw RESP reply.
+func TestMultiMarked(t *testing.T) {
+	ns := startNodes(t, 2)
+	old, new := ns[0].c, ns[1].c
+	ctx := tctx(t, 10*time.Second)
+	m := &Mover{Old: old, New: new, Epoch: 3}
+	do(t, old, "SADD", "{s}a", "x", "y")
+	do(t, old, "SADD", "{s}b", "y", "z")
+	do(t, new, "SADD", "{s}c", "w") // already authoritative on new
+	do(t, new, "SET", string(MarkerKey(3, []byte("{s}c"))), "1")
+	keys := [][]byte{[]byte("{s}d"), []byte("{s}a"), []byte("{s}b"), []byte("{s}c")}
+	r, err := m.MultiMarked(ctx, keys, Command{[]byte("SUNIONSTORE"), keys[0], keys[1], keys[2], keys[3]})
+	if err != nil || string(r) != ":4\r\n" {
+		t.Fatalf("SUNIONSTORE = %q, %v", r, err)
+	}
+	for _, k := range keys {
+		if exists(t, old, string(k)) || !exists(t, new, string(MarkerKey(3, k))) {
+			t.Errorf("%s: still on old, or no marker on new", k)
+		}
+	}
+	if n := do(t, new, "SCARD", "{s}d"); n != int64(4) {
+		t.Errorf("SCARD = %v", n)
+	}
+	// RENAME: the source becomes a tombstone, which hides a stale copy.
+	do(t, old, "SET", "{r}src", "v")
+	r, err = m.MultiMarked(ctx, [][]byte{[]byte("{r}src"), []byte("{r}dst")}, Command{[]byte("RENAME"), []byte("{r}src"), []byte("{r}dst")})
+	if err != nil || string(r) != "+OK\r\n" {
+		t.Fatalf("RENAME = %q, %v", r, err)
+	}
+	do(t, old, "SET", "{r}src", "stale") // a leftover a failover brought back
+	if got, _, err := m.ReadRule(ctx, []byte("{r}src"), Command{[]byte("GET"), []byte("{r}src")}); err != nil || string(got) != nilReply {
+		t.Errorf("read of the renamed source = %q, %v", got, err)
+	}
+	if got, _, _ := m.ReadRule(ctx, []byte("{r}dst"), Command{[]byte("GET"), []byte("{r}dst")}); string(got) != bulk("v") {
+		t.Errorf("read of the renamed destination = %q", got)
+	}
+	// An error reply (RENAME of a missing key) is the reply.
+	r, err = m.MultiMarked(ctx, [][]byte{[]byte("{x}a"), []byte("{x}b")}, Command{[]byte("RENAME"), []byte("{x}a"), []byte("{x}b")})
+	if err != nil || string(r) != "-ERR no such key\r\n" {
+		t.Fatalf("RENAME missing = %q, %v", r, err)
 	}
 }
 
@@ -572,34 +620,34 @@ func TestReadRule(t *testing.T) {
 	ctx := tctx(t, 10*time.Second)
 	m := &Mover{Old: old, New: new, Epoch: 6}
 	get := func(k string) Command { return Command{[]byte("GET"), []byte(k)} }
-	check := func(k string, wantVal any, wantErr error, wantSrc Source) {
+	check := func(k string, want string, wantSrc Source) {
 		t.Helper()
 		r, src, err := m.ReadRule(ctx, []byte(k), get(k))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if src != wantSrc || r.Val() != wantVal || !errors.Is(r.Err(), wantErr) {
-			t.Errorf("read %s = %v/%v from %v; want %v/%v from %v", k, r.Val(), r.Err(), src, wantVal, wantErr, wantSrc)
+		if src != wantSrc || string(r) != want {
+			t.Errorf("read %s = %q from %v; want %q from %v", k, r, src, want, wantSrc)
 		}
 	}
 	do(t, old, "SET", "a", "old")
-	check("a", "old", nil, FromOld)
+	check("a", bulk("old"), FromOld)
 	do(t, new, "SET", "a", "new")
-	check("a", "new", nil, FromNew) // new wins when it has the key
+	check("a", bulk("new"), FromNew) // new wins when it has the key
 	do(t, old, "SET", "b", "stale")
 	do(t, new, "SET", string(MarkerKey(6, []byte("b"))), "1")
-	check("b", nil, redis.Nil, FromNew) // a tombstone hides old's stale copy
-	check("c", nil, redis.Nil, FromNewRecheck)
+	check("b", nilReply, FromNew) // a tombstone hides old's stale copy
+	check("c", nilReply, FromNewRecheck)
 	// An error reply is a reply.
 	do(t, old, "RPUSH", "l", "x")
 	r, src, err := m.ReadRule(ctx, []byte("l"), get("l"))
-	if err != nil || src != FromOld || r.Err() == nil || !strings.HasPrefix(r.Err().Error(), "WRONGTYPE") {
-		t.Errorf("read of a list with GET: %v from %v, %v", r.Err(), src, err)
+	if err != nil || src != FromOld || string(r) != "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n" {
+		t.Errorf("read of a list with GET: %q from %v, %v", r, src, err)
 	}
 	// A command refused when queued (wrong arity) is a reply too.
 	r, _, err = m.ReadRule(ctx, []byte("a"), Command{[]byte("GET"), []byte("a"), []byte("extra")})
-	if err != nil || r.Err() == nil || !strings.Contains(r.Err().Error(), "wrong number of arguments") {
-		t.Errorf("read with a bad command: %v, %v", r.Err(), err)
+	if err != nil || string(r) != "-ERR wrong number of arguments for 'get' command\r\n" {
+		t.Errorf("read with a bad command: %q, %v", r, err)
 	}
 	// R6: the key moves between the first (new) and second (old) probe.
 	do(t, old, "SET", "m", "moving")
@@ -609,7 +657,7 @@ func TestReadRule(t *testing.T) {
 			t.Error(err)
 		}
 	}}
-	check("m", "moving", nil, FromNewRecheck)
+	check("m", bulk("moving"), FromNewRecheck)
 }
 
 // hookNode runs before() ahead of every transaction it hands out (for
@@ -642,6 +690,11 @@ func TestCommandsText(t *testing.T) {
 			n, o := WriteCommands(7, k, Command{[]byte("SET"), k, []byte("v")}, 0)
 			return join(n) + " | " + o.String()
 		}(), `MULTI; SET "user:1" "v"; SET "\xff__jrb:7:user:1" "1" "PX" "604800000"; EXEC | UNLINK "user:1"`},
+		{func() string {
+			k2 := []byte("{user:1}b")
+			n, o := MultiWriteCommands(7, [][]byte{k, k2}, Command{[]byte("RENAME"), k, k2}, time.Second)
+			return join(n) + " | " + o.String()
+		}(), `MULTI; RENAME "user:1" "{user:1}b"; SET "\xff__jrb:7:user:1" "1" "PX" "1000"; SET "\xff__jrb:7:{user:1}b" "1" "PX" "1000"; EXEC | UNLINK "user:1" "{user:1}b"`},
 		{func() string {
 			n, o := DeleteCommands(7, k, time.Minute)
 			return join(n) + " | " + o.String()

@@ -35,6 +35,17 @@ const DefaultTimeout = 10 * time.Second
 // replayed blindly (an INCR whose reply was lost would be applied twice).
 // timeout 0 means DefaultTimeout.
 func NewClient(addr string, sec backend.Security, timeout time.Duration) (*redis.Client, error) {
+	o, err := ClientOptions(addr, sec, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewClient(o), nil
+}
+
+// ClientOptions are NewClient's options (pool of 8 connections), for a
+// caller that needs to adjust them (the proxy uses a larger pool) before
+// redis.NewClient. Keep Protocol, DisableIdentity and MaxRetries as they are.
+func ClientOptions(addr string, sec backend.Security, timeout time.Duration) (*redis.Options, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
@@ -50,7 +61,7 @@ func NewClient(addr string, sec backend.Security, timeout time.Duration) (*redis
 	if p, ok := sec.Passwords[addr]; ok {
 		pw = p
 	}
-	return redis.NewClient(&redis.Options{
+	return &redis.Options{
 		Addr:            addr,
 		Username:        sec.Username,
 		Password:        pw,
@@ -62,7 +73,7 @@ func NewClient(addr string, sec backend.Security, timeout time.Duration) (*redis
 		ReadTimeout:     timeout,
 		WriteTimeout:    timeout,
 		PoolSize:        8,
-	}), nil
+	}, nil
 }
 
 // LoadScript runs SCRIPT LOAD of RestoreScript on node. Movers load it

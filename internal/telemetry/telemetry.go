@@ -45,6 +45,20 @@ func NewLogger(w io.Writer, level, format string) *slog.Logger {
 type Health struct {
 	ready    atomic.Bool
 	draining atomic.Bool
+	// live, if set, is asked by /healthz: an error makes it answer 503 (a
+	// state only a restart repairs).
+	live atomic.Pointer[func() error]
+}
+
+// SetLive installs the liveness check /healthz consults.
+func (h *Health) SetLive(f func() error) { h.live.Store(&f) }
+
+// Live returns the liveness check's verdict (nil: alive).
+func (h *Health) Live() error {
+	if f := h.live.Load(); f != nil && *f != nil {
+		return (*f)()
+	}
+	return nil
 }
 
 // SetReady marks the pod ready (ring loaded and listening) or not.
@@ -68,6 +82,10 @@ type Server struct {
 func Listen(addr string, h *Health, reg *prometheus.Registry, status func(context.Context) any, log *slog.Logger) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := h.Live(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {

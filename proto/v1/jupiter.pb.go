@@ -187,7 +187,18 @@ type RingState struct {
 	// request_id is the admin request that produced this version (idempotency).
 	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// leader is the hedge address of the leader that wrote this version.
-	Leader        string `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	Leader string `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	// target is the ring after the running rebalance (empty when stable):
+	// during prepare, freeze and migrating, keys whose owner differs between
+	// nodes and target are moving.
+	Target []*Node `protobuf:"bytes,7,rep,name=target,proto3" json:"target,omitempty"`
+	// epoch names the running rebalance (the version of its prepare record);
+	// it names the markers every pod and the migrator write. 0 when stable.
+	Epoch uint64 `protobuf:"varint,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// paused stops the leader's migrator (JUPITER REBALANCE PAUSE).
+	Paused bool `protobuf:"varint,9,opt,name=paused,proto3" json:"paused,omitempty"`
+	// from is the ring a commit record replaced (kept for the cleanup).
+	From          []*Node `protobuf:"bytes,10,rep,name=from,proto3" json:"from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -262,6 +273,34 @@ func (x *RingState) GetLeader() string {
 		return x.Leader
 	}
 	return ""
+}
+
+func (x *RingState) GetTarget() []*Node {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *RingState) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RingState) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *RingState) GetFrom() []*Node {
+	if x != nil {
+		return x.From
+	}
+	return nil
 }
 
 // AddNode adds a backend node.
@@ -462,6 +501,52 @@ func (*Status) Descriptor() ([]byte, []int) {
 	return file_v1_jupiter_proto_rawDescGZIP(), []int{5}
 }
 
+// Rebalance controls the running rebalance: action is "abort", "pause" or
+// "resume".
+type Rebalance struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Action        string                 `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rebalance) Reset() {
+	*x = Rebalance{}
+	mi := &file_v1_jupiter_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rebalance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rebalance) ProtoMessage() {}
+
+func (x *Rebalance) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rebalance.ProtoReflect.Descriptor instead.
+func (*Rebalance) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Rebalance) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
 // AdminRequest is an operator's change, forwarded by any pod to the leader.
 // hedge SendToLeader retries, so the leader deduplicates by request_id: a
 // repeated request returns the version the first one produced.
@@ -474,14 +559,19 @@ type AdminRequest struct {
 	//	*AdminRequest_Remove
 	//	*AdminRequest_Weight
 	//	*AdminRequest_Status
-	Op            isAdminRequest_Op `protobuf_oneof:"op"`
+	//	*AdminRequest_Rebalance
+	Op isAdminRequest_Op `protobuf_oneof:"op"`
+	// expires_unix_ms, when set, is the time after which the leader must not
+	// apply the request: hedge SendToLeader keeps retrying after the sender
+	// gave up, and a late ring change nobody waits for must not happen.
+	ExpiresUnixMs int64 `protobuf:"varint,7,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AdminRequest) Reset() {
 	*x = AdminRequest{}
-	mi := &file_v1_jupiter_proto_msgTypes[6]
+	mi := &file_v1_jupiter_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +583,7 @@ func (x *AdminRequest) String() string {
 func (*AdminRequest) ProtoMessage() {}
 
 func (x *AdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[6]
+	mi := &file_v1_jupiter_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +596,7 @@ func (x *AdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminRequest.ProtoReflect.Descriptor instead.
 func (*AdminRequest) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{6}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AdminRequest) GetRequestId() string {
@@ -559,6 +649,22 @@ func (x *AdminRequest) GetStatus() *Status {
 	return nil
 }
 
+func (x *AdminRequest) GetRebalance() *Rebalance {
+	if x != nil {
+		if x, ok := x.Op.(*AdminRequest_Rebalance); ok {
+			return x.Rebalance
+		}
+	}
+	return nil
+}
+
+func (x *AdminRequest) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
 type isAdminRequest_Op interface {
 	isAdminRequest_Op()
 }
@@ -579,6 +685,10 @@ type AdminRequest_Status struct {
 	Status *Status `protobuf:"bytes,5,opt,name=status,proto3,oneof"`
 }
 
+type AdminRequest_Rebalance struct {
+	Rebalance *Rebalance `protobuf:"bytes,6,opt,name=rebalance,proto3,oneof"`
+}
+
 func (*AdminRequest_Add) isAdminRequest_Op() {}
 
 func (*AdminRequest_Remove) isAdminRequest_Op() {}
@@ -586,6 +696,8 @@ func (*AdminRequest_Remove) isAdminRequest_Op() {}
 func (*AdminRequest_Weight) isAdminRequest_Op() {}
 
 func (*AdminRequest_Status) isAdminRequest_Op() {}
+
+func (*AdminRequest_Rebalance) isAdminRequest_Op() {}
 
 // AdminReply is the leader's answer to an AdminRequest.
 type AdminReply struct {
@@ -605,7 +717,7 @@ type AdminReply struct {
 
 func (x *AdminReply) Reset() {
 	*x = AdminReply{}
-	mi := &file_v1_jupiter_proto_msgTypes[7]
+	mi := &file_v1_jupiter_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +729,7 @@ func (x *AdminReply) String() string {
 func (*AdminReply) ProtoMessage() {}
 
 func (x *AdminReply) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[7]
+	mi := &file_v1_jupiter_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +742,7 @@ func (x *AdminReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReply.ProtoReflect.Descriptor instead.
 func (*AdminReply) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{7}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AdminReply) GetOk() bool {
@@ -688,7 +800,7 @@ type RingUpdated struct {
 
 func (x *RingUpdated) Reset() {
 	*x = RingUpdated{}
-	mi := &file_v1_jupiter_proto_msgTypes[8]
+	mi := &file_v1_jupiter_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +812,7 @@ func (x *RingUpdated) String() string {
 func (*RingUpdated) ProtoMessage() {}
 
 func (x *RingUpdated) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[8]
+	mi := &file_v1_jupiter_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +825,7 @@ func (x *RingUpdated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingUpdated.ProtoReflect.Descriptor instead.
 func (*RingUpdated) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{8}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RingUpdated) GetVersion() uint64 {
@@ -749,7 +861,7 @@ type RingAck struct {
 
 func (x *RingAck) Reset() {
 	*x = RingAck{}
-	mi := &file_v1_jupiter_proto_msgTypes[9]
+	mi := &file_v1_jupiter_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +873,7 @@ func (x *RingAck) String() string {
 func (*RingAck) ProtoMessage() {}
 
 func (x *RingAck) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[9]
+	mi := &file_v1_jupiter_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +886,7 @@ func (x *RingAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingAck.ProtoReflect.Descriptor instead.
 func (*RingAck) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{9}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RingAck) GetPod() string {
@@ -811,7 +923,7 @@ type LeaderMessage struct {
 
 func (x *LeaderMessage) Reset() {
 	*x = LeaderMessage{}
-	mi := &file_v1_jupiter_proto_msgTypes[10]
+	mi := &file_v1_jupiter_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +935,7 @@ func (x *LeaderMessage) String() string {
 func (*LeaderMessage) ProtoMessage() {}
 
 func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[10]
+	mi := &file_v1_jupiter_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +948,7 @@ func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderMessage.ProtoReflect.Descriptor instead.
 func (*LeaderMessage) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{10}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaderMessage) GetMsg() isLeaderMessage_Msg {
@@ -878,7 +990,7 @@ type LeaderReply struct {
 
 func (x *LeaderReply) Reset() {
 	*x = LeaderReply{}
-	mi := &file_v1_jupiter_proto_msgTypes[11]
+	mi := &file_v1_jupiter_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1002,7 @@ func (x *LeaderReply) String() string {
 func (*LeaderReply) ProtoMessage() {}
 
 func (x *LeaderReply) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[11]
+	mi := &file_v1_jupiter_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1015,7 @@ func (x *LeaderReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderReply.ProtoReflect.Descriptor instead.
 func (*LeaderReply) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{11}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeaderReply) GetMsg() isLeaderReply_Msg {
@@ -945,7 +1057,7 @@ type BroadcastMessage struct {
 
 func (x *BroadcastMessage) Reset() {
 	*x = BroadcastMessage{}
-	mi := &file_v1_jupiter_proto_msgTypes[12]
+	mi := &file_v1_jupiter_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1069,7 @@ func (x *BroadcastMessage) String() string {
 func (*BroadcastMessage) ProtoMessage() {}
 
 func (x *BroadcastMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[12]
+	mi := &file_v1_jupiter_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1082,7 @@ func (x *BroadcastMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastMessage.ProtoReflect.Descriptor instead.
 func (*BroadcastMessage) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{12}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BroadcastMessage) GetMsg() isBroadcastMessage_Msg {
@@ -1012,7 +1124,7 @@ type BroadcastReply struct {
 
 func (x *BroadcastReply) Reset() {
 	*x = BroadcastReply{}
-	mi := &file_v1_jupiter_proto_msgTypes[13]
+	mi := &file_v1_jupiter_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1136,7 @@ func (x *BroadcastReply) String() string {
 func (*BroadcastReply) ProtoMessage() {}
 
 func (x *BroadcastReply) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[13]
+	mi := &file_v1_jupiter_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1149,7 @@ func (x *BroadcastReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastReply.ProtoReflect.Descriptor instead.
 func (*BroadcastReply) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{13}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BroadcastReply) GetMsg() isBroadcastReply_Msg {
@@ -1075,7 +1187,7 @@ const file_v1_jupiter_proto_rawDesc = "" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
-	"\x06weight\x18\x03 \x01(\x05R\x06weight\"\xb2\x01\n" +
+	"\x06weight\x18\x03 \x01(\x05R\x06weight\"\xb0\x02\n" +
 	"\tRingState\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05stage\x18\x02 \x01(\tR\x05stage\x12&\n" +
@@ -1083,7 +1195,12 @@ const file_v1_jupiter_proto_rawDesc = "" +
 	"\x06change\x18\x04 \x01(\tR\x06change\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x05 \x01(\tR\trequestId\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\tR\x06leader\"I\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\x12(\n" +
+	"\x06target\x18\a \x03(\v2\x10.jupiter.v1.NodeR\x06target\x12\x14\n" +
+	"\x05epoch\x18\b \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06paused\x18\t \x01(\bR\x06paused\x12$\n" +
+	"\x04from\x18\n" +
+	" \x03(\v2\x10.jupiter.v1.NodeR\x04from\"I\n" +
 	"\aAddNode\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1094,14 +1211,18 @@ const file_v1_jupiter_proto_rawDesc = "" +
 	"\tSetWeight\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\x05R\x06weight\"\b\n" +
-	"\x06Status\"\xed\x01\n" +
+	"\x06Status\"#\n" +
+	"\tRebalance\x12\x16\n" +
+	"\x06action\x18\x01 \x01(\tR\x06action\"\xcc\x02\n" +
 	"\fAdminRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12'\n" +
 	"\x03add\x18\x02 \x01(\v2\x13.jupiter.v1.AddNodeH\x00R\x03add\x120\n" +
 	"\x06remove\x18\x03 \x01(\v2\x16.jupiter.v1.RemoveNodeH\x00R\x06remove\x12/\n" +
 	"\x06weight\x18\x04 \x01(\v2\x15.jupiter.v1.SetWeightH\x00R\x06weight\x12,\n" +
-	"\x06status\x18\x05 \x01(\v2\x12.jupiter.v1.StatusH\x00R\x06statusB\x04\n" +
+	"\x06status\x18\x05 \x01(\v2\x12.jupiter.v1.StatusH\x00R\x06status\x125\n" +
+	"\trebalance\x18\x06 \x01(\v2\x15.jupiter.v1.RebalanceH\x00R\trebalance\x12&\n" +
+	"\x0fexpires_unix_ms\x18\a \x01(\x03R\rexpiresUnixMsB\x04\n" +
 	"\x02op\"\xba\x01\n" +
 	"\n" +
 	"AdminReply\x12\x0e\n" +
@@ -1154,7 +1275,7 @@ func file_v1_jupiter_proto_rawDescGZIP() []byte {
 }
 
 var file_v1_jupiter_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_v1_jupiter_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_v1_jupiter_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_v1_jupiter_proto_goTypes = []any{
 	(ErrorCode)(0),           // 0: jupiter.v1.ErrorCode
 	(*Node)(nil),             // 1: jupiter.v1.Node
@@ -1163,32 +1284,36 @@ var file_v1_jupiter_proto_goTypes = []any{
 	(*RemoveNode)(nil),       // 4: jupiter.v1.RemoveNode
 	(*SetWeight)(nil),        // 5: jupiter.v1.SetWeight
 	(*Status)(nil),           // 6: jupiter.v1.Status
-	(*AdminRequest)(nil),     // 7: jupiter.v1.AdminRequest
-	(*AdminReply)(nil),       // 8: jupiter.v1.AdminReply
-	(*RingUpdated)(nil),      // 9: jupiter.v1.RingUpdated
-	(*RingAck)(nil),          // 10: jupiter.v1.RingAck
-	(*LeaderMessage)(nil),    // 11: jupiter.v1.LeaderMessage
-	(*LeaderReply)(nil),      // 12: jupiter.v1.LeaderReply
-	(*BroadcastMessage)(nil), // 13: jupiter.v1.BroadcastMessage
-	(*BroadcastReply)(nil),   // 14: jupiter.v1.BroadcastReply
+	(*Rebalance)(nil),        // 7: jupiter.v1.Rebalance
+	(*AdminRequest)(nil),     // 8: jupiter.v1.AdminRequest
+	(*AdminReply)(nil),       // 9: jupiter.v1.AdminReply
+	(*RingUpdated)(nil),      // 10: jupiter.v1.RingUpdated
+	(*RingAck)(nil),          // 11: jupiter.v1.RingAck
+	(*LeaderMessage)(nil),    // 12: jupiter.v1.LeaderMessage
+	(*LeaderReply)(nil),      // 13: jupiter.v1.LeaderReply
+	(*BroadcastMessage)(nil), // 14: jupiter.v1.BroadcastMessage
+	(*BroadcastReply)(nil),   // 15: jupiter.v1.BroadcastReply
 }
 var file_v1_jupiter_proto_depIdxs = []int32{
 	1,  // 0: jupiter.v1.RingState.nodes:type_name -> jupiter.v1.Node
-	3,  // 1: jupiter.v1.AdminRequest.add:type_name -> jupiter.v1.AddNode
-	4,  // 2: jupiter.v1.AdminRequest.remove:type_name -> jupiter.v1.RemoveNode
-	5,  // 3: jupiter.v1.AdminRequest.weight:type_name -> jupiter.v1.SetWeight
-	6,  // 4: jupiter.v1.AdminRequest.status:type_name -> jupiter.v1.Status
-	2,  // 5: jupiter.v1.AdminReply.ring:type_name -> jupiter.v1.RingState
-	0,  // 6: jupiter.v1.AdminReply.code:type_name -> jupiter.v1.ErrorCode
-	7,  // 7: jupiter.v1.LeaderMessage.admin:type_name -> jupiter.v1.AdminRequest
-	8,  // 8: jupiter.v1.LeaderReply.admin:type_name -> jupiter.v1.AdminReply
-	9,  // 9: jupiter.v1.BroadcastMessage.ring_updated:type_name -> jupiter.v1.RingUpdated
-	10, // 10: jupiter.v1.BroadcastReply.ring_ack:type_name -> jupiter.v1.RingAck
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	1,  // 1: jupiter.v1.RingState.target:type_name -> jupiter.v1.Node
+	1,  // 2: jupiter.v1.RingState.from:type_name -> jupiter.v1.Node
+	3,  // 3: jupiter.v1.AdminRequest.add:type_name -> jupiter.v1.AddNode
+	4,  // 4: jupiter.v1.AdminRequest.remove:type_name -> jupiter.v1.RemoveNode
+	5,  // 5: jupiter.v1.AdminRequest.weight:type_name -> jupiter.v1.SetWeight
+	6,  // 6: jupiter.v1.AdminRequest.status:type_name -> jupiter.v1.Status
+	7,  // 7: jupiter.v1.AdminRequest.rebalance:type_name -> jupiter.v1.Rebalance
+	2,  // 8: jupiter.v1.AdminReply.ring:type_name -> jupiter.v1.RingState
+	0,  // 9: jupiter.v1.AdminReply.code:type_name -> jupiter.v1.ErrorCode
+	8,  // 10: jupiter.v1.LeaderMessage.admin:type_name -> jupiter.v1.AdminRequest
+	9,  // 11: jupiter.v1.LeaderReply.admin:type_name -> jupiter.v1.AdminReply
+	10, // 12: jupiter.v1.BroadcastMessage.ring_updated:type_name -> jupiter.v1.RingUpdated
+	11, // 13: jupiter.v1.BroadcastReply.ring_ack:type_name -> jupiter.v1.RingAck
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_v1_jupiter_proto_init() }
@@ -1196,22 +1321,23 @@ func file_v1_jupiter_proto_init() {
 	if File_v1_jupiter_proto != nil {
 		return
 	}
-	file_v1_jupiter_proto_msgTypes[6].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[7].OneofWrappers = []any{
 		(*AdminRequest_Add)(nil),
 		(*AdminRequest_Remove)(nil),
 		(*AdminRequest_Weight)(nil),
 		(*AdminRequest_Status)(nil),
-	}
-	file_v1_jupiter_proto_msgTypes[10].OneofWrappers = []any{
-		(*LeaderMessage_Admin)(nil),
+		(*AdminRequest_Rebalance)(nil),
 	}
 	file_v1_jupiter_proto_msgTypes[11].OneofWrappers = []any{
-		(*LeaderReply_Admin)(nil),
+		(*LeaderMessage_Admin)(nil),
 	}
 	file_v1_jupiter_proto_msgTypes[12].OneofWrappers = []any{
-		(*BroadcastMessage_RingUpdated)(nil),
+		(*LeaderReply_Admin)(nil),
 	}
 	file_v1_jupiter_proto_msgTypes[13].OneofWrappers = []any{
+		(*BroadcastMessage_RingUpdated)(nil),
+	}
+	file_v1_jupiter_proto_msgTypes[14].OneofWrappers = []any{
 		(*BroadcastReply_RingAck)(nil),
 	}
 	type x struct{}
@@ -1220,7 +1346,7 @@ func file_v1_jupiter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_v1_jupiter_proto_rawDesc), len(file_v1_jupiter_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

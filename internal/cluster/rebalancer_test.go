@@ -1,0 +1,313 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/alphauslabs/jupiter/internal/backend"
+	"github.com/alphauslabs/jupiter/internal/rebalance"
+	"github.com/alphauslabs/jupiter/internal/ring"
+	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
+	"github.com/alphauslabs/jupiter/test/testenv"
+)
+
+// lockedFence is a Fencer safe for the rebalancer's goroutines.
+type lockedFence struct {
+	mu     sync.Mutex
+	leader string
+	token  uint64
+}
+
+func (f *lockedFence) Fence(context.Context) (string, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leader, f.token, nil
+}
+
+// rbEnv is a leader's control plane on a MemStore with real redis-servers,
+// and simulated pods that apply whatever the store holds and heartbeat it.
+type rbEnv struct {
+	t       *testing.T
+	store   *MemStore
+	ctl     *Controller
+	reb     *Rebalancer
+	srv     []*testenv.Redis
+	clients map[string]*redis.Client
+	stages  []string // stages seen by the first pod, in order
+	mu      sync.Mutex
+}
+
+func newRbEnv(t *testing.T, redisN int, ringN int, pods ...string) *rbEnv {
+	t.Helper()
+	e := &rbEnv{t: t, store: NewMemStore(), clients: map[string]*redis.Client{}}
+	fence := &lockedFence{leader: "10.0.0.1:7000", token: 7}
+	e.store.SetLock(fence.leader, fence.token)
+	for range redisN {
+		s := testenv.StartRedis(t)
+		e.srv = append(e.srv, s)
+		c, err := rebalance.NewClient(s.Addr, backend.Security{}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		e.clients[s.Addr] = c
+	}
+	var nodes []ring.Node
+	for _, s := range e.srv[:ringN] {
+		nodes = append(nodes, ring.Node{Addr: s.Addr, Weight: 1})
+	}
+	var err error
+	e.ctl, err = NewController(ControllerConfig{Store: e.store, Fencer: fence, Self: fence.leader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ctl.Seed(context.Background(), nodes); err != nil {
+		t.Fatal(err)
+	}
+	e.reb, err = NewRebalancer(RebalancerConfig{
+		Controller: e.ctl, Registry: e.store, Progress: e.store, IsLeader: func() bool { return true },
+		Node: func(addr string) (rebalance.Node, error) {
+			if c := e.clients[addr]; c != nil {
+				return c, nil
+			}
+			return nil, fmt.Errorf("no node %s", addr)
+		},
+		Tick: 20 * time.Millisecond, PrepareTimeout: time.Second, FreezeTimeout: time.Second,
+		Migrator: rebalance.Config{CheckpointEvery: 50 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i, pod := range pods {
+		wg.Add(1)
+		go func() { // a pod: apply the stored record, heartbeat it
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if st, err := e.store.Load(ctx); err == nil {
+					_ = e.store.Heartbeat(ctx, pod, st.Version, st.Stage, time.Second)
+					if i == 0 {
+						e.mu.Lock()
+						if n := len(e.stages); n == 0 || e.stages[n-1] != st.Stage {
+							e.stages = append(e.stages, st.Stage)
+						}
+						e.mu.Unlock()
+					}
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); e.reb.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return e
+}
+
+func (e *rbEnv) state() *State {
+	st, err := e.store.Load(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+func (e *rbEnv) waitStable(within time.Duration) *State {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if st := e.state(); st.Stage == StageStable && st.Target == nil {
+			return st
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.t.Fatalf("not stable after %v: %+v (rebalancer error %q)", within, e.state(), e.reb.LastError())
+	return nil
+}
+
+func (e *rbEnv) apply(req *jupiterv1.AdminRequest) *jupiterv1.AdminReply {
+	e.t.Helper()
+	rep := e.ctl.Apply(context.Background(), req)
+	if !rep.GetOk() {
+		e.t.Fatalf("%v: %s", req, rep.GetError())
+	}
+	return rep
+}
+
+func addReq(addr string) *jupiterv1.AdminRequest {
+	return &jupiterv1.AdminRequest{RequestId: "add-" + addr, Op: &jupiterv1.AdminRequest_Add{Add: &jupiterv1.AddNode{Addr: addr}}}
+}
+
+// TestRebalancerAddThenRemove drives two complete rebalances on real
+// redis-servers: every key ends on its owner under the new ring with its
+// TTL, no marker is left, the removed node is empty, and every stage was
+// its own version in the history.
+func TestRebalancerAddThenRemove(t *testing.T) {
+	e := newRbEnv(t, 3, 2, "pod-a", "pod-b")
+	ctx := context.Background()
+	r0 := e.state().Ring
+	const n = 3000
+	for i := range n {
+		k := fmt.Sprintf("k:%d", i)
+		c := e.clients[r0.Node(r0.Owner([]byte(k))).Addr]
+		ttl := time.Duration(0)
+		if i%3 == 0 {
+			ttl = time.Hour
+		}
+		if err := c.Set(ctx, k, fmt.Sprint(i), ttl).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := e.apply(addReq(e.srv[2].Addr))
+	if rep.GetRing().GetStage() != StagePrepare || len(rep.GetRing().GetTarget()) != 3 || len(rep.GetRing().GetNodes()) != 2 {
+		t.Fatalf("ADD did not start a rebalance: %v", rep.GetRing())
+	}
+	// A second change while one runs is refused.
+	if r := e.ctl.Apply(ctx, addReq("10.1.1.1:6379")); r.GetOk() || !strings.Contains(r.GetError(), "in progress") {
+		t.Fatalf("ADD during a rebalance: %v", r)
+	}
+	st := e.waitStable(30 * time.Second)
+	check := func(st *State, removed string) {
+		t.Helper()
+		for i := range n {
+			k := fmt.Sprintf("k:%d", i)
+			owner := st.Ring.Node(st.Ring.Owner([]byte(k))).Addr
+			c := e.clients[owner]
+			v, err := c.Get(ctx, k).Result()
+			if err != nil || v != fmt.Sprint(i) {
+				t.Fatalf("%s on its owner %s: %q %v", k, owner, v, err)
+			}
+			ttl := c.PTTL(ctx, k).Val()
+			if i%3 == 0 && (ttl < 59*time.Minute || ttl > time.Hour) || i%3 != 0 && ttl != -1 {
+				t.Fatalf("%s: TTL %v not kept", k, ttl)
+			}
+		}
+		var total int64
+		for addr, c := range e.clients {
+			keys := c.Keys(ctx, "*").Val()
+			for _, k := range keys {
+				if rebalance.IsMarker([]byte(k)) {
+					t.Fatalf("marker %q left on %s", k, addr)
+				}
+			}
+			if addr == removed && len(keys) != 0 {
+				t.Fatalf("removed node %s still holds %d keys", addr, len(keys))
+			}
+			total += int64(len(keys))
+		}
+		if total != n {
+			t.Fatalf("%d keys in all nodes, want %d (copies left behind)", total, n)
+		}
+	}
+	if st.Ring.Len() != 3 {
+		t.Fatalf("after ADD: %s", RingText(st.Ring.Nodes()))
+	}
+	check(st, "")
+	e.mu.Lock()
+	got := strings.Join(e.stages, ",")
+	e.mu.Unlock()
+	if got != "stable,prepare,freeze,migrating,commit,stable" {
+		t.Fatalf("pod saw stages %s", got)
+	}
+
+	e.apply(&jupiterv1.AdminRequest{RequestId: "rm", Op: &jupiterv1.AdminRequest_Remove{Remove: &jupiterv1.RemoveNode{Addr: e.srv[0].Addr}}})
+	st = e.waitStable(30 * time.Second)
+	if st.Ring.Len() != 2 || st.Ring.Index(e.srv[0].Addr) >= 0 {
+		t.Fatalf("after REMOVE: %s", RingText(st.Ring.Nodes()))
+	}
+	check(st, e.srv[0].Addr)
+
+	hist, _ := e.store.History(ctx, 0)
+	var stages []string
+	for i := len(hist) - 1; i >= 0; i-- {
+		stages = append(stages, hist[i].Stage)
+	}
+	if want := "stable,prepare,freeze,migrating,commit,stable,prepare,freeze,migrating,commit,stable"; strings.Join(stages, ",") != want {
+		t.Fatalf("history stages %v, want %s", stages, want)
+	}
+	prog, _ := e.store.LoadProgress(ctx, hist[4].Version) // the second rebalance's epoch is its prepare version
+	if len(prog) == 0 {
+		t.Fatal("no checkpoint was stored for the second rebalance")
+	}
+}
+
+// TestRebalancerBarrierTimeoutAborts: a live pod that never applies the
+// prepare record holds the barrier; past PrepareTimeout the rebalance is
+// aborted back to the old ring, with nothing moved.
+func TestRebalancerBarrierTimeoutAborts(t *testing.T) {
+	e := newRbEnv(t, 3, 2, "pod-a")
+	ctx := context.Background()
+	stop := make(chan struct{})
+	go func() { // a stuck pod: alive, but stays on version 1
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = e.store.Heartbeat(ctx, "stuck", 1, StageStable, time.Second)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	defer close(stop)
+	e.apply(addReq(e.srv[2].Addr))
+	st := e.waitStable(10 * time.Second)
+	if st.Ring.Len() != 2 || !strings.HasPrefix(st.Change, "ABORT") || !strings.Contains(st.Change, "stuck@v1") {
+		t.Fatalf("want an abort naming the stuck pod, got v%d %s %q", st.Version, RingText(st.Ring.Nodes()), st.Change)
+	}
+	if n := e.clients[e.srv[2].Addr].DBSize(ctx).Val(); n != 0 {
+		t.Fatalf("the new node got %d keys from an aborted rebalance", n)
+	}
+}
+
+// TestRebalancerActions: PAUSE holds the migrator (and survives in the
+// record), ABORT is refused once keys move, RESUME completes.
+func TestRebalancerActions(t *testing.T) {
+	e := newRbEnv(t, 3, 2, "pod-a")
+	ctx := context.Background()
+	r0 := e.state().Ring
+	for i := range 500 {
+		k := fmt.Sprintf("p:%d", i)
+		_ = e.clients[r0.Node(r0.Owner([]byte(k))).Addr].Set(ctx, k, "v", 0).Err()
+	}
+	act := func(a string) *jupiterv1.AdminReply {
+		return e.ctl.Apply(ctx, &jupiterv1.AdminRequest{Op: &jupiterv1.AdminRequest_Rebalance{Rebalance: &jupiterv1.Rebalance{Action: a}}})
+	}
+	if r := act("pause"); r.GetOk() || !strings.Contains(r.GetError(), "no rebalance") {
+		t.Fatalf("pause with nothing running: %v", r)
+	}
+	e.apply(addReq(e.srv[2].Addr))
+	if r := act("pause"); !r.GetOk() {
+		t.Fatalf("pause: %v", r)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.state().Stage != StageMigrating && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := e.state(); st.Stage != StageMigrating || !st.Paused {
+		t.Fatalf("want paused in migrating, got %s paused=%v", st.Stage, st.Paused)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if st := e.state(); st.Stage != StageMigrating {
+		t.Fatalf("paused rebalance advanced to %s", st.Stage)
+	}
+	if r := act("abort"); r.GetOk() || !strings.Contains(r.GetError(), "can only complete") {
+		t.Fatalf("abort in migrating: %v", r)
+	}
+	if r := act("frob"); r.GetOk() || r.GetCode() != jupiterv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+		t.Fatalf("bad action: %v", r)
+	}
+	if r := act("resume"); !r.GetOk() {
+		t.Fatalf("resume: %v", r)
+	}
+	if st := e.waitStable(20 * time.Second); st.Ring.Len() != 3 {
+		t.Fatalf("after resume: %s", RingText(st.Ring.Nodes()))
+	}
+}
