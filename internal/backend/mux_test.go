@@ -565,13 +565,23 @@ func TestNodeErrorUnwrap(t *testing.T) {
 func TestRetainClosesDropped(t *testing.T) {
 	f1 := newFake(t, echoHandler)
 	f2 := newFake(t, echoHandler)
-	p := newPool(t, Options{ConnsPerNode: 1})
+	p := newPool(t, Options{ConnsPerNode: 1, RequestTimeout: 100 * time.Millisecond})
 	n1, n2 := p.Node(f1.addr), p.Node(f2.addr)
 	do(n1, 0, "a")
 	do(n2, 0, "a")
 	p.Retain([]string{f1.addr})
-	if c := do(n2, 0, "b")[0]; c.Err == nil {
-		t.Fatal("dropped node still answers")
+	// A batch planned with the old ring still completes on the dropped
+	// node during the grace period (RequestTimeout + 1s)…
+	if c := do(n2, 0, "b")[0]; c.Err != nil {
+		t.Fatalf("dropped node failed a request in its grace period: %v", c.Err)
+	}
+	// …after which its connections are closed.
+	deadline := time.Now().Add(5 * time.Second)
+	for do(n2, 0, "c")[0].Err == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("dropped node still answers after the grace period")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if c := do(n1, 0, "b")[0]; c.Err != nil {
 		t.Fatal(c.Err)

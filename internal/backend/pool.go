@@ -155,11 +155,27 @@ func (p *Pool) Retain(keep []string) {
 		}
 	}
 	p.mu.Unlock()
-	for _, n := range drop {
-		for _, c := range n.conns {
-			c.close()
-		}
+	if len(drop) == 0 {
+		return
 	}
+	// Batches planned with the previous ring may still be queued on these
+	// connections or about to submit: close them once those are answered
+	// (a request lives at most RequestTimeout), not under their feet.
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTimer(p.opts.RequestTimeout + time.Second)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-p.stop:
+		}
+		for _, n := range drop {
+			for _, c := range n.conns {
+				c.close()
+			}
+		}
+	}()
 }
 
 // Close closes every connection and waits for all goroutines, bounded by ctx.

@@ -209,9 +209,17 @@ func (a *AdminController) RebalanceStatus(ctx context.Context) (admin.RebalanceS
 	rs.LastError = oneLine(rb.RebalanceError())
 	var remaining float64
 	for _, p := range rb.RebalanceProgress(ctx, st.Epoch) {
-		rs.MovedKeys += p.KeysMoved
+		// "Moved" counts every moving key dealt with: moved by the
+		// migrator, found already on its new owner (a client's write or
+		// read-modify-write moved it first) or expired on the way; once a
+		// source is done its total is exact.
+		rs.MovedKeys += p.Handled()
 		rs.MovedBytes += p.BytesMoved
-		rs.TotalKeys += max(p.TotalEstimate, p.Handled())
+		if p.Phase == rebalance.PhaseDone {
+			rs.TotalKeys += p.Handled()
+		} else {
+			rs.TotalKeys += max(p.TotalEstimate, p.Handled())
+		}
 		rs.KeysPerSec += p.KeysPerSec
 		rs.Errors += p.Errors
 		if p.LastError != "" && rs.LastError == "" {
@@ -222,7 +230,7 @@ func (a *AdminController) RebalanceStatus(ctx context.Context) (admin.RebalanceS
 		}
 		rs.Sources = append(rs.Sources, admin.SourceProgress{
 			Node: p.Source, Phase: string(p.Phase), Scanned: p.KeysScanned,
-			Moved: p.KeysMoved, Total: p.TotalEstimate, Errors: p.Errors,
+			Moved: p.Handled(), Total: max(p.TotalEstimate, p.Handled()), Errors: p.Errors,
 		})
 	}
 	switch {

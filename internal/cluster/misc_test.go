@@ -2,7 +2,11 @@ package cluster
 
 import (
 	"bufio"
+	"errors"
+
 	"context"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"net"
 	"strings"
 	"testing"
@@ -79,5 +83,22 @@ func TestRingTextAndSlogWriter(t *testing.T) {
 	out := sb.String()
 	if !strings.Contains(out, "level=DEBUG msg=\"round 3 took 2ms\"") || !strings.Contains(out, "level=WARN msg=\"heartbeat failed: boom\"") {
 		t.Fatalf("bridged log:\n%s", out)
+	}
+}
+
+func TestEmulatorClash(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{status.Error(codes.FailedPrecondition, "Invalid transaction ID. Transaction ID must be >= 338"), true},
+		{status.Error(codes.FailedPrecondition, "Transaction not found"), true},
+		{status.Error(codes.FailedPrecondition, "Table not found: jupiter_ring"), false},
+		{status.Error(codes.Aborted, "Invalid transaction ID"), false},
+		{errors.New("Invalid transaction ID"), false},
+	} {
+		if got := emulatorClash(c.err); got != c.want {
+			t.Errorf("emulatorClash(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

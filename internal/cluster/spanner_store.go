@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/spanner"
@@ -132,7 +133,7 @@ func (s *SpannerStore) CompareAndSwap(ctx context.Context, expect uint64, next *
 	stage := stageOr(c.Stage)
 	text := RingText(next.Nodes())
 	var reason error // sentinel failure, set inside the txn func (survives retries)
-	_, err = s.client.ReadWriteTransaction(ctx, func(ctx context.Context, txn *spanner.ReadWriteTransaction) error {
+	_, err = s.readWrite(ctx, func(ctx context.Context, txn *spanner.ReadWriteTransaction) error {
 		reason = nil
 		tok, writer, ok, err := s.lockRowToken(ctx, txn)
 		if err != nil {
@@ -320,7 +321,7 @@ func (s *SpannerStore) Members(ctx context.Context) ([]Lease, error) {
 // leader's checkpoints.
 func (s *SpannerStore) SaveProgress(ctx context.Context, c Commit, epoch uint64, source string, progress []byte) error {
 	var reason error
-	_, err := s.client.ReadWriteTransaction(ctx, func(ctx context.Context, txn *spanner.ReadWriteTransaction) error {
+	_, err := s.readWrite(ctx, func(ctx context.Context, txn *spanner.ReadWriteTransaction) error {
 		reason = nil
 		tok, writer, ok, err := s.lockRowToken(ctx, txn)
 		if err != nil {
@@ -366,4 +367,31 @@ func (s *SpannerStore) LoadProgress(ctx context.Context, epoch uint64) (map[stri
 		}
 		out[src] = p
 	}
+}
+
+// readWrite is ReadWriteTransaction, retried when the Spanner emulator
+// reports a transaction clash as FailedPrecondition ("Invalid transaction
+// ID", "Transaction not found") instead of Aborted, which the client would
+// retry by itself. The emulator runs one read-write transaction at a time;
+// real Spanner answers Aborted. Bounded: 5 attempts.
+func (s *SpannerStore) readWrite(ctx context.Context, f func(context.Context, *spanner.ReadWriteTransaction) error) (time.Time, error) {
+	for attempt := 1; ; attempt++ {
+		ts, err := s.client.ReadWriteTransaction(ctx, f)
+		if err == nil || attempt == 5 || !emulatorClash(err) || ctx.Err() != nil {
+			return ts, err
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		case <-ctx.Done():
+			return ts, err
+		}
+	}
+}
+
+func emulatorClash(err error) bool {
+	if spanner.ErrCode(err) != codes.FailedPrecondition {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "Invalid transaction ID") || strings.Contains(msg, "Transaction not found")
 }
