@@ -782,6 +782,23 @@ func rbPauseResume(t *testing.T, e *clEnv, w *rbWorkload, r *rbRun, since time.T
 		t.Errorf("after PAUSE: stage %s paused %s moved %d (paused) → %d (+1 s) → %d (+2 s); want migrating, paused, no progress in the second second",
 			st["stage"], st["rebalance_paused"], m1, m2, m3)
 	}
+	// The same progress on /metrics (what dashboards and alerts read).
+	fams := scrape(t, lp.AdminAddr)
+	for _, c := range []struct {
+		name, lname, lval string
+		ok                func(float64) bool
+		want              string
+	}{
+		{"jupiter_ring_stage", "stage", "migrating", func(v float64) bool { return v == 1 }, "1"},
+		{"jupiter_rebalance_paused", "", "", func(v float64) bool { return v == 1 }, "1"},
+		{"jupiter_rebalance_epoch", "", "", func(v float64) bool { return v > 0 }, "> 0"},
+		{"jupiter_rebalance_moved_keys", "", "", func(v float64) bool { return v > 0 }, "> 0"},
+		{"jupiter_rebalance_total_keys", "", "", func(v float64) bool { return v >= float64(m3) }, ">= moved"},
+	} {
+		if v, found := value(t, fams, c.name, c.lname, c.lval); !found || !c.ok(v) {
+			t.Errorf("/metrics %s{%s=%q} = %v (found %v) while paused in migrating, want %s", c.name, c.lname, c.lval, v, found, c.want)
+		}
+	}
 	if got := rbAdmin(t, lp, "REBALANCE", "RESUME"); got != "OK" {
 		t.Fatalf("JUPITER REBALANCE RESUME = %q\n%s", got, e.logs())
 	}
