@@ -396,10 +396,9 @@ const SessionLostLimit = 30 * time.Second
 
 // Live is the pod's liveness beyond "the process answers": it fails when
 // Spanner has been answering "Session not found" for SessionLostLimit. The
-// Spanner server is up then, but this process's client lost its session
-// and does not make a new one (its leader election and ring reads would
-// fail forever); a restart does. A Spanner outage does not fail it: the
-// pod keeps serving its last ring.
+// Member's client replaces a lost session by itself (spanner_client.go);
+// this is the backstop for when that keeps failing, which a restart repairs.
+// A Spanner outage does not fail it: the pod keeps serving its last ring.
 func (c *Cluster) Live() error {
 	if d := c.Syncer.SessionLostFor(); d > SessionLostLimit {
 		return fmt.Errorf("cluster: Spanner has answered \"Session not found\" for %v; restart to get a new session", d.Round(time.Second))

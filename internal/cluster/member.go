@@ -15,6 +15,7 @@ import (
 	"cloud.google.com/go/spanner"
 	"github.com/flowerinthenight/hedge/v2"
 	"google.golang.org/api/iterator"
+	"google.golang.org/grpc/codes"
 )
 
 // Config configures cluster mode.
@@ -153,6 +154,7 @@ type Member struct {
 	log       *slog.Logger
 	client    *spanner.Client
 	ownClient bool
+	healer    *sessionHealer // replaces lost Spanner sessions (nil with NewWithClient)
 	op        *hedge.Op
 
 	handlers   atomic.Pointer[Handlers]
@@ -161,6 +163,9 @@ type Member struct {
 	leaderAddr atomic.Pointer[string]
 	refresh    chan struct{}
 	lookup     atomic.Bool // a leader lookup is in flight
+	// lockGone is when refreshLeader first saw no lock row in an unbroken
+	// run (zero: the row exists); owned by refreshLeader.
+	lockGone time.Time
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -177,16 +182,17 @@ func New(cfg Config, logger *slog.Logger, h Handlers) (*Member, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	client, err := spanner.NewClient(context.Background(), cfg.SpannerDB)
+	client, healer, err := newSpannerClient(context.Background(), cfg.SpannerDB, logger)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: spanner client: %w", err)
 	}
 	m := newMember(cfg, client, logger, h)
-	m.ownClient = true
+	m.ownClient, m.healer = true, healer
 	return m, nil
 }
 
-// NewWithClient is New with a caller-owned Spanner client (not closed by Stop).
+// NewWithClient is New with a caller-owned Spanner client (not closed by
+// Stop). Unlike New's, that client does not replace a lost session.
 func NewWithClient(cfg Config, client *spanner.Client, logger *slog.Logger, h Handlers) (*Member, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -234,6 +240,16 @@ func (m *Member) SetHandlers(h Handlers) { m.handlers.Store(&h) }
 
 // Spanner returns the Member's Spanner client (for the Store).
 func (m *Member) Spanner() *spanner.Client { return m.client }
+
+// SessionsReplaced returns how many times the Member's Spanner client
+// replaced a session the server had lost (see sessionHealer); 0 with
+// NewWithClient.
+func (m *Member) SessionsReplaced() int64 {
+	if m.healer == nil {
+		return 0
+	}
+	return m.healer.Replaced()
+}
 
 // Config returns the effective configuration (defaults applied).
 func (m *Member) Config() Config { return m.cfg }
@@ -331,11 +347,54 @@ func (m *Member) refreshLeader() {
 			continue
 		}
 		if m.IsLeader() {
+			m.lockGone = time.Time{}
 			continue
 		}
-		if addr, err := m.lookupLeader(); err == nil && addr != "" {
+		switch addr, err := m.lookupLeader(); {
+		case err != nil:
+			m.lockGone = time.Time{}
+		case addr != "":
+			m.lockGone = time.Time{}
 			m.leaderAddr.Store(&addr)
+		default: // no lock row (or one without a writer)
+			m.lockRowMissing()
 		}
+	}
+}
+
+// lockRowMissing re-creates spindle's lock row once it has been missing
+// for 2 lock durations, as a vacant lease that expired long ago (no
+// writer, a token nobody holds). spindle inserts the row itself only from
+// a process that never lost an initial insert; in a cluster that has been
+// through a failover no process qualifies, so after the database was
+// recreated (or the lock row deleted) no leader would ever be elected
+// again. With the vacant row spindle's ordinary takeover elects one at its
+// next round. Safe for every pod to try: the insert fails if the row
+// exists, and a token no process holds passes no Fence.
+func (m *Member) lockRowMissing() {
+	now := time.Now()
+	if m.lockGone.IsZero() {
+		m.lockGone = now
+		return
+	}
+	gone := now.Sub(m.lockGone)
+	if gone < 2*m.cfg.LockDuration {
+		return
+	}
+	m.lockGone = time.Time{}
+	ctx, cancel := context.WithTimeout(m.runCtx, m.cfg.LockDuration)
+	defer cancel()
+	expired := now.Add(-time.Hour)
+	_, err := m.client.Apply(ctx, []*spanner.Mutation{spanner.Insert(m.cfg.LockTable,
+		[]string{"name", "heartbeat", "token", "writer"},
+		[]any{HedgeLockRow(m.cfg.LockName), expired, expired, ""})})
+	switch {
+	case spanner.ErrCode(err) == codes.AlreadyExists: // spindle or another pod was first
+	case err != nil:
+		m.log.Warn("spindle's lock row is missing; re-creating it failed", "lock", HedgeLockRow(m.cfg.LockName), "err", err)
+	default:
+		m.log.Warn("spindle's lock row was missing (database recreated?); re-created it vacant so that a leader is elected",
+			"lock", HedgeLockRow(m.cfg.LockName), "missing_for", gone.Round(time.Millisecond))
 	}
 }
 

@@ -93,6 +93,8 @@ func TestEmulatorClash(t *testing.T) {
 	}{
 		{status.Error(codes.FailedPrecondition, "Invalid transaction ID. Transaction ID must be >= 338"), true},
 		{status.Error(codes.FailedPrecondition, "Transaction not found"), true},
+		{status.Error(codes.NotFound, "Transaction not found: 319"), true},
+		{status.Error(codes.NotFound, "Session not found"), false},
 		{status.Error(codes.FailedPrecondition, "Table not found: jupiter_ring"), false},
 		{status.Error(codes.Aborted, "Invalid transaction ID"), false},
 		{errors.New("Invalid transaction ID"), false},

@@ -270,7 +270,11 @@ func nullString(s string) spanner.NullString {
 func (s *SpannerStore) Heartbeat(ctx context.Context, pod string, applied uint64, stage string, lease time.Duration) error {
 	_, err := s.client.Apply(ctx, []*spanner.Mutation{spanner.InsertOrUpdate(s.tables.Members(),
 		[]string{"name", "pod", "applied_version", "stage", "lease_ms", "updated_at"},
-		[]any{s.name, pod, int64(applied), stage, lease.Milliseconds(), spanner.CommitTimestamp})})
+		[]any{s.name, pod, int64(applied), stage, lease.Milliseconds(), spanner.CommitTimestamp})},
+		// One commit RPC without a read-write transaction: an idempotent
+		// upsert, and the emulator's one-transaction-at-a-time lock is held
+		// as briefly as possible (spindle's lock rounds need it too).
+		spanner.ApplyAtLeastOnce())
 	if err != nil {
 		return fmt.Errorf("cluster: member heartbeat: %w", err)
 	}
@@ -389,7 +393,7 @@ func (s *SpannerStore) readWrite(ctx context.Context, f func(context.Context, *s
 }
 
 func emulatorClash(err error) bool {
-	if spanner.ErrCode(err) != codes.FailedPrecondition {
+	if c := spanner.ErrCode(err); c != codes.FailedPrecondition && c != codes.NotFound {
 		return false
 	}
 	msg := err.Error()

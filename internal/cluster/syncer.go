@@ -87,7 +87,9 @@ type Syncer struct {
 
 	sessionLost time.Time // first of an unbroken run of "Session not found" reads (under mu)
 	registered  bool      // owned by the sync goroutine
-	hbErr       error     // last heartbeat failure (under mu)
+	hbVersion   uint64    // version and time of the last heartbeat (sync goroutine)
+	hbAt        time.Time
+	hbErr       error // last heartbeat failure (under mu)
 }
 
 // NewSyncer returns a Syncer; call Run.
@@ -192,7 +194,11 @@ func (s *Syncer) syncOnce(ctx context.Context) error {
 		s.registered = true
 	}
 	err := s.load(ctx)
-	if s.cfg.Registry != nil && !errors.Is(ctx.Err(), context.Canceled) {
+	// Heartbeat at once after applying a new version (barriers wait for
+	// it), otherwise often enough to renew the lease (every third of it):
+	// every write to Spanner competes with spindle's lock rounds.
+	if s.cfg.Registry != nil && !errors.Is(ctx.Err(), context.Canceled) &&
+		(s.applied.Load() != s.hbVersion || time.Since(s.hbAt) >= s.cfg.Lease/3) {
 		if herr := s.heartbeat(ctx); herr != nil && err == nil {
 			s.log.Debug("member heartbeat failed", "err", herr)
 		}
@@ -206,7 +212,11 @@ func (s *Syncer) heartbeat(ctx context.Context) error {
 	if st := s.state.Load(); st != nil {
 		stage = stageOr(st.Stage)
 	}
-	err := s.cfg.Registry.Heartbeat(ctx, s.cfg.Self, s.applied.Load(), stage, s.cfg.Lease)
+	v := s.applied.Load()
+	err := s.cfg.Registry.Heartbeat(ctx, s.cfg.Self, v, stage, s.cfg.Lease)
+	if err == nil {
+		s.hbVersion, s.hbAt = v, time.Now()
+	}
 	s.mu.Lock()
 	s.hbErr = err
 	s.mu.Unlock()
@@ -369,16 +379,15 @@ func (s *Syncer) setStoreErr(err error) {
 }
 
 // sessionLost reports a Spanner error saying the server no longer knows
-// the client's session. The server is up; the Spanner Go client does not
-// replace a lost multiplexed session by itself, so such errors repeat
-// until the process makes a new client (see SessionLostFor).
+// the client's session (the server was restarted or lost its state).
 func sessionLost(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "Session not found")
 }
 
 // SessionLostFor returns how long every ring read has failed with "Session
-// not found" (0 if the last read did not). The pod's liveness check fails
-// past a bound, so Kubernetes restarts it with a fresh client.
+// not found" (0 if the last read did not). The Member's client replaces a
+// lost session by itself (spanner_client.go); the liveness check that fails
+// past a bound (Cluster.Live) is the backstop if that keeps failing.
 func (s *Syncer) SessionLostFor() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
