@@ -15,7 +15,6 @@ import (
 	"github.com/alphauslabs/jupiter/internal/ring"
 	"github.com/alphauslabs/jupiter/internal/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 )
 
 // memberStopTimeout bounds stopping the hedge member on SIGTERM: with
@@ -37,7 +36,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	router := proxy.NewRouter(pool, nil)
 	health := &telemetry.Health{}
 	controls := newControlClients(backendSecurity(cfg), cfg.RequestTimeout)
-	defer controls.close()
+	defer controls.Close()
 
 	cl, err := cluster.Open(cluster.Config{
 		SpannerDB:     cfg.SpannerDB,
@@ -54,7 +53,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		MemberLease:   cfg.MemberLease,
 		FreezeTimeout: cfg.FreezeTimeout,
 	}, cluster.Options{
-		ControlNode: controls.node,
+		ControlNode: controls.Node,
 		Migrator:    rebalance.Config{KeysPerSec: cfg.MigrateKeysPerSec, BytesPerSec: cfg.MigrateBytesPerSec},
 		Seed:        seed,
 		Pinger:      pinger(cfg), // the leader checks new nodes with the backend AUTH/TLS settings
@@ -139,50 +138,10 @@ func migrationOf(st *cluster.State) *proxy.Migration {
 	return &proxy.Migration{Stage: st.Stage, Target: st.Target, Epoch: st.Epoch}
 }
 
-// controlClients are the leader's control-path connections to backend
-// nodes (migrator, cleanup, DBSIZE for plans), one go-redis client per
-// address with the data path's AUTH/TLS, opened on first use.
-type controlClients struct {
-	sec     backend.Security
-	timeout time.Duration
-	mu      sync.Mutex
-	m       map[string]*redis.Client
-}
-
-func newControlClients(sec backend.Security, timeout time.Duration) *controlClients {
-	return &controlClients{sec: sec, timeout: max(timeout, rebalance.DefaultTimeout), m: map[string]*redis.Client{}}
-}
-
-func (c *controlClients) node(addr string) (rebalance.Node, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cl, ok := c.m[addr]; ok {
-		return cl, nil
-	}
-	cl, err := rebalance.NewClient(addr, c.sec, c.timeout)
-	if err != nil {
-		return nil, err
-	}
-	c.m[addr] = cl
-	return cl, nil
-}
-
-// dbsize counts a node's keys (JUPITER PLAN's estimates).
-func (c *controlClients) dbsize(ctx context.Context, addr string) (int64, error) {
-	n, err := c.node(addr)
-	if err != nil {
-		return 0, err
-	}
-	return n.Do(ctx, "DBSIZE").Int64()
-}
-
-func (c *controlClients) close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for addr, cl := range c.m {
-		_ = cl.Close()
-		delete(c.m, addr)
-	}
+// newControlClients are the leader's control-path connections to backend
+// nodes (migrator, cleanup, DBSIZE for plans), with the data path's AUTH/TLS.
+func newControlClients(sec backend.Security, timeout time.Duration) *rebalance.Clients {
+	return rebalance.NewClients(sec, max(timeout, rebalance.DefaultTimeout), 0)
 }
 
 func registerClusterMetrics(reg *prometheus.Registry, cl *cluster.Cluster) {

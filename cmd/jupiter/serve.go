@@ -38,8 +38,8 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	}
 	self := ln.Addr().String()
 	controls := newControlClients(backendSecurity(cfg), cfg.RequestTimeout)
-	defer controls.close()
-	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg), DBSize: controls.dbsize}
+	defer controls.Close()
+	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg), DBSize: controls.DBSize}
 	srv := proxy.New(proxyOptions(cfg), router, adminHandler(cfg, ctl), log)
 
 	health := &telemetry.Health{}

@@ -5,13 +5,11 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/redcon"
 
-	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/merge"
 	"github.com/alphauslabs/jupiter/internal/rebalance"
@@ -464,7 +462,7 @@ func (srv *Server) movedAway(ctx context.Context, v *view, node int, arr []byte)
 	}
 	drop := make([]bool, len(elems))
 	for d, idx := range byDest {
-		c, err := srv.ctl.get(v.addrs[d])
+		c, err := srv.ctl.Get(v.addrs[d])
 		if err != nil {
 			return nil, err
 		}
@@ -490,7 +488,7 @@ func (srv *Server) movedAway(ctx context.Context, v *view, node int, arr []byte)
 // direct runs c on the node at addr and returns its raw reply (error
 // replies included; err is a failure to talk to the node).
 func (srv *Server) direct(ctx context.Context, addr string, c rebalance.Command) ([]byte, error) {
-	cl, err := srv.ctl.get(addr)
+	cl, err := srv.ctl.Get(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -507,62 +505,17 @@ func anyArgs(c rebalance.Command) []any {
 
 // mover is the rebalance operations between the view's nodes old and dest.
 func (srv *Server) mover(v *view, old, dest int) (*rebalance.Mover, error) {
-	o, err := srv.ctl.get(v.addrs[old])
+	o, err := srv.ctl.Get(v.addrs[old])
 	if err != nil {
 		return nil, err
 	}
-	n, err := srv.ctl.get(v.addrs[dest])
+	n, err := srv.ctl.Get(v.addrs[dest])
 	if err != nil {
 		return nil, err
 	}
 	return &rebalance.Mover{Old: o, New: n, Epoch: v.mig.epoch, MarkerTTL: srv.opts.MarkerTTL}, nil
 }
 
-// ctlPool holds the rebalance path's go-redis clients, one per node
-// address, created on first use and closed by Server.Shutdown.
-type ctlPool struct {
-	sec     backend.Security
-	timeout time.Duration
-
-	mu      sync.Mutex
-	clients map[string]*redis.Client
-	closed  bool
-}
-
 // ctlPoolSize is each control client's connection pool: the rebalance path
 // runs one command per client connection at a time, synchronously.
 const ctlPoolSize = 32
-
-var errClosed = errors.New("jupiter: shutting down")
-
-func (p *ctlPool) get(addr string) (*redis.Client, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil, errClosed
-	}
-	if c := p.clients[addr]; c != nil {
-		return c, nil
-	}
-	o, err := rebalance.ClientOptions(addr, p.sec, p.timeout)
-	if err != nil {
-		return nil, err
-	}
-	o.PoolSize = ctlPoolSize
-	c := redis.NewClient(o)
-	if p.clients == nil {
-		p.clients = map[string]*redis.Client{}
-	}
-	p.clients[addr] = c
-	return c, nil
-}
-
-func (p *ctlPool) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	for a, c := range p.clients {
-		_ = c.Close()
-		delete(p.clients, a)
-	}
-}

@@ -107,6 +107,7 @@ import (
 
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/command"
+	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/alphauslabs/jupiter/internal/stats"
 )
@@ -161,7 +162,7 @@ type Stats struct {
 type Server struct {
 	opts   Options
 	router *Router
-	ctl    *ctlPool // rebalance path clients
+	ctl    *rebalance.Clients // rebalance path clients
 	admin  Admin
 	log    *slog.Logger
 	start  time.Time
@@ -204,7 +205,7 @@ func New(opts Options, router *Router, admin Admin, log *slog.Logger) *Server {
 		opts.ControlTimeout = 5 * time.Second
 	}
 	s := &Server{opts: opts, router: router, admin: admin, log: log, start: time.Now(),
-		ctl:      &ctlPool{sec: opts.BackendSecurity, timeout: opts.ControlTimeout},
+		ctl:      rebalance.NewClients(opts.BackendSecurity, opts.ControlTimeout, ctlPoolSize),
 		sessions: map[*session]struct{}{}, cmdStats: make([]stats.Op, len(command.All())+1)}
 	router.mu.Lock()
 	router.inUse = s.viewInUse
@@ -325,7 +326,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
-	defer s.ctl.close() // a session still running past ctx gets errors from it, not a hang
+	defer s.ctl.Close() // a session still running past ctx gets errors from it, not a hang
 	select {
 	case <-done:
 		return nil

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alphauslabs/jupiter/internal/backend"
 )
 
 // value renders a key's type and content canonically (unordered types
@@ -781,5 +783,22 @@ func TestMoveBatchBounds(t *testing.T) {
 	}
 	if d := dbsize(t, ns[0].c); d != 0 {
 		t.Errorf("%d keys left on old", d)
+	}
+}
+
+func TestClients(t *testing.T) {
+	n := startNode(t)
+	cs := NewClients(backend.Security{}, 0, 4)
+	a := must[*redis.Client](t)(cs.Get(n.srv.Addr))
+	if b := must[*redis.Client](t)(cs.Get(n.srv.Addr)); a != b {
+		t.Fatal("a second Get made a new client")
+	}
+	do(t, n.c, "SET", "clients:k", "v")
+	if got, err := cs.DBSize(context.Background(), n.srv.Addr); err != nil || got != 1 {
+		t.Fatalf("DBSize = %d, %v", got, err)
+	}
+	cs.Close()
+	if _, err := cs.Get(n.srv.Addr); !errors.Is(err, ErrClientsClosed) {
+		t.Fatalf("Get after Close: %v", err)
 	}
 }

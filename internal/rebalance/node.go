@@ -2,7 +2,9 @@ package rebalance
 
 import (
 	"context"
+	"errors"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -88,4 +90,70 @@ func LoadScript(ctx context.Context, node Node) error {
 		return errScriptSHA(sha)
 	}
 	return nil
+}
+
+// ErrClientsClosed is returned by Clients.Get after Close.
+var ErrClientsClosed = errors.New("rebalance: control clients closed (shutting down)")
+
+// Clients caches one control-path client per node address (ClientOptions:
+// the data path's AUTH/TLS, RESP2, no CLIENT commands), created on first
+// use. The leader's migrator and the proxy's rebalance path each keep one.
+type Clients struct {
+	sec      backend.Security
+	timeout  time.Duration
+	poolSize int
+
+	mu      sync.Mutex
+	clients map[string]*redis.Client
+	closed  bool
+}
+
+// NewClients returns an empty cache; poolSize 0 keeps ClientOptions' pool.
+func NewClients(sec backend.Security, timeout time.Duration, poolSize int) *Clients {
+	return &Clients{sec: sec, timeout: timeout, poolSize: poolSize, clients: map[string]*redis.Client{}}
+}
+
+// Get returns the client for addr, creating it on first use.
+func (c *Clients) Get(addr string) (*redis.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClientsClosed
+	}
+	if cl := c.clients[addr]; cl != nil {
+		return cl, nil
+	}
+	o, err := ClientOptions(addr, c.sec, c.timeout)
+	if err != nil {
+		return nil, err
+	}
+	if c.poolSize > 0 {
+		o.PoolSize = c.poolSize
+	}
+	cl := redis.NewClient(o)
+	c.clients[addr] = cl
+	return cl, nil
+}
+
+// Node is Get as a Node (what cluster.Options.ControlNode wants).
+func (c *Clients) Node(addr string) (Node, error) { return c.Get(addr) }
+
+// DBSize counts the keys on the node at addr.
+func (c *Clients) DBSize(ctx context.Context, addr string) (int64, error) {
+	cl, err := c.Get(addr)
+	if err != nil {
+		return 0, err
+	}
+	return cl.DBSize(ctx).Result()
+}
+
+// Close closes every client; later Gets fail with ErrClientsClosed.
+func (c *Clients) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for a, cl := range c.clients {
+		_ = cl.Close()
+		delete(c.clients, a)
+	}
 }
