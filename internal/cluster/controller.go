@@ -210,15 +210,24 @@ func (c *Controller) rebalanceAction(ctx context.Context, action string) *jupite
 		return c.failReply(adminErr(jupiterv1.ErrorCode_ERROR_CODE_FAILED_PRECONDITION, "cluster: this leader does not run rebalances"), nil)
 	}
 	var err error
-	switch strings.ToLower(action) {
-	case "abort":
-		err = r.Abort(ctx)
-	case "pause":
-		err = r.SetPaused(ctx, true)
-	case "resume":
-		err = r.SetPaused(ctx, false)
-	default:
-		err = adminErr(jupiterv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "unknown rebalance action %q (want ABORT, PAUSE or RESUME)", action)
+	// The stage machine writes new versions concurrently (prepare → freeze
+	// → migrating …); an action that lost the CAS to it re-reads the
+	// record and decides again rather than failing the operator's command.
+	for attempt := 0; ; attempt++ {
+		switch strings.ToLower(action) {
+		case "abort":
+			err = r.Abort(ctx)
+		case "pause":
+			err = r.SetPaused(ctx, true)
+		case "resume":
+			err = r.SetPaused(ctx, false)
+		default:
+			err = adminErr(jupiterv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "unknown rebalance action %q (want ABORT, PAUSE or RESUME)", action)
+		}
+		if !errors.Is(err, ErrVersionConflict) || attempt >= c.cfg.ConflictRetries || ctx.Err() != nil {
+			break
+		}
+		c.log.Warn("ring version conflict, retrying rebalance action", "action", action, "attempt", attempt+1)
 	}
 	cur, lerr := c.cfg.Store.Load(ctx)
 	if lerr != nil {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/ring"
 	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
 	"google.golang.org/protobuf/proto"
@@ -348,4 +349,48 @@ func TestHandleLeaderMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCode(t, lr.GetAdmin(), jupiterv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT)
+}
+
+// TestRebalanceActionConflictRetried: the stage machine writing a new
+// version between an action's read and its CAS (prepare → freeze in the
+// CI failure) must not fail the operator's PAUSE; the action re-reads and
+// applies on top.
+func TestRebalanceActionConflictRetried(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "10.0.0.10:6379", "10.0.0.11:6379")
+	st := f.mustRing(t)
+	next, err := ring.New(st.Version+1, st.Ring.Nodes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := append(st.Ring.Nodes(), ring.Node{Addr: "10.0.0.12:6379", Weight: 1})
+	if err := f.store.CompareAndSwap(ctx, st.Version, next, Commit{Leader: "10.0.0.1:7000", Token: 42, Stage: StagePrepare, Change: "ADD", Target: target, Epoch: 2}); err != nil {
+		t.Fatal(err)
+	}
+	advances := []string{StageFreeze, StageMigrating}
+	cs := &conflictStore{MemStore: f.store, n: len(advances), writer: func() {
+		cur, _ := f.store.Load(ctx)
+		nx, _ := ring.New(cur.Version+1, cur.Ring.Nodes())
+		stage := advances[0]
+		advances = advances[1:]
+		if err := f.store.CompareAndSwap(ctx, cur.Version, nx, Commit{Leader: "10.0.0.1:7000", Token: 42, Stage: stage, Change: cur.Change, Target: cur.Target.Nodes(), Epoch: cur.Epoch}); err != nil {
+			panic(err)
+		}
+	}}
+	ctl, err := NewController(ControllerConfig{Store: cs, Fencer: f.fence, Self: "10.0.0.1:7000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewRebalancer(RebalancerConfig{Controller: ctl, Registry: f.store, IsLeader: func() bool { return true },
+		Node: func(string) (rebalance.Node, error) { return nil, errors.New("unused") }}); err != nil {
+		t.Fatal(err)
+	}
+	rep := ctl.Apply(ctx, &jupiterv1.AdminRequest{Op: &jupiterv1.AdminRequest_Rebalance{Rebalance: &jupiterv1.Rebalance{Action: "pause"}}})
+	if !rep.GetOk() {
+		t.Fatalf("pause lost to the stage machine: %v", rep)
+	}
+	got := f.mustRing(t)
+	if !got.Paused || got.Stage != StageMigrating || got.Version != 5 {
+		t.Fatalf("want paused in migrating at v5 (2 concurrent advances + pause), got v%d %s paused=%v", got.Version, got.Stage, got.Paused)
+	}
 }
