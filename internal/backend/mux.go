@@ -2,19 +2,24 @@
 //
 // The data path uses multiplexed connections: a small fixed number per node,
 // shared by every client session. A session appends its requests' bytes to a
-// connection's write buffer and queues one Call per expected reply; whichever
-// goroutine finds the connection idle becomes its flusher and writes everything
-// queued, by every session, in one system call. One reader goroutine per
-// connection frames the replies (resp.Scanner) and hands them back in FIFO
-// order. This is how twemproxy and Envoy coalesce: the cost of a backend round
-// trip is shared by all clients instead of paid per client batch, and no
-// goroutine hand-off is needed on the write side.
+// connection's write buffer and queues one Call per expected reply. A
+// session that finds the connection idle (nothing being written, no reply
+// owed) becomes its flusher and writes everything queued, by every session,
+// in one system call. While the node owes replies, new requests wait in the
+// buffer: the reader goroutine, which frames the replies (resp.Scanner) and
+// hands them back in FIFO order, writes them in one go once the owed replies
+// are in. So a busy connection carries one write per round trip with
+// everything that arrived meanwhile — the batching twemproxy's event loop
+// gets from epoll — the cost of a backend round trip is shared by all
+// clients instead of paid per client batch, and no goroutine hand-off is
+// needed on the write side.
 //
-//	session A ─┐  append bytes + Calls        ┌──────────────┐
-//	session B ─┼──────────────► wbuf ─(one write)─►│ redis-server │
-//	session C ─┘     (first idle one flushes)      └──────┬───────┘
-//	   ▲                                                  │ replies, in order
-//	   └──── Call.Reply filled, Group done ◄── reader ◄───┘
+//	session A ─┐  append bytes + Calls              ┌──────────────┐
+//	session B ─┼─────────► wbuf ──(one write)──────►│ redis-server │
+//	session C ─┘  written by an idle-finding        └──────┬───────┘
+//	   ▲          session, or by the reader                │ replies,
+//	   │          when owed replies arrive                 │ in order
+//	   └──── Call.Reply filled, Group done ◄── reader ◄────┘
 //
 // A connection that fails (dial error, read/write error, a reply that is not
 // RESP, a request older than the request timeout) fails every Call queued on
@@ -161,6 +166,7 @@ type mconn struct {
 	nc       net.Conn // nil while down
 	gen      uint64   // incremented on every (re)connect; stale writers check it
 	wbuf     []byte
+	unsent   int // Calls in inflight whose requests are still in wbuf
 	spare    []byte
 	writing  bool
 	inflight fifo
@@ -171,7 +177,8 @@ type mconn struct {
 	backoff  time.Duration
 	closed   bool
 
-	lastIO atomic.Int64 // unix nanos of the last bytes received, or of a large write's progress
+	queued atomic.Uint64 // submits so far: a flusher yields while it grows
+	lastIO atomic.Int64  // unix nanos of the last bytes received, or of a large write's progress
 }
 
 // maxKeptBuf is the largest write buffer kept for reuse; a 1 MiB value
@@ -179,21 +186,28 @@ type mconn struct {
 const maxKeptBuf = 256 << 10
 
 // submit queues calls (already attached to a Group) whose encoded requests
-// are payload, one reply each, in order.
+// are payload, one reply each, in order, and flushes them (see Flush).
 func (c *mconn) submit(payload []byte, calls []*Call, now int64) {
+	Pending{c.enqueue(payload, calls, now)}.Flush()
+}
+
+// enqueue appends the requests to the write buffer. It returns c when the
+// caller found the connection idle and so must flush it, else nil (a flusher
+// is at work and will write them).
+func (c *mconn) enqueue(payload []byte, calls []*Call, now int64) *mconn {
 	c.mu.Lock()
 	for c.nc == nil {
 		if c.closed {
 			c.mu.Unlock()
 			c.failAll(calls, &NodeError{c.node.addr, errClosed})
-			return
+			return nil
 		}
 		if !c.dialing {
 			if time.Now().Before(c.retryAt) {
 				err := c.lastErr
 				c.mu.Unlock()
 				c.failAll(calls, &NodeError{c.node.addr, err})
-				return
+				return nil
 			}
 			c.startDialLocked()
 		}
@@ -206,34 +220,101 @@ func (c *mconn) submit(payload []byte, calls []*Call, now int64) {
 			err := c.lastErr
 			c.mu.Unlock()
 			c.failAll(calls, &NodeError{c.node.addr, err})
-			return
+			return nil
 		}
 	}
 	c.wbuf = append(c.wbuf, payload...)
+	c.queued.Add(1)
+	c.unsent += len(calls)
 	for _, call := range calls {
 		c.inflight.push(queued{call, now})
 	}
-	if c.writing {
+	if c.writing || c.awaitingLocked() > 0 {
+		// A flusher is at work, or the reader will flush when the replies
+		// it awaits arrive (see read).
 		c.mu.Unlock()
-		return
+		return nil
 	}
 	c.writing = true
-	// Let the other sessions the netpoller just woke append their requests
-	// before this one writes: one write then carries many clients' requests,
-	// the way an event loop batches everything one epoll_wait returned.
 	c.mu.Unlock()
-	runtime.Gosched()
-	c.mu.Lock()
-	c.flushLocked(2)
+	return c
 }
+
+// Pending is a connection the caller must flush: its Enqueue found the
+// connection idle. The zero Pending needs nothing.
+type Pending struct{ c *mconn }
+
+// Flush writes what the connection has queued. See FlushAll.
+func (p Pending) Flush() {
+	if p.c != nil {
+		FlushAll([]Pending{p})
+	}
+}
+
+// FlushAll writes what each connection has queued, after letting other
+// goroutines join the writes. A session enqueues its shares for every node
+// first and then flushes them together, so that one wait serves them all
+// and no node's share is held back while another's write waits.
+//
+// The wait: let the other sessions the netpoller just woke append their
+// requests before writing, so one write carries many clients' requests,
+// the way an event loop batches everything one epoll_wait returned. Yield
+// again while the yields keep bringing requests (bounded): a backend's CPU
+// per command falls with every request a read carries.
+func FlushAll(ps []Pending) {
+	var seen uint64
+	some := false
+	for _, p := range ps {
+		if p.c != nil {
+			seen += p.c.queued.Load()
+			some = true
+		}
+	}
+	if !some {
+		return
+	}
+	for range maxYields {
+		runtime.Gosched()
+		var now uint64
+		for _, p := range ps {
+			if p.c != nil {
+				now += p.c.queued.Load()
+			}
+		}
+		if now == seen {
+			break
+		}
+		seen = now
+	}
+	for _, p := range ps {
+		if p.c != nil {
+			p.c.mu.Lock()
+			p.c.flushLocked(2)
+		}
+	}
+}
+
+// maxYields bounds how often a flusher yields to let others join its write.
+const maxYields = 4
+
+// awaitingLocked is the number of Calls written (or being written) whose
+// replies have not been read.
+func (c *mconn) awaitingLocked() int { return c.inflight.size - c.unsent }
 
 // flushLocked writes everything queued. It is entered with c.mu held and
 // c.writing set, and returns with c.mu released. After rounds writes it hands
 // the remaining work to a new goroutine so that a client session is never
 // kept writing for others indefinitely.
+//
+// Requests queued while replies are awaited are held back for the reader,
+// which writes them as soon as replies arrive: one write per round trip per
+// connection, carrying everything that came in meanwhile. Under load this
+// is what keeps the backends' per-command cost low (a redis-server reading
+// ten requests at once spends far less CPU than on ten reads); with nothing
+// in flight a request is written at once, so an idle proxy adds no delay.
 func (c *mconn) flushLocked(rounds int) {
 	for i := 0; ; i++ {
-		if len(c.wbuf) == 0 || c.nc == nil {
+		if len(c.wbuf) == 0 || c.nc == nil || (i > 0 && c.awaitingLocked() > 0) {
 			c.writing = false
 			c.mu.Unlock()
 			return
@@ -246,6 +327,7 @@ func (c *mconn) flushLocked(rounds int) {
 		}
 		buf, nc, gen := c.wbuf, c.nc, c.gen
 		c.wbuf = c.spare[:0]
+		c.unsent = 0
 		c.mu.Unlock()
 		err := c.write(nc, buf)
 		c.mu.Lock()
@@ -290,6 +372,7 @@ func (c *mconn) failLocked(err error) {
 	}
 	c.lastErr = err
 	c.wbuf = c.wbuf[:0]
+	c.unsent = 0
 	nerr := &NodeError{c.node.addr, err}
 	c.node.Stats.Count.Add(uint64(c.inflight.size))
 	c.node.Stats.Errors.Add(uint64(c.inflight.size))
@@ -408,7 +491,7 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 			return
 		}
 		k := len(bounds) / 2
-		if k > c.inflight.size {
+		if k > c.awaitingLocked() {
 			c.failLocked(errDesync)
 			c.mu.Unlock()
 			return
@@ -416,7 +499,14 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 		for i := 0; i < k; i++ {
 			ready = append(ready, c.inflight.pop())
 		}
-		c.mu.Unlock()
+		// The node has answered: send it what queued up meanwhile before
+		// handing these replies out, so it works while the sessions do.
+		if len(c.wbuf) > 0 && !c.writing && c.awaitingLocked() == 0 {
+			c.writing = true
+			c.flushLocked(2)
+		} else {
+			c.mu.Unlock()
+		}
 		now := c.lastIO.Load()
 		st := &c.node.Stats
 		st.Count.Add(uint64(len(ready)))

@@ -666,3 +666,60 @@ func TestHugeBulkLengthFromNode(t *testing.T) {
 		t.Fatalf("one bad reply from a node crashed the process: %v: %s", err, line)
 	}
 }
+
+// TestHeldWhileAwaiting: requests queued while the node still owes replies
+// are not written one by one; the reader writes them all in one write as
+// soon as the awaited replies arrive.
+func TestHeldWhileAwaiting(t *testing.T) {
+	release := make(chan struct{})
+	f := newFake(t, func(args [][]byte) action {
+		if len(args) == 2 && string(args[1]) == "slow" {
+			<-release
+		}
+		return echoHandler(args)
+	})
+	var writes atomic.Int64
+	p := newPool(t, Options{ConnsPerNode: 1, Dialer: slowDialer(0, &writes)})
+	n := p.Node(f.addr)
+	do(n, 0, "warm")
+	writes.Store(0)
+
+	done := make(chan *Call, 1)
+	go func() { done <- do(n, 0, "slow")[0] }()
+	waitFor(t, func() bool { return writes.Load() == 1 && n.Inflight() == 1 })
+	const N = 10
+	var wg sync.WaitGroup
+	for i := range N {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprint("h", i)
+			if c := do(n, 0, id)[0]; c.Err != nil || string(c.Reply) != echoed(id) {
+				t.Errorf("call %s: %q %v", id, c.Reply, c.Err)
+			}
+		}()
+	}
+	waitFor(t, func() bool { return n.Inflight() == N+1 })
+	if w := writes.Load(); w != 1 {
+		t.Fatalf("%d writes while a reply was awaited, want the requests held", w)
+	}
+	close(release)
+	if c := <-done; c.Err != nil || string(c.Reply) != echoed("slow") {
+		t.Fatalf("slow call: %q %v", c.Reply, c.Err)
+	}
+	wg.Wait()
+	if w := writes.Load(); w != 2 {
+		t.Fatalf("%d writes in all, want 2 (the held requests in one)", w)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

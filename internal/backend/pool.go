@@ -84,6 +84,14 @@ func (n *Node) Submit(pick uint32, payload []byte, calls []*Call) {
 	n.conns[int(pick%uint32(len(n.conns)))].submit(payload, calls, time.Now().UnixNano())
 }
 
+// Enqueue is Submit without the flush: when the returned Pending is not
+// zero the caller must pass it to FlushAll (or Flush it) soon, after
+// enqueueing its other nodes' shares. now is the request's start time
+// (unix nanos), for the latency statistics and the stall detector.
+func (n *Node) Enqueue(pick uint32, payload []byte, calls []*Call, now int64) Pending {
+	return Pending{n.conns[int(pick%uint32(len(n.conns)))].enqueue(payload, calls, now)}
+}
+
 // Inflight returns the number of Calls waiting for replies on the node.
 func (n *Node) Inflight() int {
 	t := 0

@@ -66,6 +66,7 @@ type batch struct {
 	owners []int32
 	enc    []byte
 	fwd    [][]byte
+	pend   []backend.Pending
 }
 
 // trim drops buffers a large batch grew, before the batch goes back to the pool.
@@ -371,12 +372,17 @@ func (s *session) newCall(node int) *backend.Call {
 // the batch's replies to s.out in request order.
 func (s *session) execute(v *view) {
 	start := time.Now()
+	now := start.UnixNano()
+	s.pend = s.pend[:0]
 	for i := range s.shares {
 		sh := &s.shares[i]
 		if len(sh.calls) > 0 {
-			v.nodes[i].Submit(s.id, sh.payload, sh.calls)
+			if p := v.nodes[i].Enqueue(s.id, sh.payload, sh.calls, now); p != (backend.Pending{}) {
+				s.pend = append(s.pend, p)
+			}
 		}
 	}
+	backend.FlushAll(s.pend)
 	s.group.Wait()
 	took := time.Since(start)
 	n := len(s.cmds)
