@@ -201,6 +201,17 @@ func SplitArgs(line []byte, out [][]byte) ([][]byte, error) {
 		if i >= len(line) {
 			return out, nil
 		}
+		// An argument without quotes is a slice of the line, like a RESP
+		// argument is a slice of the read buffer: no copy, no allocation.
+		start := i
+		for i < len(line) && !isSpace(line[i]) && line[i] != '"' && line[i] != '\'' {
+			i++
+		}
+		if i >= len(line) || isSpace(line[i]) {
+			out = append(out, line[start:i:i])
+			continue
+		}
+		i = start
 		var arg []byte
 		inDQ, inSQ, done := false, false, false
 		for !done {
