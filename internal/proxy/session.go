@@ -67,10 +67,19 @@ type batch struct {
 	enc    []byte
 	fwd    [][]byte
 	pend   []backend.Pending
+	// orig and origRaw are the command being planned, as received.
+	orig    [][]byte
+	origRaw []byte
+	// slow is the batch's command for the rebalance path (entry kSlow).
+	// Like orig, it lives in the batch, not the session: an idle
+	// connection should not carry the bytes.
+	slow slowReq
 }
 
 // trim drops buffers a large batch grew, before the batch goes back to the pool.
 func (b *batch) trim() {
+	// They point into the session's read buffer.
+	b.orig, b.origRaw, b.slow = nil, nil, slowReq{}
 	// A batch whose write failed still holds its replies: they must never
 	// reach the next session that borrows it.
 	b.out = b.out[:0]
@@ -122,12 +131,7 @@ type session struct {
 	// using is the view of the batch being executed (nil between batches),
 	// so ApplyStage can wait for batches routed by an older view.
 	using atomic.Pointer[view]
-	// orig and origRaw are the command being planned, as received.
-	orig    [][]byte
-	origRaw []byte
-	// slow is the batch's command for the rebalance path (entry kSlow);
-	// slowNext ends the batch after it.
-	slow     slowReq
+	// slowNext ends the batch after its rebalance-path command (batch.slow).
 	slowNext bool
 	// writeFailed: a write to the client failed; the session ends.
 	writeFailed bool
