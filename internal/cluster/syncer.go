@@ -10,8 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"cloud.google.com/go/spanner"
 	"github.com/alphauslabs/jupiter/internal/ring"
 	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -79,11 +81,15 @@ type Syncer struct {
 	applied atomic.Uint64 // version of the last ring published from the Store
 	state   atomic.Pointer[State]
 
-	mu       sync.Mutex
-	lastErr  error
-	storeErr error // last Store.Load failure (nil once a read succeeds)
-	lastSync time.Time
-	changed  chan struct{} // closed and replaced on every publish
+	mu      sync.Mutex
+	lastErr error
+	// failKind, failSince and failLogged rate-limit the outage log lines.
+	failKind   string
+	failSince  time.Time
+	failLogged time.Time
+	storeErr   error // last Store.Load failure (nil once a read succeeds)
+	lastSync   time.Time
+	changed    chan struct{} // closed and replaced on every publish
 
 	sessionLost time.Time // first of an unbroken run of "Session not found" reads (under mu)
 	registered  bool      // owned by the sync goroutine
@@ -167,18 +173,42 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err != nil && (s.lastErr == nil || s.lastErr.Error() != err.Error()) { // log changes only
-		if v := s.applied.Load(); v > 0 {
-			s.log.Warn("ring sync failed; serving the last ring", "version", v, "err", err)
-		} else {
-			s.log.Warn("no ring yet; not ready", "err", err)
+	now := time.Now()
+	switch {
+	case err != nil:
+		// One line when the failure starts or changes kind, then one a
+		// minute: a Spanner outage fails every poll, and the errors differ
+		// only in request ids.
+		k := errKind(err)
+		if s.failKind != k || now.Sub(s.failLogged) >= time.Minute {
+			if s.failKind == "" {
+				s.failSince = now
+			}
+			s.failKind, s.failLogged = k, now
+			if v := s.applied.Load(); v > 0 {
+				s.log.Warn("ring sync failed; serving the last ring", "version", v, "err", err, "failing_for", now.Sub(s.failSince).Round(time.Second))
+			} else {
+				s.log.Warn("no ring yet; not ready", "err", err, "failing_for", now.Sub(s.failSince).Round(time.Second))
+			}
 		}
+	case s.failKind != "":
+		s.log.Info("ring sync recovered", "version", s.applied.Load(), "failed_for", now.Sub(s.failSince).Round(time.Second))
+		s.failKind = ""
 	}
 	s.lastErr = err
 	if err == nil {
-		s.lastSync = time.Now()
+		s.lastSync = now
 	}
 	return err
+}
+
+// errKind groups errors that are the same failure: Spanner and gRPC errors
+// by their status code, others by their text.
+func errKind(err error) string {
+	if c := spanner.ErrCode(err); c != codes.Unknown && c != codes.OK {
+		return "grpc:" + c.String()
+	}
+	return err.Error()
 }
 
 func (s *Syncer) syncOnce(ctx context.Context) error {

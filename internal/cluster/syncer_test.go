@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -10,6 +12,8 @@ import (
 
 	"github.com/alphauslabs/jupiter/internal/ring"
 	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -226,5 +230,38 @@ func TestSyncerSessionLostAndRegistry(t *testing.T) {
 	}
 	if ms, _ := st.Members(ctx); len(ms) != 0 {
 		t.Fatalf("still registered after Leave: %+v", ms)
+	}
+}
+
+// TestSyncerOutageLogsOnce: a Spanner outage fails every poll with errors
+// that differ only in request ids; it is logged when it starts, not per
+// poll, and its end is logged.
+func TestSyncerOutageLogsOnce(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "10.0.0.10:6379")
+	var buf bytes.Buffer
+	lg := slog.New(slog.NewTextHandler(&buf, nil))
+	s, _ := NewSyncer(SyncerConfig{Store: f.store, Holder: ring.NewHolder(nil), PollInterval: time.Hour, Self: "pod-a", Logger: lg})
+	if err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		f.store.SetError(status.Errorf(codes.Unavailable, "connection refused (requestID %d)", i))
+		if err := s.SyncOnce(ctx); err == nil {
+			t.Fatal("SyncOnce succeeded with the store down")
+		}
+	}
+	f.store.SetError(errors.New("a different failure"))
+	_ = s.SyncOnce(ctx)
+	f.store.SetError(nil)
+	if err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if n := strings.Count(out, "ring sync failed"); n != 2 {
+		t.Fatalf("%d failure lines for 20 polls of one outage and one other error, want 2:\n%s", n, out)
+	}
+	if !strings.Contains(out, "ring sync recovered") {
+		t.Fatalf("no recovery line:\n%s", out)
 	}
 }
