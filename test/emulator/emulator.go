@@ -164,32 +164,62 @@ func dialable(addr string, within time.Duration) bool {
 	return false
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return FreePorts(1) }
 
 // FreePortPair returns a port p such that p and p+1 are both free on
 // 127.0.0.1 (hedge listens on its port and port+1).
-func FreePortPair() (int, error) {
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
+func FreePortPair() (int, error) { return FreePorts(2) }
+
+// Ports are picked below the kernel's ephemeral range (32768-60999 by
+// default). A port the kernel hands out for "127.0.0.1:0" is one it may
+// also hand out, a moment later, as the source port of any outgoing
+// connection — and the suite makes thousands (clients, Spanner, redis) —
+// so a process started on it could find it taken ("address already in
+// use"), exit, and fail a test that had nothing to do with ports. Picks
+// are random (test packages run in parallel, as separate processes) and
+// never repeated within one process.
+const (
+	portLow  = 15000
+	portHigh = 32000
+)
+
+var (
+	portMu   sync.Mutex
+	portUsed = map[int]bool{}
+)
+
+// FreePorts returns a port p such that p … p+n-1 are all free on 127.0.0.1
+// right now and were not returned before by this process.
+func FreePorts(n int) (int, error) {
+	portMu.Lock()
+	defer portMu.Unlock()
+	var b [2]byte
+	for range 200 {
+		if _, err := rand.Read(b[:]); err != nil {
 			return 0, err
 		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+1))
-		l.Close()
-		if err == nil {
-			l2.Close()
+		p := portLow + (int(b[0])<<8|int(b[1]))%(portHigh-portLow-n)
+		ok := true
+		for q := p; q < p+n && ok; q++ {
+			ok = !portUsed[q] && bindable(q)
+		}
+		if ok {
+			for q := p; q < p+n; q++ {
+				portUsed[q] = true
+			}
 			return p, nil
 		}
 	}
-	return 0, fmt.Errorf("no free port pair found")
+	return 0, fmt.Errorf("no %d free consecutive ports found in %d-%d", n, portLow, portHigh)
+}
+
+func bindable(port int) bool {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 // Emulator is a dedicated emulator process started by Start, for tests that

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/alphauslabs/jupiter/test/emulator"
 )
 
 // CI reports whether the tests run under CI (CI=true or 1).
@@ -42,15 +44,15 @@ func Need(tb testing.TB, prog string) string {
 	return p
 }
 
-// FreePort returns a loopback port nobody listens on right now.
+// FreePort returns a loopback port nobody listens on right now, outside
+// the ephemeral range (see emulator.FreePorts).
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := emulator.FreePorts(1)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // Redis is one redis-server process.
@@ -241,21 +243,29 @@ func (j *Jupiter) Start() {
 	j.done = make(chan struct{})
 	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); log.Close(); close(done) }(j.cmd, j.done)
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", j.Addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
+	// The data port accepts (into the kernel's backlog) before the admin
+	// listener is bound: wait for both, so a process that then fails to
+	// bind its admin port is reported here, with its log.
+	for _, addr := range []string{j.Addr, j.AdminAddr} {
+		if addr == "" {
+			continue
 		}
-		select {
-		case <-j.done:
-			j.tb.Fatalf("jupiter exited during start:\n%s", j.Log())
-		default:
+		for {
+			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-j.done:
+				j.tb.Fatalf("jupiter exited during start:\n%s", j.Log())
+			default:
+			}
+			if time.Now().After(deadline) {
+				j.tb.Fatalf("jupiter not listening on %s:\n%s", addr, j.Log())
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			j.tb.Fatalf("jupiter not listening on %s:\n%s", j.Addr, j.Log())
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
