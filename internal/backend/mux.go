@@ -499,8 +499,9 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 		for i := 0; i < k; i++ {
 			ready = append(ready, c.inflight.pop())
 		}
-		// The node has answered: send it what queued up meanwhile before
-		// handing these replies out, so it works while the sessions do.
+		// The node has answered everything it owed: send it what queued up
+		// meanwhile (see flushLocked) before handing these replies out, so
+		// it works while the sessions do.
 		if len(c.wbuf) > 0 && !c.writing && c.awaitingLocked() == 0 {
 			c.writing = true
 			c.flushLocked(2)
