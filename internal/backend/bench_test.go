@@ -39,7 +39,7 @@ func BenchmarkSubmit(b *testing.B) {
 					for _, c := range calls {
 						g.Attach(c)
 					}
-					n.Submit(pick, payload, calls)
+					submit(n, pick, payload, calls)
 					g.Wait()
 					if calls[0].Err != nil {
 						b.Fatal(calls[0].Err)

@@ -185,13 +185,8 @@ type mconn struct {
 // should not pin 1 MiB per connection forever.
 const maxKeptBuf = 256 << 10
 
-// submit queues calls (already attached to a Group) whose encoded requests
-// are payload, one reply each, in order, and flushes them (see Flush).
-func (c *mconn) submit(payload []byte, calls []*Call, now int64) {
-	Pending{c.enqueue(payload, calls, now)}.Flush()
-}
-
-// enqueue appends the requests to the write buffer. It returns c when the
+// enqueue appends the requests of calls (already attached to a Group),
+// encoded in payload, one reply each, in order, to the write buffer. It returns c when the
 // caller found the connection idle and so must flush it, else nil (a flusher
 // is at work and will write them).
 func (c *mconn) enqueue(payload []byte, calls []*Call, now int64) *mconn {
@@ -240,16 +235,9 @@ func (c *mconn) enqueue(payload []byte, calls []*Call, now int64) *mconn {
 	return c
 }
 
-// Pending is a connection the caller must flush: its Enqueue found the
-// connection idle. The zero Pending needs nothing.
+// Pending is a connection the caller must flush (FlushAll): its Enqueue
+// found the connection idle. The zero Pending needs nothing.
 type Pending struct{ c *mconn }
-
-// Flush writes what the connection has queued. See FlushAll.
-func (p Pending) Flush() {
-	if p.c != nil {
-		FlushAll([]Pending{p})
-	}
-}
 
 // FlushAll writes what each connection has queued, after letting other
 // goroutines join the writes. A session enqueues its shares for every node

@@ -19,6 +19,11 @@ import (
 
 func pingCmd(id string) []byte { return resp.AppendCommand(nil, []byte("PING"), []byte(id)) }
 
+// submit enqueues calls on node n and flushes, as a session does for one node.
+func submit(n *Node, pick uint32, payload []byte, calls []*Call) {
+	FlushAll([]Pending{n.Enqueue(pick, payload, calls, time.Now().UnixNano())})
+}
+
 // do submits one request per id on node n (connection pick) and waits.
 func do(n *Node, pick uint32, ids ...string) []*Call {
 	g := NewGroup()
@@ -29,7 +34,7 @@ func do(n *Node, pick uint32, ids ...string) []*Call {
 		g.Attach(calls[i])
 		payload = append(payload, pingCmd(id)...)
 	}
-	n.Submit(pick, payload, calls)
+	submit(n, pick, payload, calls)
 	g.Wait()
 	return calls
 }
@@ -76,7 +81,7 @@ func TestFIFOConcurrent(t *testing.T) {
 					g.Attach(calls[j])
 					payload = append(payload, pingCmd(fmt.Sprintf("w%d-r%d-c%d", w, r, j))...)
 				}
-				n.Submit(uint32(w), payload, calls[:k])
+				submit(n, uint32(w), payload, calls[:k])
 				g.Wait()
 				for j := 0; j < k; j++ {
 					want := echoed(fmt.Sprintf("w%d-r%d-c%d", w, r, j))
@@ -544,7 +549,7 @@ func TestGroupReuse(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		id := fmt.Sprint(i)
 		g.Attach(c)
-		n.Submit(0, pingCmd(id), []*Call{c})
+		submit(n, 0, pingCmd(id), []*Call{c})
 		if i%2 == 0 {
 			time.Sleep(time.Millisecond) // reply usually in before Wait
 		}

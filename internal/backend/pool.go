@@ -77,17 +77,13 @@ func (n *Node) Up() bool { return n.up.Load() }
 
 func (n *Node) setUp(v bool) { n.up.Store(v) }
 
-// Submit queues calls, whose encoded requests are payload, on the node's
-// connection number pick (any integer; a session passes a stable value so
-// its requests to one node keep their order).
-func (n *Node) Submit(pick uint32, payload []byte, calls []*Call) {
-	n.conns[int(pick%uint32(len(n.conns)))].submit(payload, calls, time.Now().UnixNano())
-}
-
-// Enqueue is Submit without the flush: when the returned Pending is not
-// zero the caller must pass it to FlushAll (or Flush it) soon, after
-// enqueueing its other nodes' shares. now is the request's start time
-// (unix nanos), for the latency statistics and the stall detector.
+// Enqueue queues calls (already attached to a Group), whose encoded
+// requests are payload, on the node's connection number pick (any integer;
+// a session passes a stable value so its requests to one node keep their
+// order). When the returned Pending is not zero the caller must pass it to
+// FlushAll soon, after enqueueing its other nodes' shares. now is the
+// request's start time (unix nanos), for the latency statistics and the
+// stall detector.
 func (n *Node) Enqueue(pick uint32, payload []byte, calls []*Call, now int64) Pending {
 	return Pending{n.conns[int(pick%uint32(len(n.conns)))].enqueue(payload, calls, now)}
 }
