@@ -2,24 +2,32 @@
 //
 // The data path uses multiplexed connections: a small fixed number per node,
 // shared by every client session. A session appends its requests' bytes to a
-// connection's write buffer and queues one Call per expected reply. A
-// session that finds the connection idle (nothing being written, no reply
-// owed) becomes its flusher and writes everything queued, by every session,
-// in one system call. While the node owes replies, new requests wait in the
-// buffer: the reader goroutine, which frames the replies (resp.Scanner) and
-// hands them back in FIFO order, writes them in one go once the owed replies
-// are in. So a busy connection carries one write per round trip with
-// everything that arrived meanwhile — the batching twemproxy's event loop
-// gets from epoll — the cost of a backend round trip is shared by all
-// clients instead of paid per client batch, and no goroutine hand-off is
-// needed on the write side.
+// connection's write buffer and queues one Call per expected reply; it never
+// writes to the node itself. The pool's flusher goroutine does, once per
+// scheduling round: it yields first, so every session the netpoller woke in
+// this round has appended its requests, then writes each connection's buffer
+// in one system call — the batching twemproxy's event loop gets from one
+// epoll_wait. A connection carries one batch at a time: while the node owes
+// replies, new requests wait in its buffer, and the reader goroutine, which
+// frames the replies (resp.Scanner) and hands them back in FIFO order, gives
+// the connection back to the flusher once the owed replies are in.
+//
+// Why: on loopback and in VMs the cost of a request to Redis is dominated by
+// the per-read and per-wakeup cost on both sides, not by the command (a
+// measured ~50 µs of backend CPU per extra read batch under redis-benchmark
+// -c 50). Fewer, fuller writes are what keep the backends' CPU per command
+// at or below twemproxy's; see the README's benchmark table.
 //
 //	session A ─┐  append bytes + Calls              ┌──────────────┐
 //	session B ─┼─────────► wbuf ──(one write)──────►│ redis-server │
-//	session C ─┘  written by an idle-finding        └──────┬───────┘
-//	   ▲          session, or by the reader                │ replies,
-//	   │          when owed replies arrive                 │ in order
+//	session C ─┘  written by the flusher once       └──────┬───────┘
+//	   ▲          per round, when no reply is owed         │ replies,
+//	   │                                                   │ in order
 //	   └──── Call.Reply filled, Group done ◄── reader ◄────┘
+//
+// A write that would block (a large request, a node that reads slowly) is
+// finished by a goroutine of its own, so one node never delays the others'
+// writes.
 //
 // A connection that fails (dial error, read/write error, a reply that is not
 // RESP, a request older than the request timeout) fails every Call queued on
@@ -37,6 +45,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/alphauslabs/jupiter/internal/resp"
@@ -168,7 +177,9 @@ type mconn struct {
 	wbuf     []byte
 	unsent   int // Calls in inflight whose requests are still in wbuf
 	spare    []byte
-	writing  bool
+	writing  bool // a writeRest goroutine is finishing a write
+	due      bool // in the flusher's list
+	held     bool // wbuf waits for the owed replies (or writeRest); then it is due
 	inflight fifo
 	dialing  bool
 	dialDone chan struct{}
@@ -177,8 +188,7 @@ type mconn struct {
 	backoff  time.Duration
 	closed   bool
 
-	queued atomic.Uint64 // submits so far: a flusher yields while it grows
-	lastIO atomic.Int64  // unix nanos of the last bytes received, or of a large write's progress
+	lastIO atomic.Int64 // unix nanos of the last bytes received, or of a large write's progress
 }
 
 // maxKeptBuf is the largest write buffer kept for reuse; a 1 MiB value
@@ -186,23 +196,22 @@ type mconn struct {
 const maxKeptBuf = 256 << 10
 
 // enqueue appends the requests of calls (already attached to a Group),
-// encoded in payload, one reply each, in order, to the write buffer. It returns c when the
-// caller found the connection idle and so must flush it, else nil (a flusher
-// is at work and will write them).
-func (c *mconn) enqueue(payload []byte, calls []*Call, now int64) *mconn {
+// encoded in payload, one reply each, in order, to the write buffer, and
+// makes sure the flusher will write them.
+func (c *mconn) enqueue(payload []byte, calls []*Call, now int64) {
 	c.mu.Lock()
 	for c.nc == nil {
 		if c.closed {
 			c.mu.Unlock()
 			c.failAll(calls, &NodeError{c.node.addr, errClosed})
-			return nil
+			return
 		}
 		if !c.dialing {
 			if time.Now().Before(c.retryAt) {
 				err := c.lastErr
 				c.mu.Unlock()
 				c.failAll(calls, &NodeError{c.node.addr, err})
-				return nil
+				return
 			}
 			c.startDialLocked()
 		}
@@ -215,118 +224,192 @@ func (c *mconn) enqueue(payload []byte, calls []*Call, now int64) *mconn {
 			err := c.lastErr
 			c.mu.Unlock()
 			c.failAll(calls, &NodeError{c.node.addr, err})
-			return nil
+			return
 		}
 	}
 	c.wbuf = append(c.wbuf, payload...)
-	c.queued.Add(1)
 	c.unsent += len(calls)
 	for _, call := range calls {
 		c.inflight.push(queued{call, now})
 	}
-	if c.writing || c.awaitingLocked() > 0 {
-		// A flusher is at work, or the reader will flush when the replies
-		// it awaits arrive (see read).
-		c.mu.Unlock()
-		return nil
-	}
-	c.writing = true
+	due := c.scheduleLocked()
 	c.mu.Unlock()
-	return c
-}
-
-// Pending is a connection the caller must flush (FlushAll): its Enqueue
-// found the connection idle. The zero Pending needs nothing.
-type Pending struct{ c *mconn }
-
-// FlushAll writes what each connection has queued, after letting other
-// goroutines join the writes. A session enqueues its shares for every node
-// first and then flushes them together, so that one wait serves them all
-// and no node's share is held back while another's write waits.
-//
-// The wait: let the other sessions the netpoller just woke append their
-// requests before writing, so one write carries many clients' requests,
-// the way an event loop batches everything one epoll_wait returned. Yield
-// again while the yields keep bringing requests (bounded): a backend's CPU
-// per command falls with every request a read carries.
-func FlushAll(ps []Pending) {
-	var seen uint64
-	some := false
-	for _, p := range ps {
-		if p.c != nil {
-			seen += p.c.queued.Load()
-			some = true
-		}
-	}
-	if !some {
-		return
-	}
-	for range maxYields {
-		runtime.Gosched()
-		var now uint64
-		for _, p := range ps {
-			if p.c != nil {
-				now += p.c.queued.Load()
-			}
-		}
-		if now == seen {
-			break
-		}
-		seen = now
-	}
-	for _, p := range ps {
-		if p.c != nil {
-			p.c.mu.Lock()
-			p.c.flushLocked(2)
-		}
+	if due {
+		c.node.fl.add(c)
 	}
 }
 
-// maxYields bounds how often a flusher yields to let others join its write.
-const maxYields = 4
+// scheduleLocked decides who writes the queued requests: the flusher (it
+// returns true and the caller must add c to it), or, while a batch is
+// being written or its replies are owed, whoever ends that (held).
+func (c *mconn) scheduleLocked() bool {
+	if c.due || c.held || len(c.wbuf) == 0 || c.nc == nil {
+		return false
+	}
+	if c.writing || c.awaitingLocked() > 0 {
+		c.held = true
+		return false
+	}
+	c.due = true
+	return true
+}
+
+// releaseLocked is called when a batch's write finished or replies arrived:
+// held requests become due once nothing is owed any more.
+func (c *mconn) releaseLocked() bool {
+	if !c.held || c.writing || c.awaitingLocked() > 0 {
+		return false
+	}
+	c.held = false
+	return c.scheduleLocked()
+}
 
 // awaitingLocked is the number of Calls written (or being written) whose
 // replies have not been read.
 func (c *mconn) awaitingLocked() int { return c.inflight.size - c.unsent }
 
-// flushLocked writes everything queued. It is entered with c.mu held and
-// c.writing set, and returns with c.mu released. After rounds writes it hands
-// the remaining work to a new goroutine so that a client session is never
-// kept writing for others indefinitely.
-//
-// Requests queued while replies are awaited are held back for the reader,
-// which writes them as soon as replies arrive: one write per round trip per
-// connection, carrying everything that came in meanwhile. Under load this
-// is what keeps the backends' per-command cost low (a redis-server reading
-// ten requests at once spends far less CPU than on ten reads); with nothing
-// in flight a request is written at once, so an idle proxy adds no delay.
-func (c *mconn) flushLocked(rounds int) {
-	for i := 0; ; i++ {
-		if len(c.wbuf) == 0 || c.nc == nil || (i > 0 && c.awaitingLocked() > 0) {
-			c.writing = false
-			c.mu.Unlock()
+// flusher writes the connections that have requests due, once per
+// scheduling round (see the package comment). One per Pool.
+type flusher struct {
+	mu        sync.Mutex
+	due       []*mconn
+	spare     []*mconn // flusher goroutine only
+	scheduled bool     // a wake is sent and not yet acted on
+	wake      chan struct{}
+}
+
+func newFlusher() *flusher { return &flusher{wake: make(chan struct{}, 1)} }
+
+func (f *flusher) add(c *mconn) {
+	f.mu.Lock()
+	f.due = append(f.due, c)
+	wake := !f.scheduled
+	f.scheduled = true
+	f.mu.Unlock()
+	if wake {
+		f.wake <- struct{}{} // never blocks: the flusher drained it before clearing scheduled
+	}
+}
+
+func (f *flusher) run(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
 			return
+		case <-f.wake:
 		}
-		if i == rounds {
-			c.mu.Unlock()
-			c.node.wg.Add(1)
-			go c.flushAgain()
-			return
+		// Let every goroutine that is runnable now — the sessions and
+		// readers woken by the same netpoll — queue its requests first.
+		runtime.Gosched()
+		f.mu.Lock()
+		list := f.due
+		f.due = f.spare[:0]
+		f.scheduled = false
+		f.mu.Unlock()
+		for _, c := range list {
+			c.flush()
 		}
-		buf, nc, gen := c.wbuf, c.nc, c.gen
-		c.wbuf = c.spare[:0]
-		c.unsent = 0
+		clear(list)
+		f.spare = list[:0]
+	}
+}
+
+// flush writes the connection's due requests. What the socket does not take
+// at once is finished by writeRest, so the flusher never waits for one node.
+func (c *mconn) flush() {
+	c.mu.Lock()
+	c.due = false
+	if len(c.wbuf) == 0 || c.nc == nil {
 		c.mu.Unlock()
+		return
+	}
+	if c.writing || c.awaitingLocked() > 0 {
+		c.held = true
+		c.mu.Unlock()
+		return
+	}
+	buf, nc, gen := c.wbuf, c.nc, c.gen
+	c.wbuf = c.spare[:0]
+	c.spare = nil
+	c.unsent = 0
+	c.writing = true
+	c.mu.Unlock()
+	n, err := c.tryWrite(nc, buf)
+	if err == nil && n < len(buf) {
+		c.node.wg.Add(1)
+		go c.writeRest(nc, gen, buf, n)
+		return
+	}
+	c.wrote(gen, buf, err)
+}
+
+// tryWrite writes what the socket takes without waiting. Connections that
+// are not plain TCP (TLS) write small buffers whole — with no reply owed the
+// node has read everything sent before, so the socket buffer is empty — and
+// leave large ones to writeRest.
+func (c *mconn) tryWrite(nc net.Conn, buf []byte) (int, error) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		if len(buf) > inlineWrite {
+			return 0, nil
+		}
 		err := c.write(nc, buf)
-		c.mu.Lock()
-		if cap(buf) <= maxKeptBuf {
-			c.spare = buf[:0]
-		} else {
-			c.spare = nil
+		if err != nil {
+			return 0, err
 		}
-		if err != nil && c.gen == gen {
-			c.failLocked(err)
+		return len(buf), nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), buf)
+			if werr != syscall.EINTR {
+				return true
+			}
 		}
+	}); err != nil {
+		return 0, err
+	}
+	switch {
+	case werr == syscall.EAGAIN:
+		return 0, nil
+	case werr != nil:
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: werr}
+	}
+	c.lastIO.Store(time.Now().UnixNano())
+	return n, nil
+}
+
+// inlineWrite is the largest write to a non-TCP connection the flusher
+// makes itself.
+const inlineWrite = 64 << 10
+
+func (c *mconn) writeRest(nc net.Conn, gen uint64, buf []byte, off int) {
+	defer c.node.wg.Done()
+	c.wrote(gen, buf, c.write(nc, buf[off:]))
+}
+
+// wrote ends a batch's write: the buffer is kept for reuse, a failure tears
+// the connection down, and requests held meanwhile become due if nothing
+// is owed.
+func (c *mconn) wrote(gen uint64, buf []byte, err error) {
+	c.mu.Lock()
+	c.writing = false
+	if cap(buf) <= maxKeptBuf {
+		c.spare = buf[:0]
+	}
+	if err != nil && c.gen == gen {
+		c.failLocked(err)
+	}
+	due := c.releaseLocked()
+	c.mu.Unlock()
+	if due {
+		c.node.fl.add(c)
 	}
 }
 
@@ -346,12 +429,6 @@ func (c *mconn) write(nc net.Conn, buf []byte) error {
 	return nil
 }
 
-func (c *mconn) flushAgain() {
-	defer c.node.wg.Done()
-	c.mu.Lock()
-	c.flushLocked(1 << 30)
-}
-
 // failLocked tears the connection down and fails every queued Call.
 func (c *mconn) failLocked(err error) {
 	if c.nc != nil {
@@ -361,6 +438,7 @@ func (c *mconn) failLocked(err error) {
 	c.lastErr = err
 	c.wbuf = c.wbuf[:0]
 	c.unsent = 0
+	c.held = false
 	nerr := &NodeError{c.node.addr, err}
 	c.node.Stats.Count.Add(uint64(c.inflight.size))
 	c.node.Stats.Errors.Add(uint64(c.inflight.size))
@@ -487,14 +565,13 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 		for i := 0; i < k; i++ {
 			ready = append(ready, c.inflight.pop())
 		}
-		// The node has answered everything it owed: send it what queued up
-		// meanwhile (see flushLocked) before handing these replies out, so
-		// it works while the sessions do.
-		if len(c.wbuf) > 0 && !c.writing && c.awaitingLocked() == 0 {
-			c.writing = true
-			c.flushLocked(2)
-		} else {
-			c.mu.Unlock()
+		// The node has answered everything it owed: what queued up meanwhile
+		// is written by the flusher at the end of this round, together with
+		// what the sessions these replies wake will add.
+		due := c.releaseLocked()
+		c.mu.Unlock()
+		if due {
+			c.node.fl.add(c)
 		}
 		now := c.lastIO.Load()
 		st := &c.node.Stats

@@ -19,9 +19,9 @@ import (
 
 func pingCmd(id string) []byte { return resp.AppendCommand(nil, []byte("PING"), []byte(id)) }
 
-// submit enqueues calls on node n and flushes, as a session does for one node.
+// submit enqueues calls on node n, as a session does for one node.
 func submit(n *Node, pick uint32, payload []byte, calls []*Call) {
-	FlushAll([]Pending{n.Enqueue(pick, payload, calls, time.Now().UnixNano())})
+	n.Enqueue(pick, payload, calls, time.Now().UnixNano())
 }
 
 // do submits one request per id on node n (connection pick) and waits.
@@ -486,49 +486,68 @@ func TestCloseWaitsForGoroutines(t *testing.T) {
 	waitGoroutines(t, base)
 }
 
-// TestCloseWaitsForFlushGoroutine: under sustained load a flusher hands the
-// remaining writes to a new goroutine (flushAgain). BUG: that goroutine is
-// not counted in the pool's WaitGroup, so Close can return while it is still
-// inside a Write on the closed connection.
-func TestCloseWaitsForFlushGoroutine(t *testing.T) {
-	f := newFake(t, echoHandler)
-	var writes atomic.Int64
-	p := NewPool(Options{ConnsPerNode: 1, Dialer: slowDialer(150*time.Millisecond, &writes)})
-	n := p.Node(f.addr)
+// stallNode starts a fake whose reading stops at PING stall until release
+// is closed, and queues on it a request too large for the socket buffers,
+// so that the flusher hands the rest of the write to writeRest.
+func stallNode(t *testing.T, p *Pool) (n *Node, release chan struct{}, calls []*Call, g *Group) {
+	release = make(chan struct{})
+	f := newFake(t, func(args [][]byte) action {
+		if len(args) == 2 && string(args[1]) == "stall" {
+			<-release
+		}
+		return echoHandler(args)
+	})
+	n = p.Node(f.addr)
 	do(n, 0, "warm")
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < 16; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				do(n, 0, "x")
-			}
-		}()
+	g = NewGroup()
+	calls = []*Call{{}, {}}
+	for _, c := range calls {
+		g.Attach(c)
 	}
+	big := strings.Repeat("x", 16<<20) // more than loopback socket buffers hold
+	submit(n, 0, append(pingCmd("stall"), pingCmd(big)...), calls)
+	return n, release, calls, g
+}
+
+func inWriteRest() bool {
+	for _, g := range backendGoroutines() {
+		if strings.Contains(g, "writeRest") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestStalledNodeDoesNotBlockOthers: a node that stops reading in the middle
+// of a large request ties up a goroutine of its own, never the flusher that
+// writes every node: another node keeps answering.
+func TestStalledNodeDoesNotBlockOthers(t *testing.T) {
+	p := newPool(t, Options{ConnsPerNode: 1, RequestTimeout: time.Minute})
+	_, release, calls, g := stallNode(t, p)
 	defer func() {
-		close(stop)
-		wg.Wait()
+		close(release)
+		g.Wait()
+		if calls[1].Err != nil || len(calls[1].Reply) < 16<<20 {
+			t.Errorf("large request after the stall: %d bytes, %v", len(calls[1].Reply), calls[1].Err)
+		}
 	}()
-	inFlush := func() bool {
-		for _, g := range backendGoroutines() {
-			if strings.Contains(g, "flushAgain") && strings.Contains(g, "slowConn.Write") {
-				return true
-			}
-		}
-		return false
-	}
-	for deadline := time.Now().Add(3 * time.Second); !inFlush(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Skip("no flushAgain goroutine observed inside a write under this load")
+	waitFor(t, inWriteRest)
+	other := p.Node(newFake(t, echoHandler).addr)
+	for i := range 50 {
+		id := fmt.Sprint("o", i)
+		if c := do(other, 0, id)[0]; c.Err != nil || string(c.Reply) != echoed(id) {
+			t.Fatalf("other node, call %d: %q %v", i, c.Reply, c.Err)
 		}
 	}
+}
+
+// TestCloseWaitsForWriteGoroutine: Close returns only after the goroutine
+// finishing a large write has stopped, and fails its Calls.
+func TestCloseWaitsForWriteGoroutine(t *testing.T) {
+	p := NewPool(Options{ConnsPerNode: 1, RequestTimeout: time.Minute})
+	_, release, calls, g := stallNode(t, p)
+	defer close(release)
+	waitFor(t, inWriteRest)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := p.Close(ctx); err != nil {
@@ -536,6 +555,12 @@ func TestCloseWaitsForFlushGoroutine(t *testing.T) {
 	}
 	if left := backendGoroutines(); len(left) > 0 {
 		t.Fatalf("Close returned with %d pool goroutines running:\n%s", len(left), strings.Join(left, "\n\n"))
+	}
+	g.Wait()
+	for i, c := range calls {
+		if c.Err == nil {
+			t.Fatalf("call %d answered after Close", i)
+		}
 	}
 }
 

@@ -63,6 +63,7 @@ type Node struct {
 	conns  []*mconn
 	up     atomic.Bool
 	wg     *sync.WaitGroup
+	fl     *flusher
 
 	// Stats counts the node's requests (one per reply awaited), the ones that
 	// failed for want of the node, and the time from queueing to reply.
@@ -80,12 +81,11 @@ func (n *Node) setUp(v bool) { n.up.Store(v) }
 // Enqueue queues calls (already attached to a Group), whose encoded
 // requests are payload, on the node's connection number pick (any integer;
 // a session passes a stable value so its requests to one node keep their
-// order). When the returned Pending is not zero the caller must pass it to
-// FlushAll soon, after enqueueing its other nodes' shares. now is the
-// request's start time (unix nanos), for the latency statistics and the
-// stall detector.
-func (n *Node) Enqueue(pick uint32, payload []byte, calls []*Call, now int64) Pending {
-	return Pending{n.conns[int(pick%uint32(len(n.conns)))].enqueue(payload, calls, now)}
+// order). The pool's flusher writes them at the end of the current
+// scheduling round. now is the request's start time (unix nanos), for the
+// latency statistics and the stall detector.
+func (n *Node) Enqueue(pick uint32, payload []byte, calls []*Call, now int64) {
+	n.conns[int(pick%uint32(len(n.conns)))].enqueue(payload, calls, now)
 }
 
 // Inflight returns the number of Calls waiting for replies on the node.
@@ -108,13 +108,18 @@ type Pool struct {
 	wg    sync.WaitGroup // every reader, dialer and the watchdog
 	stop  chan struct{}
 	once  sync.Once
+	fl    *flusher
 }
 
-// NewPool starts a pool and its watchdog; Close stops both.
+// NewPool starts a pool, its watchdog and its flusher; Close stops them.
 func NewPool(opts Options) *Pool {
-	p := &Pool{opts: opts.withDefaults(), nodes: map[string]*Node{}, stop: make(chan struct{})}
-	p.wg.Add(1)
+	p := &Pool{opts: opts.withDefaults(), nodes: map[string]*Node{}, stop: make(chan struct{}), fl: newFlusher()}
+	p.wg.Add(2)
 	go p.watchdog()
+	go func() {
+		defer p.wg.Done()
+		p.fl.run(p.stop)
+	}()
 	return p
 }
 
@@ -126,7 +131,7 @@ func (p *Pool) Node(addr string) *Node {
 	if n, ok := p.nodes[addr]; ok {
 		return n
 	}
-	n := &Node{addr: addr, opts: p.opts, dialer: p.opts.Dialer, wg: &p.wg}
+	n := &Node{addr: addr, opts: p.opts, dialer: p.opts.Dialer, wg: &p.wg, fl: p.fl}
 	n.conns = make([]*mconn, p.opts.ConnsPerNode)
 	for i := range n.conns {
 		c := &mconn{node: n}

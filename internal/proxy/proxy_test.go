@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"runtime"
@@ -741,5 +742,33 @@ func TestLargeArgumentBuffer(t *testing.T) {
 	p.send(strings.Repeat("x", size) + "\r\n")
 	if r := p.reply(); r != "+OK\r\n" {
 		t.Fatalf("SET of %d bytes: %q", size, r)
+	}
+}
+
+// TestHalfCloseAfterCommand: a client that sends a command and its FIN at
+// once gets the reply and then the end of the connection. The FIN arrives
+// with the command's bytes, so no later readiness event reports it: the
+// session must still find it (serveRaw's end-of-stream check).
+func TestHalfCloseAfterCommand(t *testing.T) {
+	c := startCluster(t, backend.Options{})
+	nc, err := net.Dial("tcp", c.proxy.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// A large command first, so that the FIN is in the socket before the
+	// session has read everything before it.
+	big := strings.Repeat("v", 4<<20)
+	if _, err := nc.Write([]byte(cmd("SET", "halfclose", big) + "PING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	nc.(*net.TCPConn).CloseWrite()
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(nc)
+	if err != nil {
+		t.Fatalf("after %q: %v (the session never noticed the client's FIN)", got, err)
+	}
+	if string(got) != "+OK\r\n+PONG\r\n" {
+		t.Fatalf("replies %q, want +OK +PONG", got)
 	}
 }

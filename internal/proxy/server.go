@@ -333,7 +333,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for ss := range s.sessions {
-			ss.nc.Close()
+			// Close unblocks the session's reads and writes at once, but
+			// returns only when its serveRaw is out of the socket's read
+			// lock: not in this goroutine, which must return now.
+			go ss.nc.Close()
 		}
 		s.mu.Unlock()
 		return ctx.Err()

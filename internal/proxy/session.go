@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"errors"
+	"net"
+	"os"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/alphauslabs/jupiter/internal/backend"
@@ -10,7 +14,6 @@ import (
 	"github.com/alphauslabs/jupiter/internal/merge"
 	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/tidwall/redcon"
-	"net"
 )
 
 const (
@@ -66,7 +69,6 @@ type batch struct {
 	owners []int32
 	enc    []byte
 	fwd    [][]byte
-	pend   []backend.Pending
 	// orig and origRaw are the command being planned, as received.
 	orig    [][]byte
 	origRaw []byte
@@ -147,6 +149,12 @@ func (s *session) serve() {
 	idle := s.srv.opts.IdleTimeout
 	s.buf = s.small[:]
 	s.authed = s.srv.opts.Password == ""
+	if tc, ok := s.nc.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			s.serveRaw(rc, lim, idle)
+			return
+		}
+	}
 	for !s.stopping.Load() {
 		if s.re == len(s.buf) {
 			s.makeRoom(0)
@@ -182,6 +190,115 @@ func (s *session) serve() {
 		}
 	}
 }
+
+// serveRaw is serve for a plain TCP client, run inside RawConn.Read so that
+// the socket is read the way an event loop reads it: once a read drained it
+// (returned less than the buffer holds), the next read waits until the
+// netpoller reports new bytes. net.Conn.Read tries read(2) first and parks
+// only on EAGAIN; for a client that sends one command and waits for the
+// reply that try fails almost every time — a wasted system call (~1.3 µs
+// here) per command, measured as 2.4 read calls per unpipelined command
+// against twemproxy's 1.2.
+//
+// Why inside RawConn.Read: each call of it starts by clearing the socket's
+// readiness mark, so skipping the read at the start of a call could miss
+// bytes that arrived since the last one. Within one call the mark is only
+// consumed by a wait, and every arrival after a read sets it again, so
+// waiting instead of reading misses no bytes. It can miss an end of stream:
+// a FIN that arrived together with the last bytes is reported by the read
+// after them, not by a new mark. So a wait that skipped a read is bounded by
+// a read deadline (eofCheck, doubling while the client stays silent) after
+// which the socket is read once more. The read lock held meanwhile is the
+// session's own; writes to the client take the write lock.
+func (s *session) serveRaw(rc syscall.RawConn, lim resp.Limits, idle time.Duration) {
+	var (
+		wait     bool      // the last read drained the socket: wait before the next
+		deadline time.Time // the read deadline set on the socket, zero if none
+		lastData = time.Now()
+		check    = eofCheckMin
+	)
+	// park decides the read deadline of the wait that follows and returns
+	// false, which makes RawConn.Read wait for readability.
+	park := func(skipped bool) bool {
+		var want time.Time
+		now := time.Now()
+		if skipped {
+			want = now.Add(check)
+		}
+		if idle > 0 {
+			if d := lastData.Add(idle); want.IsZero() || d.Before(want) {
+				want = d
+			}
+		}
+		// An armed deadline earlier than needed is left alone: it costs one
+		// early wake-up, setting it costs a timer update per command.
+		if !want.IsZero() && (deadline.IsZero() || deadline.After(want) || !deadline.After(now)) {
+			deadline = want
+			_ = s.nc.SetReadDeadline(want)
+			if s.stopping.Load() {
+				return true // Shutdown's immediate deadline may have just been overwritten
+			}
+		}
+		return false
+	}
+	step := func(fd uintptr) bool {
+		for {
+			if s.stopping.Load() {
+				return true
+			}
+			if wait {
+				wait = false
+				return park(true)
+			}
+			if s.re == len(s.buf) {
+				s.makeRoom(0)
+			}
+			n, err := syscall.Read(int(fd), s.buf[s.re:])
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+				return park(false)
+			case err != nil || n <= 0:
+				return true // reset, or the client closed
+			}
+			lastData, check = time.Now(), eofCheckMin
+			filled := s.re+n == len(s.buf)
+			s.re += n
+			if !s.drain(lim) {
+				return true
+			}
+			if filled && len(s.buf) < keptReadBuf {
+				s.grow()
+			}
+			wait = !filled
+		}
+	}
+	for {
+		err := rc.Read(step)
+		if err == nil || s.stopping.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return
+		}
+		if idle > 0 && time.Since(lastData) >= idle {
+			return // idle timeout
+		}
+		// The end-of-stream check: read again (wait is false after a
+		// timed-out wait), and wait longer next time if still silent.
+		check = min(2*check, eofCheckMax)
+		deadline = time.Time{}
+		_ = s.nc.SetReadDeadline(time.Time{})
+		if s.stopping.Load() {
+			return
+		}
+	}
+}
+
+// A wait that skipped a read is bounded first by eofCheckMin, doubling up
+// to eofCheckMax while the client sends nothing (see serveRaw).
+const (
+	eofCheckMin = time.Second
+	eofCheckMax = time.Minute
+)
 
 // makeRoom makes space after s.re: by moving the unparsed bytes to the front,
 // or by moving them to a larger buffer. need, when positive, is the total
@@ -377,16 +494,12 @@ func (s *session) newCall(node int) *backend.Call {
 func (s *session) execute(v *view) {
 	start := time.Now()
 	now := start.UnixNano()
-	s.pend = s.pend[:0]
 	for i := range s.shares {
 		sh := &s.shares[i]
 		if len(sh.calls) > 0 {
-			if p := v.nodes[i].Enqueue(s.id, sh.payload, sh.calls, now); p != (backend.Pending{}) {
-				s.pend = append(s.pend, p)
-			}
+			v.nodes[i].Enqueue(s.id, sh.payload, sh.calls, now)
 		}
 	}
-	backend.FlushAll(s.pend)
 	s.group.Wait()
 	took := time.Since(start)
 	n := len(s.cmds)
