@@ -137,6 +137,12 @@ type session struct {
 	slowNext bool
 	// writeFailed: a write to the client failed; the session ends.
 	writeFailed bool
+	// serveRaw's state (unix nanos): the last bytes received, the read
+	// deadline set on the socket (0: none), the end-of-stream check's
+	// interval, and whether the last read drained the socket.
+	rawLast, rawDeadline int64
+	rawCheck             time.Duration
+	rawWait              bool
 }
 
 func (s *session) stop() {
@@ -151,7 +157,7 @@ func (s *session) serve() {
 	s.authed = s.srv.opts.Password == ""
 	if tc, ok := s.nc.(*net.TCPConn); ok {
 		if rc, err := tc.SyscallConn(); err == nil {
-			s.serveRaw(rc, lim, idle)
+			s.serveRaw(rc)
 			return
 		}
 	}
@@ -210,87 +216,89 @@ func (s *session) serve() {
 // a read deadline (eofCheck, doubling while the client stays silent) after
 // which the socket is read once more. The read lock held meanwhile is the
 // session's own; writes to the client take the write lock.
-func (s *session) serveRaw(rc syscall.RawConn, lim resp.Limits, idle time.Duration) {
-	var (
-		wait     bool      // the last read drained the socket: wait before the next
-		deadline time.Time // the read deadline set on the socket, zero if none
-		lastData = time.Now()
-		check    = eofCheckMin
-	)
-	// park decides the read deadline of the wait that follows and returns
-	// false, which makes RawConn.Read wait for readability.
-	park := func(skipped bool) bool {
-		var want time.Time
-		now := time.Now()
-		if skipped {
-			want = now.Add(check)
-		}
-		if idle > 0 {
-			if d := lastData.Add(idle); want.IsZero() || d.Before(want) {
-				want = d
-			}
-		}
-		// An armed deadline earlier than needed is left alone: it costs one
-		// early wake-up, setting it costs a timer update per command.
-		if !want.IsZero() && (deadline.IsZero() || deadline.After(want) || !deadline.After(now)) {
-			deadline = want
-			_ = s.nc.SetReadDeadline(want)
-			if s.stopping.Load() {
-				return true // Shutdown's immediate deadline may have just been overwritten
-			}
-		}
-		return false
-	}
-	step := func(fd uintptr) bool {
-		for {
-			if s.stopping.Load() {
-				return true
-			}
-			if wait {
-				wait = false
-				return park(true)
-			}
-			if s.re == len(s.buf) {
-				s.makeRoom(0)
-			}
-			n, err := syscall.Read(int(fd), s.buf[s.re:])
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				return park(false)
-			case err != nil || n <= 0:
-				return true // reset, or the client closed
-			}
-			lastData, check = time.Now(), eofCheckMin
-			filled := s.re+n == len(s.buf)
-			s.re += n
-			if !s.drain(lim) {
-				return true
-			}
-			if filled && len(s.buf) < keptReadBuf {
-				s.grow()
-			}
-			wait = !filled
-		}
-	}
+func (s *session) serveRaw(rc syscall.RawConn) {
+	idle := s.srv.opts.IdleTimeout
+	s.rawLast, s.rawCheck = time.Now().UnixNano(), eofCheckMin
+	step := s.rawStep // one closure for the session's life
 	for {
 		err := rc.Read(step)
 		if err == nil || s.stopping.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return
 		}
-		if idle > 0 && time.Since(lastData) >= idle {
+		if idle > 0 && time.Now().UnixNano()-s.rawLast >= int64(idle) {
 			return // idle timeout
 		}
-		// The end-of-stream check: read again (wait is false after a
+		// The end-of-stream check: read again (rawWait is false after a
 		// timed-out wait), and wait longer next time if still silent.
-		check = min(2*check, eofCheckMax)
-		deadline = time.Time{}
+		s.rawCheck = min(2*s.rawCheck, eofCheckMax)
+		s.rawDeadline = 0
 		_ = s.nc.SetReadDeadline(time.Time{})
 		if s.stopping.Load() {
 			return
 		}
 	}
+}
+
+// rawStep is serveRaw's RawConn.Read callback: it reads and executes until
+// it has to wait (false) or the session ends (true).
+func (s *session) rawStep(fd uintptr) bool {
+	for {
+		if s.stopping.Load() {
+			return true
+		}
+		if s.rawWait {
+			s.rawWait = false
+			return s.park(true)
+		}
+		if s.re == len(s.buf) {
+			s.makeRoom(0)
+		}
+		n, err := syscall.Read(int(fd), s.buf[s.re:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return s.park(false)
+		case err != nil || n <= 0:
+			return true // reset, or the client closed
+		}
+		s.rawLast, s.rawCheck = time.Now().UnixNano(), eofCheckMin
+		filled := s.re+n == len(s.buf)
+		s.re += n
+		if !s.drain(s.srv.opts.Limits) {
+			return true
+		}
+		if filled && len(s.buf) < keptReadBuf {
+			s.grow()
+		}
+		s.rawWait = !filled
+	}
+}
+
+// park sets the read deadline of the wait that follows (skipped: the wait
+// replaces a read, see serveRaw) and returns false, which makes
+// RawConn.Read wait for readability.
+func (s *session) park(skipped bool) bool {
+	var want int64
+	now := time.Now().UnixNano()
+	if skipped {
+		want = now + int64(s.rawCheck)
+	}
+	if idle := s.srv.opts.IdleTimeout; idle > 0 {
+		if d := s.rawLast + int64(idle); want == 0 || d < want {
+			want = d
+		}
+	}
+	// An armed deadline earlier than needed is left alone: it costs one
+	// early wake-up, setting it costs a timer update per command.
+	if want != 0 && (s.rawDeadline == 0 || s.rawDeadline > want || s.rawDeadline <= now) {
+		s.rawDeadline = want
+		_ = s.nc.SetReadDeadline(time.Unix(0, want))
+		if s.stopping.Load() {
+			return true // Shutdown's immediate deadline may have just been overwritten
+		}
+	}
+	return false
 }
 
 // A wait that skipped a read is bounded first by eofCheckMin, doubling up
