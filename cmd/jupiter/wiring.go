@@ -30,6 +30,7 @@ func backendSecurity(cfg config.Config) backend.Security {
 func poolOptions(cfg config.Config) backend.Options {
 	return backend.Options{
 		ConnsPerNode:   cfg.BackendConns,
+		Linger:         cfg.BackendLinger,
 		DialTimeout:    cfg.DialTimeout,
 		RequestTimeout: cfg.RequestTimeout,
 		Dialer:         backendSecurity(cfg).Dialer(),

@@ -7,7 +7,9 @@
 // scheduling round: it yields first, so every session the netpoller woke in
 // this round has appended its requests, then writes each connection's buffer
 // in one system call — the batching twemproxy's event loop gets from one
-// epoll_wait. A connection carries one batch at a time: while the node owes
+// epoll_wait (and, while other connections still owe replies, it lingers up
+// to Options.Linger for them, so the nodes' batches line up; see flusher).
+// A connection carries one batch at a time: while the node owes
 // replies, new requests wait in its buffer, and the reader goroutine, which
 // frames the replies (resp.Scanner) and hands them back in FIFO order, gives
 // the connection back to the flusher once the owed replies are in.
@@ -180,6 +182,7 @@ type mconn struct {
 	writing  bool // a writeRest goroutine is finishing a write
 	due      bool // in the flusher's list
 	held     bool // wbuf waits for the owed replies (or writeRest); then it is due
+	owing    bool // counted in the flusher's owing: replies are owed
 	inflight fifo
 	dialing  bool
 	dialDone chan struct{}
@@ -270,15 +273,69 @@ func (c *mconn) awaitingLocked() int { return c.inflight.size - c.unsent }
 
 // flusher writes the connections that have requests due, once per
 // scheduling round (see the package comment). One per Pool.
+//
+// Linger: when a round ends while some connection still owes replies, the
+// flusher waits for them (at most linger) before it writes. Under load the
+// replies arrive within tens of microseconds and the wait aligns the nodes'
+// batches: the requests a reply wakes (an MSET that waited for all three
+// nodes, say) go out with the others' instead of in a write of their own.
+// Measured with redis-benchmark -c 50 MSET: backend reads per client MSET
+// 0.36 → 0.21 and 12% less CPU per MSET in proxy and backends together. With
+// nothing owed (a lone client, an idle proxy) it never waits, so it adds no
+// latency there; the wait can exceed linger only when no other event comes
+// (Go's netpoller sleeps in milliseconds), i.e. when the owing node is slow.
 type flusher struct {
 	mu        sync.Mutex
 	due       []*mconn
 	spare     []*mconn // flusher goroutine only
 	scheduled bool     // a wake is sent and not yet acted on
 	wake      chan struct{}
+
+	linger    time.Duration
+	owing     atomic.Int32 // connections with replies owed
+	lingering atomic.Bool
+	nudge     chan struct{} // the last owed reply arrived while lingering
 }
 
-func newFlusher() *flusher { return &flusher{wake: make(chan struct{}, 1)} }
+func newFlusher(linger time.Duration) *flusher {
+	return &flusher{wake: make(chan struct{}, 1), nudge: make(chan struct{}, 1), linger: linger}
+}
+
+// settled is called when a connection no longer owes replies.
+func (f *flusher) settled() {
+	if f.owing.Add(-1) == 0 && f.lingering.Load() {
+		select {
+		case f.nudge <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wait lingers while replies are owed, at most f.linger (see flusher).
+func (f *flusher) wait(t *time.Timer, stop <-chan struct{}) (stopped bool) {
+	if f.linger <= 0 || f.owing.Load() == 0 {
+		return false
+	}
+	f.lingering.Store(true)
+	if f.owing.Load() > 0 { // settled may have run before lingering was set
+		t.Reset(f.linger)
+		select {
+		case <-f.nudge:
+		case <-t.C:
+		case <-stop:
+			stopped = true
+		}
+		t.Stop()
+	}
+	f.lingering.Store(false)
+	select {
+	case <-f.nudge:
+	default:
+	}
+	// The sessions the last replies woke queue their requests first.
+	runtime.Gosched()
+	return stopped
+}
 
 func (f *flusher) add(c *mconn) {
 	f.mu.Lock()
@@ -292,6 +349,8 @@ func (f *flusher) add(c *mconn) {
 }
 
 func (f *flusher) run(stop <-chan struct{}) {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
 	for {
 		select {
 		case <-stop:
@@ -301,6 +360,9 @@ func (f *flusher) run(stop <-chan struct{}) {
 		// Let every goroutine that is runnable now — the sessions and
 		// readers woken by the same netpoll — queue its requests first.
 		runtime.Gosched()
+		if f.wait(t, stop) {
+			return
+		}
 		f.mu.Lock()
 		list := f.due
 		f.due = f.spare[:0]
@@ -333,6 +395,10 @@ func (c *mconn) flush() {
 	c.spare = nil
 	c.unsent = 0
 	c.writing = true
+	if !c.owing {
+		c.owing = true
+		c.node.fl.owing.Add(1)
+	}
 	c.mu.Unlock()
 	n, err := c.tryWrite(nc, buf)
 	if err == nil && n < len(buf) {
@@ -439,6 +505,10 @@ func (c *mconn) failLocked(err error) {
 	c.wbuf = c.wbuf[:0]
 	c.unsent = 0
 	c.held = false
+	if c.owing {
+		c.owing = false
+		c.node.fl.settled()
+	}
 	nerr := &NodeError{c.node.addr, err}
 	c.node.Stats.Count.Add(uint64(c.inflight.size))
 	c.node.Stats.Errors.Add(uint64(c.inflight.size))
@@ -569,9 +639,16 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 		// is written by the flusher at the end of this round, together with
 		// what the sessions these replies wake will add.
 		due := c.releaseLocked()
+		settled := c.owing && c.awaitingLocked() == 0
+		if settled {
+			c.owing = false
+		}
 		c.mu.Unlock()
 		if due {
 			c.node.fl.add(c)
+		}
+		if settled {
+			c.node.fl.settled()
 		}
 		now := c.lastIO.Load()
 		st := &c.node.Stats

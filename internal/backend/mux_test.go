@@ -761,3 +761,76 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// slowFake is a node whose PING slow waits for release.
+func slowFake(t *testing.T) (*fakeRedis, chan struct{}) {
+	release := make(chan struct{})
+	f := newFake(t, func(args [][]byte) action {
+		if len(args) == 2 && string(args[1]) == "slow" {
+			<-release
+		}
+		return echoHandler(args)
+	})
+	return f, release
+}
+
+// TestLingerNeverWithNothingOwed: with no reply owed anywhere the flusher
+// writes at once, however long its linger: a lone client pays nothing.
+func TestLingerNeverWithNothingOwed(t *testing.T) {
+	p := newPool(t, Options{ConnsPerNode: 1, Linger: time.Hour})
+	n := p.Node(newFake(t, echoHandler).addr)
+	for i := range 20 {
+		id := fmt.Sprint("l", i)
+		if c := do(n, 0, id)[0]; c.Err != nil || string(c.Reply) != echoed(id) {
+			t.Fatalf("call %d: %q %v", i, c.Reply, c.Err)
+		}
+	}
+}
+
+// TestLingerWaitsForOwedReplies: while node A owes a reply, a request for
+// node B waits in the flusher; A's reply ends the wait (not the hour-long
+// linger), and B's request goes out.
+func TestLingerWaitsForOwedReplies(t *testing.T) {
+	p := newPool(t, Options{ConnsPerNode: 1, Linger: time.Hour, RequestTimeout: time.Minute})
+	fa, release := slowFake(t)
+	fb := newFake(t, echoHandler)
+	a, b := p.Node(fa.addr), p.Node(fb.addr)
+	do(a, 0, "warm")
+	do(b, 0, "warm")
+	before := fb.commands.Load()
+	slow := make(chan *Call, 1)
+	go func() { slow <- do(a, 0, "slow")[0] }()
+	waitFor(t, func() bool { return fa.commands.Load() == 2 }) // A is working on "slow"
+	other := make(chan *Call, 1)
+	go func() { other <- do(b, 0, "b1")[0] }()
+	waitFor(t, func() bool { return b.Inflight() == 1 })
+	time.Sleep(50 * time.Millisecond) // B's request would be written by now without the linger
+	if got := fb.commands.Load(); got != before {
+		t.Fatalf("node B received %d commands while A owed a reply, want the request held", got-before)
+	}
+	close(release)
+	if c := <-slow; c.Err != nil || string(c.Reply) != echoed("slow") {
+		t.Fatalf("slow: %q %v", c.Reply, c.Err)
+	}
+	if c := <-other; c.Err != nil || string(c.Reply) != echoed("b1") {
+		t.Fatalf("b1: %q %v", c.Reply, c.Err)
+	}
+}
+
+// TestLingerBounded: a node that never answers delays another node's
+// requests by at most the linger, not for as long as it owes.
+func TestLingerBounded(t *testing.T) {
+	p := newPool(t, Options{ConnsPerNode: 1, Linger: 20 * time.Millisecond, RequestTimeout: time.Minute})
+	fa, release := slowFake(t)
+	defer close(release)
+	a, b := p.Node(fa.addr), p.Node(newFake(t, echoHandler).addr)
+	do(a, 0, "warm")
+	go do(a, 0, "slow")
+	waitFor(t, func() bool { return fa.commands.Load() == 2 })
+	for i := range 5 {
+		id := fmt.Sprint("b", i)
+		if c := do(b, 0, id)[0]; c.Err != nil || string(c.Reply) != echoed(id) {
+			t.Fatalf("call %d on B while A owes: %q %v", i, c.Reply, c.Err)
+		}
+	}
+}

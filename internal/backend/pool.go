@@ -17,6 +17,10 @@ type Options struct {
 	RequestTimeout time.Duration // default 2s, below go-redis's 3s ReadTimeout
 	RetryMin       time.Duration // first redial delay after a failure (default 50ms)
 	RetryMax       time.Duration // redial delay cap (default 1s, so recovery is quick)
+	// Linger: while some connection still owes replies, the flusher waits
+	// up to this long for them before writing the others (0 = never
+	// waits). See flusher.
+	Linger time.Duration
 	// Dialer opens a connection; tests and TLS replace it. Default: net.Dialer.
 	Dialer func(addr string, timeout time.Duration) (net.Conn, error)
 }
@@ -113,7 +117,8 @@ type Pool struct {
 
 // NewPool starts a pool, its watchdog and its flusher; Close stops them.
 func NewPool(opts Options) *Pool {
-	p := &Pool{opts: opts.withDefaults(), nodes: map[string]*Node{}, stop: make(chan struct{}), fl: newFlusher()}
+	p := &Pool{opts: opts.withDefaults(), nodes: map[string]*Node{}, stop: make(chan struct{})}
+	p.fl = newFlusher(p.opts.Linger)
 	p.wg.Add(2)
 	go p.watchdog()
 	go func() {

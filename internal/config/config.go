@@ -43,6 +43,7 @@ type Config struct {
 	// Data path.
 	HashPrefix     string        // trailing "hash=<key>" override; empty disables
 	BackendConns   int           // multiplexed connections per node
+	BackendLinger  time.Duration // longest wait for owed replies before a backend write (0 = none)
 	DialTimeout    time.Duration // backend dial timeout
 	RequestTimeout time.Duration // backend reply timeout
 	MaxClients     int           // 0 = unlimited
@@ -80,13 +81,14 @@ func Default() Config {
 		MemberSync:         10 * time.Second,
 
 		HashPrefix:      "hash=",
-		BackendConns:    1,                // like twemproxy: one connection per node packs the most requests per write
-		DialTimeout:     time.Second,      // a dead node fails its keys within ~1s
-		RequestTimeout:  2 * time.Second,  // below go-redis's default 3s read timeout
-		MaxArgBytes:     64 << 20,         // a proxy buffers whole commands: far below redis's 512 MiB
-		MaxArgs:         1 << 20,          // redis-server's own limit
-		MaxPipeline:     1024,             // bounds one client's buffered replies
-		ShutdownTimeout: 20 * time.Second, // fits terminationGracePeriodSeconds=30
+		BackendConns:    1,                     // like twemproxy: one connection per node packs the most requests per write
+		BackendLinger:   50 * time.Microsecond, // measured best of 0/50/150 µs under redis-benchmark -c 50; only while replies are owed
+		DialTimeout:     time.Second,           // a dead node fails its keys within ~1s
+		RequestTimeout:  2 * time.Second,       // below go-redis's default 3s read timeout
+		MaxArgBytes:     64 << 20,              // a proxy buffers whole commands: far below redis's 512 MiB
+		MaxArgs:         1 << 20,               // redis-server's own limit
+		MaxPipeline:     1024,                  // bounds one client's buffered replies
+		ShutdownTimeout: 20 * time.Second,      // fits terminationGracePeriodSeconds=30
 		LogLevel:        "info",
 		LogFormat:       "auto",
 
@@ -166,6 +168,9 @@ func (c Config) Validate() error {
 	}
 	if c.BackendConns < 1 || c.BackendConns > 64 {
 		bad("backend-conns", "%d, want 1..64", c.BackendConns)
+	}
+	if c.BackendLinger < 0 || c.BackendLinger > 10*time.Millisecond {
+		bad("backend-linger", "%s, want 0..10ms", c.BackendLinger)
 	}
 	if c.DialTimeout <= 0 {
 		bad("dial-timeout", "must be positive")
@@ -267,6 +272,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.Float64Var(&c.MigrateBytesPerSec, "migrate-bytes-per-sec", c.MigrateBytesPerSec, "cluster mode: migrator DUMP bytes/s per source node (0 = unlimited)")
 	fs.StringVar(&c.HashPrefix, "hash-prefix", c.HashPrefix, "prefix of the trailing hash-override argument; empty disables")
 	fs.IntVar(&c.BackendConns, "backend-conns", c.BackendConns, "multiplexed connections per Redis node")
+	fs.DurationVar(&c.BackendLinger, "backend-linger", c.BackendLinger, "while some node still owes replies, wait up to this long for them before writing to the others (0 = never)")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "Redis node dial timeout")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "Redis node reply timeout")
 	fs.IntVar(&c.MaxClients, "max-clients", c.MaxClients, "maximum client connections (0 = unlimited)")
