@@ -486,17 +486,11 @@ func TestCloseWaitsForGoroutines(t *testing.T) {
 	waitGoroutines(t, base)
 }
 
-// stallNode starts a fake whose reading stops at PING stall until release
+// stallNode starts a fake whose reading stops at PING slow until release
 // is closed, and queues on it a request too large for the socket buffers,
 // so that the flusher hands the rest of the write to writeRest.
 func stallNode(t *testing.T, p *Pool) (n *Node, release chan struct{}, calls []*Call, g *Group) {
-	release = make(chan struct{})
-	f := newFake(t, func(args [][]byte) action {
-		if len(args) == 2 && string(args[1]) == "stall" {
-			<-release
-		}
-		return echoHandler(args)
-	})
+	f, release := slowFake(t)
 	n = p.Node(f.addr)
 	do(n, 0, "warm")
 	g = NewGroup()
@@ -505,7 +499,7 @@ func stallNode(t *testing.T, p *Pool) (n *Node, release chan struct{}, calls []*
 		g.Attach(c)
 	}
 	big := strings.Repeat("x", 16<<20) // more than loopback socket buffers hold
-	submit(n, 0, append(pingCmd("stall"), pingCmd(big)...), calls)
+	submit(n, 0, append(pingCmd("slow"), pingCmd(big)...), calls)
 	return n, release, calls, g
 }
 
