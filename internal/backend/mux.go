@@ -174,8 +174,9 @@ type mconn struct {
 	node *Node
 
 	mu       sync.Mutex
-	nc       net.Conn // nil while down
-	gen      uint64   // incremented on every (re)connect; stale writers check it
+	nc       net.Conn   // nil while down
+	rw       *rawWriter // nc's non-blocking writer; nil unless nc is plain TCP
+	gen      uint64     // incremented on every (re)connect; stale writers check it
 	wbuf     []byte
 	unsent   int // Calls in inflight whose requests are still in wbuf
 	spare    []byte
@@ -390,7 +391,7 @@ func (c *mconn) flush() {
 		c.mu.Unlock()
 		return
 	}
-	buf, nc, gen := c.wbuf, c.nc, c.gen
+	buf, nc, rw, gen := c.wbuf, c.nc, c.rw, c.gen
 	c.wbuf = c.spare[:0]
 	c.spare = nil
 	c.unsent = 0
@@ -400,7 +401,7 @@ func (c *mconn) flush() {
 		c.node.fl.owing.Add(1)
 	}
 	c.mu.Unlock()
-	n, err := c.tryWrite(nc, buf)
+	n, err := c.tryWrite(nc, rw, buf)
 	if err == nil && n < len(buf) {
 		c.node.wg.Add(1)
 		go c.writeRest(nc, gen, buf, n)
@@ -410,45 +411,74 @@ func (c *mconn) flush() {
 }
 
 // tryWrite writes what the socket takes without waiting. Connections that
-// are not plain TCP (TLS) write small buffers whole — with no reply owed the
-// node has read everything sent before, so the socket buffer is empty — and
-// leave large ones to writeRest.
-func (c *mconn) tryWrite(nc net.Conn, buf []byte) (int, error) {
-	tc, ok := nc.(*net.TCPConn)
-	if !ok {
+// are not plain TCP (TLS; rw is nil) write small buffers whole — with no
+// reply owed the node has read everything sent before, so the socket buffer
+// is empty — and leave large ones to writeRest.
+func (c *mconn) tryWrite(nc net.Conn, rw *rawWriter, buf []byte) (int, error) {
+	if rw == nil {
 		if len(buf) > inlineWrite {
 			return 0, nil
 		}
-		err := c.write(nc, buf)
-		if err != nil {
+		if err := c.write(nc, buf); err != nil {
 			return 0, err
 		}
 		return len(buf), nil
 	}
+	n, err := rw.write(buf)
+	if err == nil && n > 0 {
+		c.lastIO.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// rawWriter makes one non-blocking write(2) on a TCP socket. It is built
+// once per connection, so a write allocates nothing; one flush uses it at a
+// time (mconn.writing).
+type rawWriter struct {
+	rc  syscall.RawConn
+	fn  func(uintptr) bool
+	buf []byte
+	n   int
+	err error
+}
+
+func newRawWriter(nc net.Conn) *rawWriter {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return 0, err
+		return nil
 	}
-	var n int
-	var werr error
-	if err := rc.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), buf)
-			if werr != syscall.EINTR {
-				return true
-			}
+	w := &rawWriter{rc: rc}
+	w.fn = w.step
+	return w
+}
+
+func (w *rawWriter) step(fd uintptr) bool {
+	for {
+		w.n, w.err = syscall.Write(int(fd), w.buf)
+		if w.err != syscall.EINTR {
+			return true // never wait: what is left goes to writeRest
 		}
-	}); err != nil {
-		return 0, err
 	}
+}
+
+// write returns how much the socket took (0 when it was full).
+func (w *rawWriter) write(buf []byte) (int, error) {
+	w.buf = buf
+	err := w.rc.Write(w.fn)
+	w.buf = nil
 	switch {
-	case werr == syscall.EAGAIN:
+	case err != nil:
+		return 0, err
+	case w.err == syscall.EAGAIN:
 		return 0, nil
-	case werr != nil:
-		return 0, &net.OpError{Op: "write", Net: "tcp", Err: werr}
+	case w.err != nil:
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: w.err}
 	}
-	c.lastIO.Store(time.Now().UnixNano())
-	return n, nil
+	return w.n, nil
 }
 
 // inlineWrite is the largest write to a non-TCP connection the flusher
@@ -564,6 +594,7 @@ func (c *mconn) dial() {
 		return
 	}
 	c.nc = nc
+	c.rw = newRawWriter(nc)
 	c.gen++
 	c.backoff = 0
 	c.lastErr = nil

@@ -527,12 +527,7 @@ func TestStalledNodeDoesNotBlockOthers(t *testing.T) {
 	}()
 	waitFor(t, inWriteRest)
 	other := p.Node(newFake(t, echoHandler).addr)
-	for i := range 50 {
-		id := fmt.Sprint("o", i)
-		if c := do(other, 0, id)[0]; c.Err != nil || string(c.Reply) != echoed(id) {
-			t.Fatalf("other node, call %d: %q %v", i, c.Reply, c.Err)
-		}
-	}
+	pingAll(t, other, "other", 50)
 }
 
 // TestCloseWaitsForWriteGoroutine: Close returns only after the goroutine
@@ -756,6 +751,17 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
+// pingAll sends count requests to n one after another and checks each reply.
+func pingAll(t *testing.T, n *Node, prefix string, count int) {
+	t.Helper()
+	for i := range count {
+		id := fmt.Sprint(prefix, i)
+		if c := do(n, 0, id)[0]; c.Err != nil || string(c.Reply) != echoed(id) {
+			t.Fatalf("%s: %q %v", id, c.Reply, c.Err)
+		}
+	}
+}
+
 // slowFake is a node whose PING slow waits for release.
 func slowFake(t *testing.T) (*fakeRedis, chan struct{}) {
 	release := make(chan struct{})
@@ -773,12 +779,7 @@ func slowFake(t *testing.T) (*fakeRedis, chan struct{}) {
 func TestLingerNeverWithNothingOwed(t *testing.T) {
 	p := newPool(t, Options{ConnsPerNode: 1, Linger: time.Hour})
 	n := p.Node(newFake(t, echoHandler).addr)
-	for i := range 20 {
-		id := fmt.Sprint("l", i)
-		if c := do(n, 0, id)[0]; c.Err != nil || string(c.Reply) != echoed(id) {
-			t.Fatalf("call %d: %q %v", i, c.Reply, c.Err)
-		}
-	}
+	pingAll(t, n, "lone", 20)
 }
 
 // TestLingerWaitsForOwedReplies: while node A owes a reply, a request for
@@ -821,10 +822,5 @@ func TestLingerBounded(t *testing.T) {
 	do(a, 0, "warm")
 	go do(a, 0, "slow")
 	waitFor(t, func() bool { return fa.commands.Load() == 2 })
-	for i := range 5 {
-		id := fmt.Sprint("b", i)
-		if c := do(b, 0, id)[0]; c.Err != nil || string(c.Reply) != echoed(id) {
-			t.Fatalf("call %d on B while A owes: %q %v", i, c.Reply, c.Err)
-		}
-	}
+	pingAll(t, b, "b-while-a-owes", 5)
 }

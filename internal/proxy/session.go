@@ -280,9 +280,15 @@ func (s *session) rawStep(fd uintptr) bool {
 // RawConn.Read wait for readability.
 func (s *session) park(skipped bool) bool {
 	var want int64
-	now := time.Now().UnixNano()
+	var now int64
 	if skipped {
+		// The wait follows the batch read at rawLast: no second clock read
+		// per command. Deadlines come out early by the batch's run time,
+		// which costs at most an early wake-up.
+		now = s.rawLast
 		want = now + int64(s.rawCheck)
+	} else {
+		now = time.Now().UnixNano()
 	}
 	if idle := s.srv.opts.IdleTimeout; idle > 0 {
 		if d := s.rawLast + int64(idle); want == 0 || d < want {
