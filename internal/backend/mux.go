@@ -43,6 +43,7 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -50,6 +51,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/alphauslabs/jupiter/internal/rawio"
 	"github.com/alphauslabs/jupiter/internal/resp"
 )
 
@@ -457,12 +459,8 @@ func newRawWriter(nc net.Conn) *rawWriter {
 }
 
 func (w *rawWriter) step(fd uintptr) bool {
-	for {
-		w.n, w.err = syscall.Write(int(fd), w.buf)
-		if w.err != syscall.EINTR {
-			return true // never wait: what is left goes to writeRest
-		}
-	}
+	w.n, w.err = rawio.Write(fd, w.buf)
+	return true // never wait: what is left goes to writeRest
 }
 
 // write returns how much the socket took (0 when it was full).
@@ -479,6 +477,55 @@ func (w *rawWriter) write(buf []byte) (int, error) {
 		return 0, &net.OpError{Op: "write", Net: "tcp", Err: w.err}
 	}
 	return w.n, nil
+}
+
+// rawReader is the reader's read(2) on a plain TCP connection, made
+// without entering the scheduler's syscall state (see package rawio).
+type rawReader struct {
+	rc  syscall.RawConn
+	fn  func(uintptr) bool
+	buf []byte
+	n   int
+	err error
+}
+
+// newRawReader returns nil unless nc is plain TCP; read then uses nc.Read.
+func newRawReader(nc net.Conn) *rawReader {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &rawReader{rc: rc}
+	r.fn = r.step
+	return r
+}
+
+func (r *rawReader) step(fd uintptr) bool {
+	r.n, r.err = rawio.Read(fd, r.buf)
+	return r.err != syscall.EAGAIN // wait for the netpoller, then read again
+}
+
+// read is nc.Read: it waits until the node sent something.
+func (r *rawReader) read(nc net.Conn, buf []byte) (int, error) {
+	if r == nil {
+		return nc.Read(buf)
+	}
+	r.buf = buf
+	err := r.rc.Read(r.fn)
+	r.buf = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case r.err != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: r.err}
+	case r.n == 0:
+		return 0, io.EOF
+	}
+	return r.n, nil
 }
 
 // inlineWrite is the largest write to a non-TCP connection the flusher
@@ -613,6 +660,7 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 		}
 	}()
 	buf := make([]byte, 16<<10)
+	rr := newRawReader(nc)
 	start, end := 0, 0
 	var sc resp.Scanner
 	var ready []queued
@@ -628,7 +676,7 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 				buf = nb
 			}
 		}
-		n, err := nc.Read(buf[end:])
+		n, err := rr.read(nc, buf[end:])
 		if err != nil {
 			c.readFailed(gen, err)
 			return

@@ -772,3 +772,36 @@ func TestHalfCloseAfterCommand(t *testing.T) {
 		t.Fatalf("replies %q, want +OK +PONG", got)
 	}
 }
+
+// TestSlowReaderGetsEveryReply: replies far larger than the socket buffers
+// to a client that reads them late. The session's non-blocking write finds
+// the socket full, waits for the netpoller and goes on where it stopped:
+// every byte arrives, in order, and other clients are served meanwhile.
+func TestSlowReaderGetsEveryReply(t *testing.T) {
+	c := startCluster(t, backend.Options{})
+	val := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+	p := dial(t, c.proxy.addr)
+	if r := p.do("SET", "slowreader", val); r != "+OK\r\n" {
+		t.Fatalf("SET: %q", r)
+	}
+	const n = 24 // 24 MiB of replies
+	var pipe strings.Builder
+	for i := 0; i < n; i++ {
+		pipe.WriteString(cmd("GET", "slowreader"))
+	}
+	p.send(pipe.String())
+	time.Sleep(300 * time.Millisecond) // the proxy fills the socket and waits
+	other := dial(t, c.proxy.addr)
+	if r := other.do("PING"); r != "+PONG\r\n" {
+		t.Fatalf("another client while one is stuck: %q", r)
+	}
+	want := "$" + strconv.Itoa(len(val)) + "\r\n" + val + "\r\n"
+	for i := 0; i < n; i++ {
+		if r := p.reply(); r != want {
+			t.Fatalf("reply %d: %d bytes, want the %d-byte value", i, len(r), len(want))
+		}
+	}
+	if r := p.do("PING"); r != "+PONG\r\n" {
+		t.Fatalf("PING after the large replies: %q", r)
+	}
+}

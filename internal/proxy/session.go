@@ -12,6 +12,7 @@ import (
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/merge"
+	"github.com/alphauslabs/jupiter/internal/rawio"
 	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/tidwall/redcon"
 )
@@ -143,6 +144,11 @@ type session struct {
 	rawLast, rawDeadline int64
 	rawCheck             time.Duration
 	rawWait              bool
+	// rawOut writes s.out[rawOff:] without blocking (see flush); nil for
+	// TLS clients.
+	rawConn syscall.RawConn
+	rawOut  func(uintptr) bool
+	rawOff  int
 }
 
 func (s *session) stop() {
@@ -157,6 +163,7 @@ func (s *session) serve() {
 	s.authed = s.srv.opts.Password == ""
 	if tc, ok := s.nc.(*net.TCPConn); ok {
 		if rc, err := tc.SyscallConn(); err == nil {
+			s.rawConn, s.rawOut = rc, s.rawWrite
 			s.serveRaw(rc)
 			return
 		}
@@ -253,10 +260,8 @@ func (s *session) rawStep(fd uintptr) bool {
 		if s.re == len(s.buf) {
 			s.makeRoom(0)
 		}
-		n, err := syscall.Read(int(fd), s.buf[s.re:])
+		n, err := rawio.Read(fd, s.buf[s.re:])
 		switch {
-		case err == syscall.EINTR:
-			continue
 		case err == syscall.EAGAIN:
 			return s.park(false)
 		case err != nil || n <= 0:
@@ -448,12 +453,34 @@ func (s *session) flush() bool {
 			// deadline it would pin its session and replies forever.
 			_ = s.nc.SetWriteDeadline(time.Now().Add(idle))
 		}
-		if _, err := s.nc.Write(s.out); err != nil {
+		if s.rawConn != nil {
+			s.rawOff = 0
+			if err := s.rawConn.Write(s.rawOut); err != nil {
+				s.writeFailed = true
+			}
+		} else if _, err := s.nc.Write(s.out); err != nil {
 			s.writeFailed = true
 		}
 	}
 	s.out = s.out[:0]
 	return !s.writeFailed
+}
+
+// rawWrite is flush's RawConn.Write callback: it writes what is left of
+// s.out and asks to wait (false) while the socket is full.
+func (s *session) rawWrite(fd uintptr) bool {
+	for s.rawOff < len(s.out) {
+		n, err := rawio.Write(fd, s.out[s.rawOff:])
+		if err == syscall.EAGAIN {
+			return false
+		}
+		if err != nil {
+			s.writeFailed = true
+			return true
+		}
+		s.rawOff += n
+	}
+	return true
 }
 
 // acquire loads the current view and publishes it as the one this session
