@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/resp"
@@ -803,5 +804,15 @@ func TestSlowReaderGetsEveryReply(t *testing.T) {
 	}
 	if r := p.do("PING"); r != "+PONG\r\n" {
 		t.Fatalf("PING after the large replies: %q", r)
+	}
+}
+
+// TestSessionSize guards the memory per idle connection (README: ≤ 6 KB):
+// the session struct is allocated for every connection, idle or not, in a
+// 416-byte size class; state needed only while commands run belongs in
+// batch.
+func TestSessionSize(t *testing.T) {
+	if n := unsafe.Sizeof(session{}); n > 416 {
+		t.Fatalf("session is %d bytes, over the 416-byte allocation class idle connections were measured with", n)
 	}
 }

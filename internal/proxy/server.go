@@ -347,7 +347,9 @@ func (s *Server) getBatch() *batch {
 	if b, ok := s.batches.Get().(*batch); ok {
 		return b
 	}
-	return &batch{}
+	b := &batch{}
+	b.rawWrite = b.writeOut
+	return b
 }
 
 func (s *Server) putBatch(b *batch) {

@@ -73,6 +73,11 @@ type batch struct {
 	// orig and origRaw are the command being planned, as received.
 	orig    [][]byte
 	origRaw []byte
+	// rawWrite is writeOut bound to this batch (one closure per batch, not
+	// per write); outOff and outFailed are its progress and result.
+	rawWrite  func(uintptr) bool
+	outOff    int
+	outFailed bool
 	// slow is the batch's command for the rebalance path (entry kSlow).
 	// Like orig, it lives in the batch, not the session: an idle
 	// connection should not carry the bytes.
@@ -130,25 +135,23 @@ type session struct {
 	// runs, so a transaction is never executed half, outside MULTI.
 	txRefused bool
 	admin     bool // passed AUTH admin <admin-password>
-
-	// using is the view of the batch being executed (nil between batches),
-	// so ApplyStage can wait for batches routed by an older view.
-	using atomic.Pointer[view]
 	// slowNext ends the batch after its rebalance-path command (batch.slow).
 	slowNext bool
 	// writeFailed: a write to the client failed; the session ends.
 	writeFailed bool
+	rawWait     bool // serveRaw: the last read drained the socket
+
+	// using is the view of the batch being executed (nil between batches),
+	// so ApplyStage can wait for batches routed by an older view.
+	using atomic.Pointer[view]
 	// serveRaw's state (unix nanos): the last bytes received, the read
 	// deadline set on the socket (0: none), the end-of-stream check's
 	// interval, and whether the last read drained the socket.
 	rawLast, rawDeadline int64
 	rawCheck             time.Duration
-	rawWait              bool
-	// rawOut writes s.out[rawOff:] without blocking (see flush); nil for
-	// TLS clients.
+	// rawConn is the plain-TCP client's socket, which flush writes
+	// through (batch.rawWrite); nil for TLS clients.
 	rawConn syscall.RawConn
-	rawOut  func(uintptr) bool
-	rawOff  int
 }
 
 func (s *session) stop() {
@@ -163,7 +166,7 @@ func (s *session) serve() {
 	s.authed = s.srv.opts.Password == ""
 	if tc, ok := s.nc.(*net.TCPConn); ok {
 		if rc, err := tc.SyscallConn(); err == nil {
-			s.rawConn, s.rawOut = rc, s.rawWrite
+			s.rawConn = rc
 			s.serveRaw(rc)
 			return
 		}
@@ -454,8 +457,9 @@ func (s *session) flush() bool {
 			_ = s.nc.SetWriteDeadline(time.Now().Add(idle))
 		}
 		if s.rawConn != nil {
-			s.rawOff = 0
-			if err := s.rawConn.Write(s.rawOut); err != nil {
+			b := s.batch
+			b.outOff, b.outFailed = 0, false
+			if err := s.rawConn.Write(b.rawWrite); err != nil || b.outFailed {
 				s.writeFailed = true
 			}
 		} else if _, err := s.nc.Write(s.out); err != nil {
@@ -466,19 +470,21 @@ func (s *session) flush() bool {
 	return !s.writeFailed
 }
 
-// rawWrite is flush's RawConn.Write callback: it writes what is left of
-// s.out and asks to wait (false) while the socket is full.
-func (s *session) rawWrite(fd uintptr) bool {
-	for s.rawOff < len(s.out) {
-		n, err := rawio.Write(fd, s.out[s.rawOff:])
+// writeOut is flush's RawConn.Write callback (batch.rawWrite): it writes
+// what is left of b.out and asks to wait (false) while the socket is full.
+// It lives in the batch, with its progress, so an idle connection carries
+// none of it.
+func (b *batch) writeOut(fd uintptr) bool {
+	for b.outOff < len(b.out) {
+		n, err := rawio.Write(fd, b.out[b.outOff:])
 		if err == syscall.EAGAIN {
 			return false
 		}
 		if err != nil {
-			s.writeFailed = true
+			b.outFailed = true
 			return true
 		}
-		s.rawOff += n
+		b.outOff += n
 	}
 	return true
 }
