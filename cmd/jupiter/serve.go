@@ -77,6 +77,8 @@ func registerMetrics(reg *prometheus.Registry, srv *proxy.Server, router *proxy.
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_client_connections",
 			Help: "Client connections currently open."}, func() float64 { return float64(st.Connected.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_client_connections_dormant",
+			Help: "Open client connections silent long enough to have given up their goroutine."}, func() float64 { return float64(st.Dormant.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_client_connections_accepted_total",
 			Help: "Client connections accepted."}, func() float64 { return float64(st.Accepted.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_commands_total",

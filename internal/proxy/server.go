@@ -25,6 +25,11 @@
 // backend connection in a stateful way: connection-scoped commands (AUTH,
 // SELECT, CLIENT, HELLO…) are answered here and never forwarded.
 //
+// A plain-TCP session silent for Options.DormantAfter goes dormant: its
+// goroutine (whose stack is most of an idle connection's memory) ends, and
+// one epoll instance watches the socket until the client sends again
+// (dormant.go).
+//
 // # Rebalancing
 //
 // Router.ApplyStage publishes the routed ring R together with the rebalance
@@ -121,10 +126,13 @@ type Admin interface {
 
 // Options configure the front end. Zero values mean the default.
 type Options struct {
-	Limits        resp.Limits   // per-command limits (default resp.DefaultLimits)
-	HashPrefix    string        // trailing-argument hash override prefix, "" disables (default "hash=" set by config)
-	MaxClients    int           // 0 = unlimited
-	IdleTimeout   time.Duration // 0 = never close idle clients
+	Limits      resp.Limits   // per-command limits (default resp.DefaultLimits)
+	HashPrefix  string        // trailing-argument hash override prefix, "" disables (default "hash=" set by config)
+	MaxClients  int           // 0 = unlimited
+	IdleTimeout time.Duration // 0 = never close idle clients
+	// DormantAfter: a plain-TCP client silent this long gives up its
+	// goroutine until it sends again (dormant.go); default 1s, < 0 never.
+	DormantAfter  time.Duration
 	AdminTimeout  time.Duration // bound for one JUPITER command (default 10s)
 	Version       string        // reported by INFO
 	RedisVersion  string        // redis_version reported by INFO (clients gate features on it)
@@ -156,6 +164,8 @@ type Stats struct {
 	Rebalance atomic.Int64
 	Held      atomic.Int64
 	TryAgain  atomic.Int64
+	// Dormant: open client connections without a goroutine (dormant.go).
+	Dormant atomic.Int64
 }
 
 // Server is the RESP listener and its sessions.
@@ -181,7 +191,11 @@ type Server struct {
 	ln       net.Listener
 	sessions map[*session]struct{}
 	closed   bool
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // one per session, dormant or not
+	// dorm watches dormant sessions' sockets; started by the first
+	// session to go dormant (nil before, or if it could not start).
+	dorm       *dormancy
+	dormFailed bool
 }
 
 // New returns a server routing by router and answering JUPITER with admin.
@@ -203,6 +217,9 @@ func New(opts Options, router *Router, admin Admin, log *slog.Logger) *Server {
 	}
 	if opts.ControlTimeout <= 0 {
 		opts.ControlTimeout = 5 * time.Second
+	}
+	if opts.DormantAfter == 0 {
+		opts.DormantAfter = time.Second
 	}
 	s := &Server{opts: opts, router: router, admin: admin, log: log, start: time.Now(),
 		ctl:      rebalance.NewClients(opts.BackendSecurity, opts.ControlTimeout, ctlPoolSize),
@@ -295,21 +312,62 @@ func (s *Server) accept(nc net.Conn) {
 	s.mu.Unlock()
 	s.Stats.Connected.Add(1)
 	s.Stats.Accepted.Add(1)
+	s.goSession(ss, runStart)
+}
+
+// How a session goroutine starts: a new connection, a dormant one that
+// became readable (or is being stopped), or a dormant one past the idle
+// timeout.
+const (
+	runStart = iota
+	runResume
+	runExpire
+)
+
+// goSession starts a goroutine for ss. The goroutine ends the session
+// (closes the client, forgets it) unless ss went dormant: then ss belongs
+// to s.dorm until it hands it to a new goroutine.
+func (s *Server) goSession(ss *session, how int) {
 	go func() {
-		defer s.wg.Done()
+		dormant := false
 		defer func() {
 			// A bug must cost one client its connection, never the process.
 			if p := recover(); p != nil {
 				s.log.Error("session panicked; closing that client only", "panic", p, "stack", string(debug.Stack()))
+			} else if dormant {
+				return
 			}
-			nc.Close()
+			ss.nc.Close()
 			s.Stats.Connected.Add(-1)
 			s.mu.Lock()
 			delete(s.sessions, ss)
 			s.mu.Unlock()
+			s.wg.Done()
 		}()
-		ss.serve()
+		switch how {
+		case runStart:
+			dormant = ss.serve()
+		case runResume:
+			dormant = ss.serveRaw(ss.rawConn)
+		}
 	}()
+}
+
+// sleep makes ss dormant if it can (see dormancy); false: ss keeps its
+// goroutine.
+func (s *Server) sleep(ss *session) bool {
+	s.mu.Lock()
+	if s.dorm == nil && !s.dormFailed && !s.closed {
+		d, err := newDormancy(s)
+		if err != nil {
+			s.dormFailed = true
+			s.log.Warn("idle clients keep their goroutines: dormancy unavailable", "err", err)
+		}
+		s.dorm = d
+	}
+	d := s.dorm
+	s.mu.Unlock()
+	return d != nil && d.sleep(ss)
 }
 
 // Shutdown stops accepting, lets sessions finish the batch they are
@@ -322,8 +380,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	for ss := range s.sessions {
 		ss.stop()
+		if s.dorm != nil {
+			s.dorm.wake(ss)
+		}
 	}
+	dorm := s.dorm
 	s.mu.Unlock()
+	if dorm != nil {
+		defer dorm.close()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	defer s.ctl.Close() // a session still running past ctx gets errors from it, not a hang

@@ -159,7 +159,9 @@ func (s *session) stop() {
 	_ = s.nc.SetReadDeadline(time.Now())
 }
 
-func (s *session) serve() {
+// serve runs the session until it ends, or until it went dormant (true):
+// then its goroutine must end without touching it.
+func (s *session) serve() bool {
 	lim := s.srv.opts.Limits
 	idle := s.srv.opts.IdleTimeout
 	s.buf = s.small[:]
@@ -167,8 +169,8 @@ func (s *session) serve() {
 	if tc, ok := s.nc.(*net.TCPConn); ok {
 		if rc, err := tc.SyscallConn(); err == nil {
 			s.rawConn = rc
-			s.serveRaw(rc)
-			return
+			s.rawLast, s.rawCheck = time.Now().UnixNano(), eofCheckMin
+			return s.serveRaw(rc)
 		}
 	}
 	for !s.stopping.Load() {
@@ -178,7 +180,7 @@ func (s *session) serve() {
 		if idle > 0 {
 			_ = s.nc.SetReadDeadline(time.Now().Add(idle))
 			if s.stopping.Load() {
-				return // Shutdown's immediate deadline may have just been overwritten
+				return false // Shutdown's immediate deadline may have just been overwritten
 			}
 		}
 		if s.oneCmd {
@@ -194,7 +196,7 @@ func (s *session) serve() {
 		filled := n > 0 && s.re+n == len(s.buf)
 		s.re += n
 		if n > 0 && !s.drain(lim) {
-			return
+			return false
 		}
 		if filled && len(s.buf) < keptReadBuf {
 			// The client sent more than the buffer holds: its pipelines
@@ -202,9 +204,10 @@ func (s *session) serve() {
 			s.grow()
 		}
 		if err != nil {
-			return
+			return false
 		}
 	}
+	return false
 }
 
 // serveRaw is serve for a plain TCP client, run inside RawConn.Read so that
@@ -226,17 +229,21 @@ func (s *session) serve() {
 // a read deadline (eofCheck, doubling while the client stays silent) after
 // which the socket is read once more. The read lock held meanwhile is the
 // session's own; writes to the client take the write lock.
-func (s *session) serveRaw(rc syscall.RawConn) {
+//
+// A session silent for Options.DormantAfter goes dormant (dormant.go):
+// serveRaw returns true and the goroutine ends; the socket's next bytes
+// run serveRaw again on a new one.
+func (s *session) serveRaw(rc syscall.RawConn) (dormant bool) {
 	idle := s.srv.opts.IdleTimeout
-	s.rawLast, s.rawCheck = time.Now().UnixNano(), eofCheckMin
-	step := s.rawStep // one closure for the session's life
+	step := s.rawStep // one closure per goroutine
 	for {
 		err := rc.Read(step)
 		if err == nil || s.stopping.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return
+			return false
 		}
-		if idle > 0 && time.Now().UnixNano()-s.rawLast >= int64(idle) {
-			return // idle timeout
+		now := time.Now().UnixNano()
+		if idle > 0 && now-s.rawLast >= int64(idle) {
+			return false // idle timeout
 		}
 		// The end-of-stream check: read again (rawWait is false after a
 		// timed-out wait), and wait longer next time if still silent.
@@ -244,7 +251,17 @@ func (s *session) serveRaw(rc syscall.RawConn) {
 		s.rawDeadline = 0
 		_ = s.nc.SetReadDeadline(time.Time{})
 		if s.stopping.Load() {
-			return
+			return false
+		}
+		if after := s.srv.opts.DormantAfter; after > 0 && now-s.rawLast >= int64(after) && s.rs == s.re {
+			// Silent, with no partial command: sleep without a goroutine
+			// and without a grown read buffer. The watcher's level-
+			// triggered registration stands in for the end-of-stream
+			// check.
+			s.buf, s.rs, s.re = s.small[:], 0, 0
+			if s.srv.sleep(s) {
+				return true
+			}
 		}
 	}
 }
@@ -297,6 +314,13 @@ func (s *session) park(skipped bool) bool {
 		want = now + int64(s.rawCheck)
 	} else {
 		now = time.Now().UnixNano()
+	}
+	if after := s.srv.opts.DormantAfter; after > 0 {
+		// Wake up to go dormant; not when that moment has passed (the
+		// session could not sleep then: a partial command, or no epoll).
+		if d := s.rawLast + int64(after); d > now && (want == 0 || d < want) {
+			want = d
+		}
 	}
 	if idle := s.srv.opts.IdleTimeout; idle > 0 {
 		if d := s.rawLast + int64(idle); want == 0 || d < want {
