@@ -146,7 +146,7 @@ type session struct {
 	using atomic.Pointer[view]
 	// serveRaw's state (unix nanos): the last bytes received, the read
 	// deadline set on the socket (0: none), the end-of-stream check's
-	// interval, and whether the last read drained the socket.
+	// interval.
 	rawLast, rawDeadline int64
 	rawCheck             time.Duration
 	// rawConn is the plain-TCP client's socket, which flush writes
