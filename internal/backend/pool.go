@@ -21,6 +21,12 @@ type Options struct {
 	// up to this long for them before writing the others (0 = never
 	// waits). See flusher.
 	Linger time.Duration
+	// MaxDedicated bounds a node's dedicated connections (see Node.Borrow),
+	// borrowed and idle together (default 1024).
+	MaxDedicated int
+	// IdleDedicated is how many released dedicated connections a node keeps
+	// for reuse (default 8; negative: none).
+	IdleDedicated int
 	// Dialer opens a connection; tests and TLS replace it. Default: net.Dialer.
 	Dialer func(addr string, timeout time.Duration) (net.Conn, error)
 }
@@ -44,6 +50,13 @@ func (o Options) withDefaults() Options {
 	if o.Dialer == nil {
 		o.Dialer = dialTCP
 	}
+	if o.MaxDedicated <= 0 {
+		o.MaxDedicated = 1024
+	}
+	if o.IdleDedicated == 0 {
+		o.IdleDedicated = 8
+	}
+	o.IdleDedicated = min(max(o.IdleDedicated, 0), o.MaxDedicated)
 	return o
 }
 
@@ -59,7 +72,8 @@ func dialTCP(addr string, timeout time.Duration) (net.Conn, error) {
 	return nc, nil
 }
 
-// Node is one Redis backend and its multiplexed connections.
+// Node is one Redis backend, its multiplexed connections and its dedicated
+// ones.
 type Node struct {
 	addr   string
 	opts   Options
@@ -68,6 +82,7 @@ type Node struct {
 	up     atomic.Bool
 	wg     *sync.WaitGroup
 	fl     *flusher
+	ded    dedicatedSet
 
 	// Stats counts the node's requests (one per reply awaited), the ones that
 	// failed for want of the node, and the time from queueing to reply.
@@ -138,6 +153,11 @@ func (p *Pool) Node(addr string) *Node {
 	}
 	n := &Node{addr: addr, opts: p.opts, dialer: p.opts.Dialer, wg: &p.wg, fl: p.fl}
 	n.conns = make([]*mconn, p.opts.ConnsPerNode)
+	select {
+	case <-p.stop:
+		n.ded.closed = true
+	default:
+	}
 	for i := range n.conns {
 		c := &mconn{node: n}
 		n.conns[i] = c
@@ -172,6 +192,9 @@ func (p *Pool) Retain(keep []string) {
 	if len(drop) == 0 {
 		return
 	}
+	for _, n := range drop {
+		n.dropDedicated()
+	}
 	// Batches planned with the previous ring may still be queued on these
 	// connections or about to submit: close them once those are answered
 	// (a request lives at most RequestTimeout), not under their feet.
@@ -188,6 +211,7 @@ func (p *Pool) Retain(keep []string) {
 			for _, c := range n.conns {
 				c.close()
 			}
+			n.closeDedicated()
 		}
 	}()
 }
@@ -205,6 +229,7 @@ func (p *Pool) Close(ctx context.Context) error {
 		for _, c := range n.conns {
 			c.close()
 		}
+		n.closeDedicated()
 	}
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
