@@ -79,6 +79,10 @@ func registerMetrics(reg *prometheus.Registry, srv *proxy.Server, router *proxy.
 			Help: "Client connections currently open."}, func() float64 { return float64(st.Connected.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_client_connections_dormant",
 			Help: "Open client connections silent long enough to have given up their goroutine."}, func() float64 { return float64(st.Dormant.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_client_blocked",
+			Help: "Clients waiting in a blocking command (BLPOP, XREAD BLOCK…)."}, func() float64 { return float64(st.Blocked.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_client_subscribers",
+			Help: "Clients subscribed to a channel or pattern."}, func() float64 { return float64(st.Subscribers.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_client_connections_accepted_total",
 			Help: "Client connections accepted."}, func() float64 { return float64(st.Accepted.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "jupiter_commands_total",
@@ -99,7 +103,7 @@ func registerMetrics(reg *prometheus.Registry, srv *proxy.Server, router *proxy.
 				var out []telemetry.NodeSample
 				router.Nodes(func(addr string, n *backend.Node) {
 					out = append(out, telemetry.NodeSample{Addr: addr, Op: &n.Stats, Up: n.Up(),
-						Inflight: n.Inflight(), Connected: n.Connected()})
+						Inflight: n.Inflight(), Connected: n.Connected(), Dedicated: n.DedicatedInUse()})
 				})
 				return out
 			},

@@ -31,6 +31,7 @@ func poolOptions(cfg config.Config) backend.Options {
 	return backend.Options{
 		ConnsPerNode:   cfg.BackendConns,
 		Linger:         cfg.BackendLinger,
+		MaxDedicated:   cfg.MaxDedicated,
 		DialTimeout:    cfg.DialTimeout,
 		RequestTimeout: cfg.RequestTimeout,
 		Dialer:         backendSecurity(cfg).Dialer(),

@@ -146,6 +146,17 @@ func (s *Spec) Refuses(args [][]byte) (string, bool) {
 	return "", false
 }
 
+// BlockTimeout returns the index of this invocation's blocking timeout
+// argument (seconds; milliseconds when ms), or -1 when it does not block:
+// a PolicyBlocking command always blocks, XREAD and XREADGROUP only with
+// BLOCK.
+func (s *Spec) BlockTimeout(args [][]byte) (idx int, ms bool) {
+	if s.timeoutAt == nil {
+		return -1, false
+	}
+	return s.timeoutAt(args), s.timeoutMS
+}
+
 // ClassFor is the class of this invocation. It refines the static Class for
 // commands whose effect depends on their options (SET without NX/XX/GET/
 // KEEPTTL is a blind write, otherwise read-modify-write; GETEX without options,

@@ -172,6 +172,12 @@ func handlingText(s *Spec) string {
 		h = "all nodes, one cursor across every node"
 	case PolicyLocal:
 		h = "answered by proxy"
+	case PolicyPubSub:
+		h = pubsubText(s.Name)
+	case PolicyBlocking:
+		h = "blocking: single node (all keys on one node), on a dedicated connection while blocked"
+	case PolicyTransaction:
+		h = "transaction: queued by the proxy, run on the one node of its keys (WATCH holds a dedicated connection)"
 	case PolicyRefuse:
 		h = "refused: " + strings.TrimPrefix(strings.TrimPrefix(s.Refusal, "ERR jupiter: "+s.DisplayName()+" "), "is ")
 	default:
@@ -180,5 +186,27 @@ func handlingText(s *Spec) string {
 	if s.refusesWhen != "" {
 		h += "; refused " + s.refusesWhen
 	}
+	if s.blocksWhen != "" {
+		h += "; " + s.blocksWhen + " on a dedicated connection while blocked"
+	}
 	return h
+}
+
+// pubsubText is the Handling column of the pub/sub commands.
+func pubsubText(name string) string {
+	switch name {
+	case "publish", "spublish":
+		return "pub/sub: the channel's node (by its slot, {tag} aware)"
+	case "subscribe", "ssubscribe", "unsubscribe", "sunsubscribe":
+		return "pub/sub: the channel's node, on the subscriber's dedicated connection to it"
+	case "psubscribe", "punsubscribe":
+		return "pub/sub: every node, on the subscriber's dedicated connections"
+	case "pubsub|numpat":
+		return "pub/sub: every node, the largest count"
+	case "pubsub|numsub", "pubsub|shardnumsub":
+		return "pub/sub: every node, per channel the largest count"
+	case "pubsub|channels", "pubsub|shardchannels":
+		return "pub/sub: every node, the union of the channels"
+	}
+	return "pub/sub: one node (random)"
 }

@@ -23,7 +23,7 @@ func TestMarkdownTableStable(t *testing.T) {
 		"| GET | 1 | read | single node |",
 		"| EVAL | numkeys | rmw | single node (all keys on one node) |",
 		"| ZUNIONSTORE | 1 + numkeys |",
-		"| XREAD | STREAMS 1..N | read | single node (all keys on one node); refused with BLOCK |",
+		"| XREAD | STREAMS 1..N | read | single node (all keys on one node); with BLOCK on a dedicated connection while blocked |",
 		"| SET | 1 | rmw; write without NX/XX/GET/KEEPTTL | single node |",
 		"| SCRIPT LOAD | - | keyless | all nodes, first node's reply if all succeeded |",
 		"| CLUSTER (all subcommands) | - | blocked | refused:",

@@ -34,9 +34,8 @@ const (
 	whyMigrate      = whyProxy + " (moving keys between nodes is jupiter's rebalancing job)"
 	whyWait         = whyProxy + " (replica acknowledgements are per node)"
 	whyScriptDebug  = whyProxy + " (the Lua debugger needs a direct connection)"
-	whyTransactions = "is not supported through jupiter yet (transactions)"
-	whyPubSub       = "is not supported through jupiter yet (pub/sub)"
-	whyBlocking     = "is not supported through jupiter yet (blocking commands)"
+	whyPubSub       = "is not supported through jupiter (a pub/sub command without a routing decision)"
+	whyBlocking     = "is not supported through jupiter (a blocking command without a routing decision)"
 	whyUndecided    = "is not supported through jupiter (no routing decision for this command)"
 )
 
@@ -178,23 +177,34 @@ var decisions = map[string]decision{
 	"migrate":             refuse(whyMigrate),
 
 	// ---- refused until later work supports them ---------------------------
-	"multi":   refuse(whyTransactions),
-	"exec":    refuse(whyTransactions),
-	"discard": refuse(whyTransactions),
-	"watch":   refuse(whyTransactions),
-	"unwatch": refuse(whyTransactions),
+	// ---- transactions: queued by the proxy, run on one node --------------
+	"multi":   {policy: PolicyTransaction, class: ClassConnection},
+	"exec":    {policy: PolicyTransaction, class: ClassConnection},
+	"discard": {policy: PolicyTransaction, class: ClassConnection},
+	"watch":   {policy: PolicyTransaction, class: ClassConnection},
+	"unwatch": {policy: PolicyTransaction, class: ClassConnection},
 
-	"subscribe":    refuse(whyPubSub),
-	"psubscribe":   refuse(whyPubSub),
-	"ssubscribe":   refuse(whyPubSub),
-	"unsubscribe":  refuse(whyPubSub),
-	"punsubscribe": refuse(whyPubSub),
-	"sunsubscribe": refuse(whyPubSub),
-	"publish":      refuse(whyPubSub),
-	"spublish":     refuse(whyPubSub),
-	"pubsub":       refuseAll(whyPubSub),
+	// ---- pub/sub: channels by slot, patterns on every node ----------------
+	"subscribe":    {policy: PolicyPubSub, class: ClassConnection},
+	"psubscribe":   {policy: PolicyPubSub, class: ClassConnection},
+	"ssubscribe":   {policy: PolicyPubSub, class: ClassConnection},
+	"unsubscribe":  {policy: PolicyPubSub, class: ClassConnection},
+	"punsubscribe": {policy: PolicyPubSub, class: ClassConnection},
+	"sunsubscribe": {policy: PolicyPubSub, class: ClassConnection},
+	"publish":      keyless(PolicyPubSub),
+	"spublish":     keyless(PolicyPubSub),
+	"pubsub":       {policy: PolicyPubSub, class: ClassKeyless, inherit: true},
 
-	// Blocking only with a BLOCK argument: allowed without it (Refuses).
+	// ---- blocking: one node, a dedicated connection while blocked ---------
+	"blpop":      auto(PolicyBlocking),
+	"brpop":      auto(PolicyBlocking),
+	"brpoplpush": auto(PolicyBlocking),
+	"blmove":     auto(PolicyBlocking),
+	"blmpop":     auto(PolicyBlocking),
+	"bzpopmin":   auto(PolicyBlocking),
+	"bzpopmax":   auto(PolicyBlocking),
+	"bzmpop":     auto(PolicyBlocking),
+	// Blocking only with a BLOCK argument (BlockTimeout).
 	"xread":      auto(PolicySingle),
 	"xreadgroup": auto(PolicySingle),
 }
@@ -355,9 +365,12 @@ func hooks(s *Spec) {
 		s.refusesWhen = "with DB"
 		s.Refusal = "ERR jupiter: COPY with DB " + whyDatabases
 	case "xread", "xreadgroup":
-		s.refuses = refusesXRead
-		s.refusesWhen = "with BLOCK"
-		s.Refusal = "ERR jupiter: " + s.DisplayName() + " with BLOCK " + whyBlocking
+		s.timeoutAt, s.timeoutMS = xreadBlock, true
+		s.blocksWhen = "with BLOCK"
+	case "blpop", "brpop", "bzpopmin", "bzpopmax", "brpoplpush", "blmove":
+		s.timeoutAt = lastArg
+	case "blmpop", "bzmpop":
+		s.timeoutAt = firstArg
 	}
 }
 
@@ -552,26 +565,29 @@ func refusesCopy(s *Spec, args [][]byte) (string, bool) {
 	return "", false
 }
 
-// refusesXRead refuses XREAD/XREADGROUP with BLOCK, following xreadCommand's
-// option parser so that a group or consumer named "block" is not mistaken
-// for the option.
-func refusesXRead(s *Spec, args [][]byte) (string, bool) {
+func lastArg(args [][]byte) int  { return len(args) - 1 }
+func firstArg(args [][]byte) int { return 1 }
+
+// xreadBlock finds the milliseconds of XREAD/XREADGROUP … BLOCK ms,
+// following xreadCommand's option parser so that a group or consumer named
+// "block" is not mistaken for the option.
+func xreadBlock(args [][]byte) int {
 	for i := 1; i < len(args); i++ {
 		left := len(args) - i - 1
 		a := args[i]
 		switch {
 		case equalFold(a, "block") && left >= 1:
-			return s.Refusal, true
+			return i + 1
 		case equalFold(a, "count") && left >= 1:
 			i++
 		case equalFold(a, "group") && left >= 2:
 			i += 2
 		case equalFold(a, "noack"):
 		default:
-			return "", false // STREAMS, or a syntax error Redis will report
+			return -1 // STREAMS, or a syntax error Redis will report
 		}
 	}
-	return "", false
+	return -1
 }
 
 // String returns the class's lower-case name, as used in the README table.
@@ -620,6 +636,12 @@ func (p Policy) String() string {
 		return "refuse"
 	case PolicyAllFirst:
 		return "all-first"
+	case PolicyTransaction:
+		return "transaction"
+	case PolicyBlocking:
+		return "blocking"
+	case PolicyPubSub:
+		return "pubsub"
 	}
 	return "policy(" + strconv.Itoa(int(p)) + ")"
 }

@@ -132,29 +132,6 @@ func TestRefused(t *testing.T) {
 		{"CONFIG SET", "sharding proxy"},
 		{"CONFIG REWRITE", "sharding proxy"},
 		{"CONFIG RESETSTAT", "sharding proxy"},
-		{"MULTI", "yet (transactions)"},
-		{"EXEC", "yet (transactions)"},
-		{"DISCARD", "yet (transactions)"},
-		{"WATCH", "yet (transactions)"},
-		{"UNWATCH", "yet (transactions)"},
-		{"SUBSCRIBE", "yet (pub/sub)"},
-		{"PSUBSCRIBE", "yet (pub/sub)"},
-		{"SSUBSCRIBE", "yet (pub/sub)"},
-		{"UNSUBSCRIBE", "yet (pub/sub)"},
-		{"PUNSUBSCRIBE", "yet (pub/sub)"},
-		{"SUNSUBSCRIBE", "yet (pub/sub)"},
-		{"PUBLISH", "yet (pub/sub)"},
-		{"SPUBLISH", "yet (pub/sub)"},
-		{"PUBSUB CHANNELS", "yet (pub/sub)"},
-		{"PUBSUB NUMSUB", "yet (pub/sub)"},
-		{"BLPOP", "yet (blocking commands)"},
-		{"BRPOP", "yet (blocking commands)"},
-		{"BLMOVE", "yet (blocking commands)"},
-		{"BLMPOP", "yet (blocking commands)"},
-		{"BZPOPMIN", "yet (blocking commands)"},
-		{"BZPOPMAX", "yet (blocking commands)"},
-		{"BZMPOP", "yet (blocking commands)"},
-		{"BRPOPLPUSH", "yet (blocking commands)"},
 	}
 	for _, tt := range tests {
 		args := argv(tt.line)
@@ -181,14 +158,7 @@ func TestRefusesByArguments(t *testing.T) {
 		refused bool
 		prefix  string
 	}{
-		{"XREAD STREAMS s 0", false, ""},
-		{"XREAD COUNT 5 STREAMS s 0", false, ""},
-		{"XREAD BLOCK 0 STREAMS s $", true, "ERR jupiter: XREAD with BLOCK is not supported through jupiter yet (blocking commands)"},
-		{"xread count 1 block 100 streams s $", true, "ERR jupiter: XREAD with BLOCK"},
-		{"XREAD STREAMS block 0", false, ""}, // a stream named "block"
-		{"XREADGROUP GROUP g c STREAMS s >", false, ""},
-		{"XREADGROUP GROUP block block STREAMS s >", false, ""},
-		{"XREADGROUP GROUP g c NOACK BLOCK 10 STREAMS s >", true, "ERR jupiter: XREADGROUP with BLOCK"},
+		{"XREAD BLOCK 0 STREAMS s $", false, ""},
 		{"SORT k", false, ""},
 		{"SORT k BY nosort GET #", false, ""},
 		{"SORT k LIMIT 0 10 ALPHA STORE d", false, ""},
@@ -225,9 +195,40 @@ func TestRefusesByArguments(t *testing.T) {
 			t.Errorf("%q: conditional refusal on a PolicyRefuse command", tt.line)
 		}
 	}
-	args := argv("XREAD BLOCK 0 STREAMS s $")
+	args := argv("SORT k BY w_*")
 	if allocs := testing.AllocsPerRun(50, func() { _, _ = Lookup(args).Refuses(args) }); allocs != 0 {
 		t.Errorf("Refuses: %v allocs", allocs)
+	}
+}
+
+func TestBlockTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		line string
+		idx  int
+		ms   bool
+	}{
+		{"XREAD STREAMS s 0", -1, true},
+		{"XREAD COUNT 5 STREAMS s 0", -1, true},
+		{"XREAD BLOCK 0 STREAMS s $", 2, true},
+		{"xread count 1 block 100 streams s $", 4, true},
+		{"XREAD STREAMS block 0", -1, true}, // a stream named "block"
+		{"XREADGROUP GROUP g c STREAMS s >", -1, true},
+		{"XREADGROUP GROUP block block STREAMS s >", -1, true},
+		{"XREADGROUP GROUP g c NOACK BLOCK 10 STREAMS s >", 6, true},
+		{"BLPOP a b 0", 3, false},
+		{"BRPOP a 1.5", 2, false},
+		{"BLMOVE a b LEFT RIGHT 0", 5, false},
+		{"BRPOPLPUSH a b 0", 3, false},
+		{"BZPOPMIN z 0", 2, false},
+		{"BLMPOP 0 2 a b LEFT", 1, false},
+		{"BZMPOP 0.1 1 z MIN COUNT 2", 1, false},
+		{"LPOP a", -1, false},
+	} {
+		args := argv(tt.line)
+		idx, ms := Lookup(args).BlockTimeout(args)
+		if idx != tt.idx || (idx >= 0 && ms != tt.ms) {
+			t.Errorf("BlockTimeout(%q) = %d, %v; want %d, %v", tt.line, idx, ms, tt.idx, tt.ms)
+		}
 	}
 }
 
@@ -269,7 +270,7 @@ func TestClassFor(t *testing.T) {
 		{"INCR k", ClassRMW},
 		{"PING", ClassConnection},
 		{"DBSIZE", ClassKeyless},
-		{"XREAD BLOCK 0 STREAMS s $", ClassBlocked},
+		{"XREAD BLOCK 0 STREAMS s $", ClassRead},
 		{"MONITOR", ClassBlocked},
 	}
 	for _, tt := range tests {
@@ -302,7 +303,7 @@ func TestEveryKeylessCommandDecided(t *testing.T) {
 // refusals are consistent.
 func TestEveryCommandClassified(t *testing.T) {
 	for _, s := range All() {
-		if s.Policy > PolicyAllFirst {
+		if s.Policy > PolicyPubSub {
 			t.Errorf("%s: invalid policy %d", s.Name, s.Policy)
 		}
 		if s.Class > ClassBlocked {
@@ -318,11 +319,14 @@ func TestEveryCommandClassified(t *testing.T) {
 		} else if s.Refusal != "" {
 			t.Errorf("%s: refusal %q on a routed command", s.Name, s.Refusal)
 		}
-		if s.Flags&FlagBlocking != 0 && s.Policy != PolicyRefuse && s.refuses == nil {
-			t.Errorf("%s: blocking command neither refused nor conditionally refused", s.Name)
+		if s.Flags&FlagBlocking != 0 && s.Policy != PolicyRefuse && s.timeoutAt == nil {
+			t.Errorf("%s: blocking command neither refused nor given its timeout argument", s.Name)
 		}
-		if s.Flags&FlagPubSub != 0 && s.Policy != PolicyRefuse {
-			t.Errorf("%s: pub/sub command not refused", s.Name)
+		if (s.Policy == PolicyBlocking) != (s.timeoutAt != nil && s.blocksWhen == "") {
+			t.Errorf("%s: PolicyBlocking must go with an unconditional timeout argument", s.Name)
+		}
+		if s.Flags&FlagPubSub != 0 && s.Policy != PolicyPubSub {
+			t.Errorf("%s: pub/sub command not routed as pub/sub", s.Name)
 		}
 		keyed := s.hasKeys()
 		switch s.Policy {
@@ -339,7 +343,7 @@ func TestEveryCommandClassified(t *testing.T) {
 		if keyed && s.Class == ClassKeyless {
 			t.Errorf("%s: keyed but ClassKeyless", s.Name)
 		}
-		if !keyed && s.Policy != PolicyRefuse && s.Policy != PolicyLocal && s.Class != ClassKeyless {
+		if !keyed && s.Policy != PolicyRefuse && s.Policy != PolicyLocal && s.Policy != PolicyTransaction && s.Policy != PolicyPubSub && s.Class != ClassKeyless {
 			t.Errorf("%s: keyless but class %v", s.Name, s.Class)
 		}
 	}

@@ -74,6 +74,23 @@ const (
 	// the same everywhere rather than +OK (SCRIPT LOAD's sha1, FUNCTION
 	// LOAD's library name). Added last so the values above stay stable.
 	PolicyAllFirst
+	// PolicyTransaction: MULTI, EXEC, DISCARD, WATCH, UNWATCH. The proxy
+	// queues the transaction and runs it on the one node all its keys live
+	// on: MULTI…EXEC in one write on the multiplexed connection, or on a
+	// dedicated connection when WATCH needs the node to remember the client
+	// between round trips.
+	PolicyTransaction
+	// PolicyBlocking: a command that may block (BLPOP, BRPOP, BLMOVE,
+	// BLMPOP, BZPOPMIN/MAX, BZMPOP, BRPOPLPUSH): its keys must live on one
+	// node, and it runs on a dedicated connection of that node while it
+	// waits, so it never delays the multiplexed connection. XREAD and
+	// XREADGROUP are PolicySingle and block only with BLOCK (BlockTimeout).
+	PolicyBlocking
+	// PolicyPubSub: SUBSCRIBE and the other (un)subscribe commands, PUBLISH,
+	// SPUBLISH and PUBSUB …: a channel lives on the node of its name's slot
+	// ({tag} aware), so PUBLISH and SUBSCRIBE meet; patterns listen on every
+	// node. The proxy keeps a subscriber's connections to the nodes.
+	PolicyPubSub
 )
 
 // Flags are the command flags Redis reports in COMMAND INFO. The first seven
@@ -195,9 +212,16 @@ type Spec struct {
 
 	// Hand-written, argument-dependent behaviour (see policy.go). nil means
 	// "use the static fields".
-	keys     func(s *Spec, args [][]byte, dst []int) ([]int, error)
-	refuses  func(s *Spec, args [][]byte) (string, bool)
-	classFor func(s *Spec, args [][]byte) Class
+	keys    func(s *Spec, args [][]byte, dst []int) ([]int, error)
+	refuses func(s *Spec, args [][]byte) (string, bool)
+	// timeoutAt is the index of the blocking timeout argument, -1 when the
+	// invocation does not block; nil: the command never blocks.
+	timeoutAt func(args [][]byte) int
+	// timeoutMS: the timeout is in milliseconds (XREAD BLOCK), not seconds.
+	timeoutMS bool
+	// blocksWhen says when a PolicySingle command blocks ("with BLOCK").
+	blocksWhen string
+	classFor   func(s *Spec, args [][]byte) Class
 	// Short notes for MarkdownTable describing the hooks above.
 	refusesWhen string // "with BLOCK"
 	classNote   string // "write without NX/XX/GET/KEEPTTL"

@@ -41,9 +41,12 @@ type Config struct {
 	MigrateBytesPerSec float64       // migrator throttle per source node in DUMP bytes/s (0 = unlimited)
 
 	// Data path.
-	HashPrefix     string        // trailing "hash=<key>" override; empty disables
-	BackendConns   int           // multiplexed connections per node
-	BackendLinger  time.Duration // longest wait for owed replies before a backend write (0 = none)
+	HashPrefix    string        // trailing "hash=<key>" override; empty disables
+	BackendConns  int           // multiplexed connections per node
+	BackendLinger time.Duration // longest wait for owed replies before a backend write (0 = none)
+	// MaxDedicated bounds the dedicated connections per node (WATCH
+	// transactions, later blocking commands and subscriptions).
+	MaxDedicated   int
 	DialTimeout    time.Duration // backend dial timeout
 	RequestTimeout time.Duration // backend reply timeout
 	MaxClients     int           // 0 = unlimited
@@ -83,6 +86,7 @@ func Default() Config {
 		HashPrefix:      "hash=",
 		BackendConns:    1,                     // like twemproxy: one connection per node packs the most requests per write
 		BackendLinger:   50 * time.Microsecond, // measured best of 0/50/150 µs under redis-benchmark -c 50; only while replies are owed
+		MaxDedicated:    2048,                  // far below a Memorystore node's 65,000 clients; each is one client connection held
 		DialTimeout:     time.Second,           // a dead node fails its keys within ~1s
 		RequestTimeout:  2 * time.Second,       // below go-redis's default 3s read timeout
 		MaxArgBytes:     64 << 20,              // a proxy buffers whole commands: far below redis's 512 MiB
@@ -171,6 +175,9 @@ func (c Config) Validate() error {
 	}
 	if c.BackendLinger < 0 || c.BackendLinger > 10*time.Millisecond {
 		bad("backend-linger", "%s, want 0..10ms", c.BackendLinger)
+	}
+	if c.MaxDedicated < 1 || c.MaxDedicated > 65000 {
+		bad("max-dedicated-conns", "%d, want 1..65000", c.MaxDedicated)
 	}
 	if c.DialTimeout <= 0 {
 		bad("dial-timeout", "must be positive")
@@ -273,6 +280,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.HashPrefix, "hash-prefix", c.HashPrefix, "prefix of the trailing hash-override argument; empty disables")
 	fs.IntVar(&c.BackendConns, "backend-conns", c.BackendConns, "multiplexed connections per Redis node")
 	fs.DurationVar(&c.BackendLinger, "backend-linger", c.BackendLinger, "while some node still owes replies, wait up to this long for them before writing to the others (0 = never)")
+	fs.IntVar(&c.MaxDedicated, "max-dedicated-conns", c.MaxDedicated, "most connections per Redis node that clients hold for themselves (WATCH); past it such a command gets an error")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "Redis node dial timeout")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "Redis node reply timeout")
 	fs.IntVar(&c.MaxClients, "max-clients", c.MaxClients, "maximum client connections (0 = unlimited)")

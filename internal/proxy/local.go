@@ -60,7 +60,11 @@ func (s *session) answerLocal(v *view, spec *command.Spec, args [][]byte) {
 		s.localReply([]byte("+OK\r\n"))
 		s.closing = true
 	case "reset":
-		s.name = ""
+		s.txReset()
+		s.endPubSub()
+		if s.cs != nil {
+			s.cs.name = ""
+		}
 		s.localReply([]byte("+RESET\r\n"))
 	case "readonly", "readwrite":
 		s.localReply([]byte("+OK\r\n"))
@@ -95,21 +99,23 @@ func (s *session) client(spec *command.Spec, args [][]byte) {
 			s.errorReply("ERR Client names cannot contain spaces, newlines or special characters.")
 			return
 		}
-		s.name = string(args[2])
+		s.state().name = string(args[2])
 		s.localReply([]byte("+OK\r\n"))
 	case "client|getname":
-		if s.name == "" {
+		if s.clientName() == "" {
 			s.localReply(redcon.AppendNull(s.enc[:0]))
 		} else {
-			s.localReply(redcon.AppendBulkString(s.enc[:0], s.name))
+			s.localReply(redcon.AppendBulkString(s.enc[:0], s.clientName()))
 		}
 	case "client|id":
 		s.localReply(redcon.AppendInt(s.enc[:0], int64(s.id)))
+	case "client|unblock":
+		s.clientUnblock(args)
 	case "client|setinfo", "client|no-evict", "client|no-touch":
 		s.localReply([]byte("+OK\r\n"))
 	case "client|info", "client|list":
 		line := "id=" + strconv.FormatUint(uint64(s.id), 10) + " addr=" + s.nc.RemoteAddr().String() +
-			" laddr=" + s.nc.LocalAddr().String() + " name=" + s.name + " db=0 resp=2\n"
+			" laddr=" + s.nc.LocalAddr().String() + " name=" + s.clientName() + " db=0 resp=2\n"
 		s.localReply(redcon.AppendBulkString(s.enc[:0], line))
 	default:
 		sub := spec.Name

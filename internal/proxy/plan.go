@@ -54,20 +54,16 @@ func (s *session) plan(v *view, args [][]byte, raw []byte) {
 func (s *session) route(v *view, args [][]byte, raw []byte) *command.Spec {
 	spec := command.Lookup(args)
 	if !s.authed && (spec == nil || !preAuth(spec.Name)) {
-		s.errorReply(errNoAuth)
-		return spec
-	}
-	if s.txRefused {
-		s.inRefusedTx(spec)
+		s.refuse(errNoAuth)
 		return spec
 	}
 	if spec == nil {
 		if len(args) > 1 && command.IsContainer(args[0]) {
-			s.errorReply("ERR unknown subcommand '" + resp.Printable(args[1]) + "'. Try " +
+			s.refuse("ERR unknown subcommand '" + resp.Printable(args[1]) + "'. Try " +
 				strings.ToUpper(resp.Printable(args[0])) + " HELP.")
 			return spec
 		}
-		s.errorReply(unknownCommand(args))
+		s.refuse(unknownCommand(args))
 		return spec
 	}
 	var hkey []byte
@@ -79,21 +75,35 @@ func (s *session) route(v *view, args [][]byte, raw []byte) *command.Spec {
 		}
 	}
 	if !spec.CheckArity(len(args)) {
-		s.errorReply("ERR wrong number of arguments for '" + spec.Name + "' command")
+		s.refuse("ERR wrong number of arguments for '" + spec.Name + "' command")
 		return spec
 	}
 	if msg, refused := spec.Refuses(args); refused {
-		if spec.Name == "multi" {
-			s.txRefused = true
-		}
-		s.errorReply(msg)
+		s.refuse(msg)
+		return spec
+	}
+	if s.subscribed() && !s.subAllowed(spec, args) {
+		return spec
+	}
+	if spec.Policy == command.PolicyTransaction {
+		s.txCommand(v, spec, args, hkey)
+		return spec
+	}
+	if s.inMulti() && spec.Name != "quit" && spec.Name != "reset" {
+		s.queueTx(v, spec, args, hkey, hashed)
 		return spec
 	}
 	if v.ring == nil && spec.Policy != command.PolicyLocal && spec.Policy != command.PolicyRefuse {
 		s.errorReply(errNoRing)
 		return spec
 	}
+	if idx, ms := spec.BlockTimeout(args); idx >= 0 {
+		s.block(v, spec, args, hkey, idx, ms)
+		return spec
+	}
 	switch spec.Policy {
+	case command.PolicyPubSub:
+		s.pubsubCommand(v, spec, args, raw)
 	case command.PolicyLocal:
 		if hashed && v.ring != nil && (spec.Name == "ping" || spec.Name == "echo") {
 			s.forward(v, v.ring.Owner(hkey), args, raw)
@@ -101,9 +111,6 @@ func (s *session) route(v *view, args [][]byte, raw []byte) *command.Spec {
 		}
 		s.answerLocal(v, spec, args)
 	case command.PolicyRefuse:
-		if spec.Name == "multi" {
-			s.txRefused = true
-		}
 		s.errorReply(spec.Refusal)
 	case command.PolicySingle:
 		if hashed {
@@ -440,26 +447,4 @@ func nextScanCursor(cur uint64, pos, n int, tag uint64) (uint64, bool) {
 // preAuth lists what a client may send before AUTH, as redis-server does.
 func preAuth(name string) bool {
 	return name == "auth" || name == "hello" || name == "quit"
-}
-
-// inRefusedTx answers a command sent after a refused MULTI: the queued
-// commands are discarded, as Redis discards a transaction with an error.
-func (s *session) inRefusedTx(spec *command.Spec) {
-	name := ""
-	if spec != nil {
-		name = spec.Name
-	}
-	switch name {
-	case "exec":
-		s.txRefused = false
-		s.errorReply("EXECABORT Transaction discarded because MULTI was refused (jupiter does not support transactions yet).")
-	case "discard":
-		s.txRefused = false
-		s.localReply([]byte("+OK\r\n"))
-	case "quit", "reset":
-		s.txRefused = false
-		s.answerLocal(nil, spec, nil)
-	default:
-		s.errorReply("ERR jupiter: command not executed: it follows a refused MULTI (send EXEC or DISCARD)")
-	}
 }

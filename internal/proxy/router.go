@@ -90,6 +90,9 @@ type Router struct {
 	inUse func(old func(*view) bool) bool
 	// drainMax bounds ApplyStage's wait for such batches.
 	drainMax time.Duration
+	// follow, set by the Server, moves subscriptions to where a new view
+	// wants them, before ApplyStage returns (pubsub.go).
+	follow func(*view)
 }
 
 // NewRouter returns a router over pool serving r; r may be nil when the ring
@@ -154,6 +157,9 @@ func (rt *Router) ApplyStage(r *ring.Ring, m *Migration) bool {
 	rt.v.Store(nv)
 	close(old.changed)
 	rt.pool.Retain(nv.addrs)
+	if rt.follow != nil {
+		rt.follow(nv)
+	}
 	// frozen: the view routes moving keys by the rebalance rules.
 	frozen := func(u *view) bool { return u.mig != nil && u.mig.stage >= stFreeze }
 	var wait func(u *view) bool

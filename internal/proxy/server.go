@@ -80,8 +80,12 @@
 //     deleted on its destination.
 //   - A held command waits in its session (which reads nothing more
 //     meanwhile), not in a per-pod queue.
-//   - MULTI/WATCH, blocking and pub/sub commands are refused by jupiter
-//     anyway, so their rows of §4.4 do not apply.
+//   - Transactions, blocking commands and subscriptions (§4.4's MULTI,
+//     BLPOP and SUBSCRIBE rows) follow the rules in tx.go, blocking.go and
+//     pubsub.go: a transaction on moving keys is held in FREEZE and runs on
+//     the new owner after Ensure in MIGRATING; a WATCH whose keys' writes
+//     moved makes EXEC fail (nil); a blocked client is re-blocked on the
+//     new owner; a moving channel is listened to on both owners.
 //   - hash=<key> overrides route by the override key, on the rebalance path
 //     too; but the migrator moves keys by their own slot, so keys stored
 //     under an override are only moved when a command touches them during
@@ -166,6 +170,10 @@ type Stats struct {
 	TryAgain  atomic.Int64
 	// Dormant: open client connections without a goroutine (dormant.go).
 	Dormant atomic.Int64
+	// Blocked: clients waiting in a blocking command (blocking.go).
+	Blocked atomic.Int64
+	// Subscribers: clients subscribed to a channel or pattern (pubsub.go).
+	Subscribers atomic.Int64
 }
 
 // Server is the RESP listener and its sessions.
@@ -190,8 +198,12 @@ type Server struct {
 	mu       sync.Mutex
 	ln       net.Listener
 	sessions map[*session]struct{}
-	closed   bool
-	wg       sync.WaitGroup // one per session, dormant or not
+	// blockedBy is every blocked command by client id (CLIENT UNBLOCK).
+	blockedBy map[uint32]*blockState
+	// subs is every subscribed client's state (followSubs).
+	subs   map[*pubsub]struct{}
+	closed bool
+	wg     sync.WaitGroup // one per session, dormant or not
 	// dorm watches dormant sessions' sockets; started by the first
 	// session to go dormant (nil before, or if it could not start).
 	dorm       *dormancy
@@ -223,9 +235,10 @@ func New(opts Options, router *Router, admin Admin, log *slog.Logger) *Server {
 	}
 	s := &Server{opts: opts, router: router, admin: admin, log: log, start: time.Now(),
 		ctl:      rebalance.NewClients(opts.BackendSecurity, opts.ControlTimeout, ctlPoolSize),
-		sessions: map[*session]struct{}{}, cmdStats: make([]stats.Op, len(command.All())+1)}
+		sessions: map[*session]struct{}{}, blockedBy: map[uint32]*blockState{}, subs: map[*pubsub]struct{}{}, cmdStats: make([]stats.Op, len(command.All())+1)}
 	router.mu.Lock()
 	router.inUse = s.viewInUse
+	router.follow = s.followSubs
 	router.drainMax = max(router.drainMax, opts.HoldMax+opts.ControlTimeout+time.Second)
 	router.mu.Unlock()
 	return s
@@ -337,6 +350,9 @@ func (s *Server) goSession(ss *session, how int) {
 			} else if dormant {
 				return
 			}
+			ss.endTx()    // gives back a WATCH's dedicated connection
+			ss.endBlock() // unblocks a blocked command
+			ss.endPubSub()
 			ss.nc.Close()
 			s.Stats.Connected.Add(-1)
 			s.mu.Lock()

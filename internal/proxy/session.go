@@ -30,6 +30,7 @@ const (
 	kForward              // reply is the single call's reply, untouched
 	kMerge                // reply merged from calls by policy
 	kSlow                 // the rebalance path runs it (s.slow); always the batch's last entry
+	kConn                 // runs on a connection of its own (s.conn); always the batch's last entry
 )
 
 // entry is one command of the batch and where its reply will come from.
@@ -82,12 +83,14 @@ type batch struct {
 	// Like orig, it lives in the batch, not the session: an idle
 	// connection should not carry the bytes.
 	slow slowReq
+	// conn is the batch's command for a dedicated connection (entry kConn).
+	conn connOp
 }
 
 // trim drops buffers a large batch grew, before the batch goes back to the pool.
 func (b *batch) trim() {
 	// They point into the session's read buffer.
-	b.orig, b.origRaw, b.slow = nil, nil, slowReq{}
+	b.orig, b.origRaw, b.slow, b.conn = nil, nil, slowReq{}, connOp{}
 	// A batch whose write failed still holds its replies: they must never
 	// reach the next session that borrows it.
 	b.out = b.out[:0]
@@ -127,19 +130,17 @@ type session struct {
 	small  [smallReadBuf]byte
 
 	rng     uint64
-	name    string
+	cs      *connState // nil until a command sets connection state
 	closing bool
 	authed  bool // passed AUTH (or no password is configured)
 	oneCmd  bool // the last batch held one command (see serve)
-	// txRefused is set by a refused MULTI: until EXEC or DISCARD nothing
-	// runs, so a transaction is never executed half, outside MULTI.
-	txRefused bool
-	admin     bool // passed AUTH admin <admin-password>
+	admin   bool // passed AUTH admin <admin-password>
 	// slowNext ends the batch after its rebalance-path command (batch.slow).
 	slowNext bool
 	// writeFailed: a write to the client failed; the session ends.
 	writeFailed bool
 	rawWait     bool // serveRaw: the last read drained the socket
+	gone        bool // the client closed or reset the connection (seen while blocked)
 
 	// using is the view of the batch being executed (nil between batches),
 	// so ApplyStage can wait for batches routed by an older view.
@@ -177,7 +178,7 @@ func (s *session) serve() bool {
 		if s.re == len(s.buf) {
 			s.makeRoom(0)
 		}
-		if idle > 0 {
+		if idle > 0 && !s.blocked() {
 			_ = s.nc.SetReadDeadline(time.Now().Add(idle))
 			if s.stopping.Load() {
 				return false // Shutdown's immediate deadline may have just been overwritten
@@ -204,10 +205,32 @@ func (s *session) serve() bool {
 			s.grow()
 		}
 		if err != nil {
+			if s.blocked() && errors.Is(err, os.ErrDeadlineExceeded) && !s.stopping.Load() {
+				if !s.resumeBlocked() {
+					return false
+				}
+				continue
+			}
 			return false
 		}
 	}
 	return false
+}
+
+// resumeBlocked handles a wake-up while blocked (a read deadline fired):
+// the blocking command's answer, or an old deadline. False: the session
+// must end.
+func (s *session) resumeBlocked() bool {
+	if !s.cs.blk.done.Load() {
+		// An old deadline: clear it, then look again, since the wait
+		// goroutine may have set its wake-up deadline just before.
+		s.rawDeadline = 0
+		_ = s.nc.SetReadDeadline(time.Time{})
+		if !s.cs.blk.done.Load() {
+			return true
+		}
+	}
+	return s.finishBlock()
 }
 
 // serveRaw is serve for a plain TCP client, run inside RawConn.Read so that
@@ -238,6 +261,12 @@ func (s *session) serveRaw(rc syscall.RawConn) (dormant bool) {
 	step := s.rawStep // one closure per goroutine
 	for {
 		err := rc.Read(step)
+		if s.blocked() && !s.gone && !s.stopping.Load() && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+			if !s.resumeBlocked() {
+				return false
+			}
+			continue
+		}
 		if err == nil || s.stopping.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return false
 		}
@@ -273,6 +302,15 @@ func (s *session) rawStep(fd uintptr) bool {
 		if s.stopping.Load() {
 			return true
 		}
+		if s.blocked() {
+			if s.cs.blk.done.Load() {
+				return true // serveRaw answers it
+			}
+			if s.re-s.rs >= maxBlockedBacklog {
+				s.gone = true // a client that floods while blocked
+				return true
+			}
+		}
 		if s.rawWait {
 			s.rawWait = false
 			return s.park(true)
@@ -285,6 +323,7 @@ func (s *session) rawStep(fd uintptr) bool {
 		case err == syscall.EAGAIN:
 			return s.park(false)
 		case err != nil || n <= 0:
+			s.gone = true
 			return true // reset, or the client closed
 		}
 		s.rawLast, s.rawCheck = time.Now().UnixNano(), eofCheckMin
@@ -296,7 +335,9 @@ func (s *session) rawStep(fd uintptr) bool {
 		if filled && len(s.buf) < keptReadBuf {
 			s.grow()
 		}
-		s.rawWait = !filled
+		// While blocked, every wait is a read: a disconnect must be seen
+		// at once, not at the next end-of-stream check.
+		s.rawWait = !filled && !s.blocked()
 	}
 }
 
@@ -304,6 +345,9 @@ func (s *session) rawStep(fd uintptr) bool {
 // replaces a read, see serveRaw) and returns false, which makes
 // RawConn.Read wait for readability.
 func (s *session) park(skipped bool) bool {
+	if s.blocked() {
+		return false // no deadline: the wait goroutine's wake-up must not be overwritten
+	}
 	var want int64
 	var now int64
 	if skipped {
@@ -344,6 +388,9 @@ func (s *session) park(skipped bool) bool {
 const (
 	eofCheckMin = time.Second
 	eofCheckMax = time.Minute
+	// maxBlockedBacklog bounds what a blocked client may pipeline behind
+	// its blocking command before the proxy closes the connection.
+	maxBlockedBacklog = 64 << 20
 )
 
 // makeRoom makes space after s.re: by moving the unparsed bytes to the front,
@@ -403,6 +450,9 @@ func (s *session) resetBuf() {
 // drain executes every complete command in the read buffer, in batches. It
 // returns false when the connection must be closed.
 func (s *session) drain(lim resp.Limits) bool {
+	if s.blocked() {
+		return true // the bytes wait until the blocking command is answered
+	}
 	s.batch = s.srv.getBatch()
 	defer func() {
 		s.srv.putBatch(s.batch)
@@ -455,6 +505,12 @@ func (s *session) drain(lim resp.Limits) bool {
 		if protoErr != nil || s.closing {
 			return false
 		}
+		if s.blocked() {
+			if s.rs == s.re {
+				s.resetBuf()
+			}
+			return true
+		}
 		if s.rs == s.re {
 			s.resetBuf()
 			return true
@@ -475,6 +531,11 @@ func (s *session) flush() bool {
 		return false
 	}
 	if len(s.out) > 0 {
+		if s.cs != nil && s.cs.ps != nil {
+			// Subscribed: the nodes' readers write messages too.
+			s.cs.ps.wmu.Lock()
+			defer s.cs.ps.wmu.Unlock()
+		}
 		if idle := s.srv.opts.IdleTimeout; idle > 0 {
 			// A client that stops reading is idle too: without this
 			// deadline it would pin its session and replies forever.
@@ -574,7 +635,7 @@ func (s *session) execute(v *view) {
 	s.group.Wait()
 	took := time.Since(start)
 	n := len(s.cmds)
-	if n > 0 && s.cmds[n-1].kind == kSlow {
+	if n > 0 && (s.cmds[n-1].kind == kSlow || s.cmds[n-1].kind == kConn) {
 		n--
 	}
 	for i := range n {
@@ -596,7 +657,11 @@ func (s *session) execute(v *view) {
 		s.count(e.cmd, at, took)
 	}
 	s.srv.Stats.Commands.Add(int64(n))
-	if n < len(s.cmds) {
+	switch {
+	case n == len(s.cmds):
+	case s.cmds[n].kind == kConn:
+		s.runConn(v, s.cmds[n].cmd)
+	default:
 		s.runSlow(v, s.cmds[n].cmd) // may plan and execute again: s.cmds is not used after this
 	}
 }
@@ -611,8 +676,10 @@ func (s *session) count(cmd int32, at int, took time.Duration) {
 	st.Latency.Observe(took)
 }
 
-func (s *session) nodeError(dst []byte, err error) []byte {
-	s.srv.Stats.ErrReplies.Add(1)
+func (s *session) nodeError(dst []byte, err error) []byte { return s.srv.nodeError(dst, err) }
+
+func (srv *Server) nodeError(dst []byte, err error) []byte {
+	srv.Stats.ErrReplies.Add(1)
 	return redcon.AppendError(dst, "ERR jupiter: "+err.Error())
 }
 
@@ -629,6 +696,8 @@ func (s *session) merge(dst []byte, e *entry) []byte {
 		s.parts = append(s.parts, c.Reply)
 	}
 	switch e.policy {
+	case policyUnion, policyMaxPairs, policyMaxInt:
+		dst = mergePubSub(dst, e.policy, s.parts)
 	case command.PolicyMGet:
 		dst, s.elems = merge.MGet(dst, s.parts, s.pos[e.p0:e.p0+e.pn], s.elems)
 	case command.PolicySum, command.PolicyAllSum:

@@ -12,6 +12,7 @@ type NodeSample struct {
 	Up        bool
 	Inflight  int
 	Connected int
+	Dedicated int // connections clients hold for themselves (WATCH, blocking, pub/sub)
 }
 
 // Sources are read at scrape time; the request path only bumps atomics.
@@ -22,10 +23,10 @@ type Sources struct {
 
 // Collector turns jupiter's request-path counters into Prometheus series.
 type Collector struct {
-	src                                   Sources
-	cmdTotal, cmdErrors, cmdSeconds       *prometheus.Desc
-	nodeTotal, nodeErrors, nodeSeconds    *prometheus.Desc
-	nodeUp, nodeInflight, nodeConnections *prometheus.Desc
+	src                                                  Sources
+	cmdTotal, cmdErrors, cmdSeconds                      *prometheus.Desc
+	nodeTotal, nodeErrors, nodeSeconds                   *prometheus.Desc
+	nodeUp, nodeInflight, nodeConnections, nodeDedicated *prometheus.Desc
 }
 
 // NewCollector returns a collector over src.
@@ -41,6 +42,7 @@ func NewCollector(src Sources) *Collector {
 		nodeSeconds:     prometheus.NewDesc("jupiter_backend_duration_seconds", "Time from queueing a request to a node to its reply.", node, nil),
 		nodeUp:          prometheus.NewDesc("jupiter_backend_up", "1 if jupiter's last connection attempt to the node succeeded.", node, nil),
 		nodeInflight:    prometheus.NewDesc("jupiter_backend_inflight_requests", "Requests waiting for a reply from the node (pool in use).", node, nil),
+		nodeDedicated:   prometheus.NewDesc("jupiter_backend_dedicated_connections", "Connections to the node that clients hold for themselves: WATCH, blocked commands, subscriptions (bounded by --max-dedicated-conns).", node, nil),
 		nodeConnections: prometheus.NewDesc("jupiter_backend_connections", "Open multiplexed connections to the node.", node, nil),
 	}
 }
@@ -48,7 +50,7 @@ func NewCollector(src Sources) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.cmdTotal, c.cmdErrors, c.cmdSeconds, c.nodeTotal,
-		c.nodeErrors, c.nodeSeconds, c.nodeUp, c.nodeInflight, c.nodeConnections} {
+		c.nodeErrors, c.nodeSeconds, c.nodeUp, c.nodeInflight, c.nodeConnections, c.nodeDedicated} {
 		ch <- d
 	}
 }
@@ -70,6 +72,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.nodeUp, prometheus.GaugeValue, up, n.Addr)
 			ch <- prometheus.MustNewConstMetric(c.nodeInflight, prometheus.GaugeValue, float64(n.Inflight), n.Addr)
 			ch <- prometheus.MustNewConstMetric(c.nodeConnections, prometheus.GaugeValue, float64(n.Connected), n.Addr)
+			ch <- prometheus.MustNewConstMetric(c.nodeDedicated, prometheus.GaugeValue, float64(n.Dedicated), n.Addr)
 		}
 	}
 }
