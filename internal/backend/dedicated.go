@@ -63,6 +63,7 @@ type dedicatedSet struct {
 // borrow it. Only the current borrower touches its fields other than nc.
 type dconn struct {
 	nc      net.Conn
+	proto   int    // the RESP version the node speaks on it (HELLO)
 	buf     []byte // buf[r:w] is read but not yet returned
 	r, w    int
 	sc      resp.Scanner
@@ -113,7 +114,24 @@ func (n *Node) DedicatedIdle() int {
 // with an error wrapping ErrDedicatedLimit, when the node has
 // Options.MaxDedicated connections borrowed and idle; dial errors come as a
 // *NodeError. It blocks at most for the dial timeout.
-func (n *Node) Borrow() (*Dedicated, error) {
+func (n *Node) Borrow() (*Dedicated, error) { return n.BorrowProto(2) }
+
+// BorrowProto is Borrow for a client speaking RESP proto (2 or 3): the
+// connection is switched with HELLO first when it speaks the other one.
+func (n *Node) BorrowProto(proto int) (*Dedicated, error) {
+	d, err := n.borrow()
+	if err != nil || d.c.proto == proto || (proto == 2 && d.c.proto == 0) {
+		return d, err
+	}
+	if err := hello(d.c.nc, proto, time.Now().Add(n.opts.DialTimeout)); err != nil {
+		d.Close()
+		return nil, &NodeError{n.addr, err}
+	}
+	d.c.proto = proto
+	return d, nil
+}
+
+func (n *Node) borrow() (*Dedicated, error) {
 	s := &n.ded
 	for {
 		s.mu.Lock()

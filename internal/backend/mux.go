@@ -46,6 +46,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -173,7 +174,8 @@ func (q *fifo) oldest() int64 {
 
 // mconn is one multiplexed connection to a node.
 type mconn struct {
-	node *Node
+	node  *Node
+	proto uint8 // 2, or 3: HELLO 3 after the dial
 
 	mu       sync.Mutex
 	nc       net.Conn   // nil while down
@@ -623,6 +625,11 @@ func (c *mconn) startDialLocked() {
 func (c *mconn) dial() {
 	defer c.node.wg.Done()
 	nc, err := c.node.dialer(c.node.addr, c.node.opts.DialTimeout)
+	if err == nil && c.proto == 3 {
+		if err = hello(nc, 3, time.Now().Add(c.node.opts.DialTimeout)); err != nil {
+			nc.Close()
+		}
+	}
 	c.mu.Lock()
 	defer func() {
 		c.dialing = false
@@ -632,7 +639,7 @@ func (c *mconn) dial() {
 	if err != nil {
 		c.lastErr = err
 		c.scheduleRetryLocked()
-		c.node.setUp(false)
+		c.setNodeUp(false)
 		return
 	}
 	if c.closed {
@@ -645,7 +652,7 @@ func (c *mconn) dial() {
 	c.gen++
 	c.backoff = 0
 	c.lastErr = nil
-	c.node.setUp(true)
+	c.setNodeUp(true)
 	c.node.wg.Add(1)
 	go c.read(nc, c.gen)
 }
@@ -749,7 +756,7 @@ func (c *mconn) readFailed(gen uint64, err error) {
 	c.mu.Lock()
 	if c.gen == gen && c.nc != nil {
 		c.failLocked(err)
-		c.node.setUp(false)
+		c.setNodeUp(false)
 	}
 	c.mu.Unlock()
 }
@@ -765,7 +772,7 @@ func (c *mconn) expire(now int64, timeout time.Duration) {
 	if o := c.inflight.oldest(); o != 0 && c.nc != nil {
 		if last := max(o, c.lastIO.Load()); now-last > int64(timeout) {
 			c.failLocked(errTimeout)
-			c.node.setUp(false)
+			c.setNodeUp(false)
 		}
 	}
 	c.mu.Unlock()
@@ -785,4 +792,45 @@ func (c *mconn) queueLen() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.inflight.size
+}
+
+// setNodeUp records whether the node answers. Only the RESP2 connections
+// say so: a RESP3 dial can fail for want of HELLO (Redis < 6), which must
+// not mark down a node that serves everyone else.
+func (c *mconn) setNodeUp(v bool) {
+	if c.proto != 3 {
+		c.node.setUp(v)
+	}
+}
+
+// hello switches a fresh connection to RESP proto (HELLO proto) and reads
+// the node's answer, bounded by deadline.
+func hello(nc net.Conn, proto int, deadline time.Time) error {
+	if err := nc.SetDeadline(deadline); err != nil {
+		return err
+	}
+	cmd := "*2\r\n$5\r\nHELLO\r\n$1\r\n" + string(rune('0'+proto)) + "\r\n"
+	if _, err := nc.Write([]byte(cmd)); err != nil {
+		return err
+	}
+	var sc resp.Scanner
+	buf := make([]byte, 0, 512)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if l, serr := sc.Scan(buf); serr != nil {
+			return serr
+		} else if l > 0 {
+			if resp.IsError(buf[:l]) {
+				return fmt.Errorf("HELLO %d refused: %s", proto, strings.TrimSpace(string(buf[1:l])))
+			}
+			return nc.SetDeadline(time.Time{})
+		}
+		if err != nil {
+			return fmt.Errorf("HELLO %d: %w", proto, err)
+		}
+	}
 }

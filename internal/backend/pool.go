@@ -79,6 +79,12 @@ type Node struct {
 	opts   Options
 	dialer func(string, time.Duration) (net.Conn, error)
 	conns  []*mconn
+	// conns3 are the multiplexed connections that speak RESP3 (HELLO 3),
+	// for clients that switched to it: their replies then pass through
+	// untouched too. Dialled on a RESP3 client's first request.
+	conns3 atomic.Pointer[[]*mconn]
+	mu3    sync.Mutex
+	stop   <-chan struct{} // the pool's: closed by Close
 	up     atomic.Bool
 	wg     *sync.WaitGroup
 	fl     *flusher
@@ -107,12 +113,61 @@ func (n *Node) Enqueue(pick uint32, payload []byte, calls []*Call, now int64) {
 	n.conns[int(pick%uint32(len(n.conns)))].enqueue(payload, calls, now)
 }
 
+// Enqueue3 is Enqueue on the node's RESP3 connections (the replies come in
+// RESP3, as the node sends them to a client that said HELLO 3).
+func (n *Node) Enqueue3(pick uint32, payload []byte, calls []*Call, now int64) {
+	cs := n.conns3.Load()
+	if cs == nil {
+		cs = n.openResp3()
+	}
+	(*cs)[int(pick%uint32(len(*cs)))].enqueue(payload, calls, now)
+}
+
+func (n *Node) openResp3() *[]*mconn {
+	n.mu3.Lock()
+	defer n.mu3.Unlock()
+	if cs := n.conns3.Load(); cs != nil {
+		return cs
+	}
+	cs := make([]*mconn, len(n.conns))
+	for i := range cs {
+		cs[i] = n.newConn(3)
+	}
+	n.conns3.Store(&cs)
+	return &cs
+}
+
+// newConn returns a connection speaking RESP proto, dialling unless the
+// pool is closed.
+func (n *Node) newConn(proto uint8) *mconn {
+	c := &mconn{node: n, proto: proto}
+	select {
+	case <-n.stop:
+		c.closed = true
+	default:
+		c.mu.Lock()
+		c.startDialLocked()
+		c.mu.Unlock()
+	}
+	return c
+}
+
+// each calls f for every multiplexed connection of the node.
+func (n *Node) each(f func(*mconn)) {
+	for _, c := range n.conns {
+		f(c)
+	}
+	if cs := n.conns3.Load(); cs != nil {
+		for _, c := range *cs {
+			f(c)
+		}
+	}
+}
+
 // Inflight returns the number of Calls waiting for replies on the node.
 func (n *Node) Inflight() int {
 	t := 0
-	for _, c := range n.conns {
-		t += c.queueLen()
-	}
+	n.each(func(c *mconn) { t += c.queueLen() })
 	return t
 }
 
@@ -151,7 +206,7 @@ func (p *Pool) Node(addr string) *Node {
 	if n, ok := p.nodes[addr]; ok {
 		return n
 	}
-	n := &Node{addr: addr, opts: p.opts, dialer: p.opts.Dialer, wg: &p.wg, fl: p.fl}
+	n := &Node{addr: addr, opts: p.opts, dialer: p.opts.Dialer, wg: &p.wg, fl: p.fl, stop: p.stop}
 	n.conns = make([]*mconn, p.opts.ConnsPerNode)
 	select {
 	case <-p.stop:
@@ -159,16 +214,7 @@ func (p *Pool) Node(addr string) *Node {
 	default:
 	}
 	for i := range n.conns {
-		c := &mconn{node: n}
-		n.conns[i] = c
-		select {
-		case <-p.stop:
-			c.closed = true
-		default:
-			c.mu.Lock()
-			c.startDialLocked()
-			c.mu.Unlock()
-		}
+		n.conns[i] = n.newConn(2)
 	}
 	p.nodes[addr] = n
 	return n
@@ -208,9 +254,7 @@ func (p *Pool) Retain(keep []string) {
 		case <-p.stop:
 		}
 		for _, n := range drop {
-			for _, c := range n.conns {
-				c.close()
-			}
+			n.each((*mconn).close)
 			n.closeDedicated()
 		}
 	}()
@@ -226,9 +270,7 @@ func (p *Pool) Close(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	for _, n := range nodes {
-		for _, c := range n.conns {
-			c.close()
-		}
+		n.each((*mconn).close)
 		n.closeDedicated()
 	}
 	done := make(chan struct{})
@@ -255,10 +297,10 @@ func (p *Pool) watchdog() {
 			now := t.UnixNano()
 			p.mu.Lock()
 			for _, n := range p.nodes {
-				for _, c := range n.conns {
+				n.each(func(c *mconn) {
 					c.expire(now, p.opts.RequestTimeout)
 					c.redialIfDue(t)
-				}
+				})
 			}
 			p.mu.Unlock()
 		}
@@ -287,12 +329,12 @@ func (p *Pool) Nodes() []*Node {
 // Connected returns how many of the node's connections are open.
 func (n *Node) Connected() int {
 	t := 0
-	for _, c := range n.conns {
+	n.each(func(c *mconn) {
 		c.mu.Lock()
 		if c.nc != nil {
 			t++
 		}
 		c.mu.Unlock()
-	}
+	})
 	return t
 }

@@ -75,6 +75,7 @@ type blockState struct {
 	hkey  []byte
 	tIdx  int  // the timeout argument
 	tMS   bool // milliseconds (XREAD BLOCK), else seconds
+	proto int  // the client's RESP version
 	until time.Time
 	slots []uint16
 
@@ -137,7 +138,7 @@ func (s *session) block(v *view, spec *command.Spec, args [][]byte, hkey []byte,
 // answers it.
 func (s *session) startBlock(v *view, op connOp, id int32) {
 	b := &blockState{srv: s.srv, nc: s.nc, id: s.id, cmd: id, start: time.Now(), spec: op.spec,
-		tIdx: op.tIdx, tMS: op.tMS, cancel: make(chan struct{})}
+		tIdx: op.tIdx, tMS: op.tMS, proto: s.proto(), cancel: make(chan struct{})}
 	for _, a := range op.args {
 		b.args = append(b.args, bytes.Clone(a))
 	}
@@ -245,7 +246,7 @@ func (b *blockState) run(v *view) []byte {
 			// the key already holds.)
 			left := time.Until(b.until)
 			if left < time.Millisecond {
-				return nilReply(b.spec)
+				return b.nilReply()
 			}
 			args = append([][]byte(nil), b.args...)
 			if b.tMS {
@@ -265,7 +266,7 @@ func (b *blockState) run(v *view) []byte {
 				return srv.nodeError(nil, err)
 			}
 		}
-		d, err := v.nodes[node].Borrow()
+		d, err := v.nodes[node].BorrowProto(b.proto)
 		if err != nil {
 			return srv.nodeError(nil, err)
 		}
@@ -342,7 +343,7 @@ func (b *blockState) finish(d *backend.Dedicated, r blockResult) []byte {
 func (b *blockState) interrupt(d *backend.Dedicated, cid int64, got chan blockResult) blockResult {
 	if cid > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), b.srv.opts.ControlTimeout)
-		_, err := b.srv.direct(ctx, d.Addr(), [][]byte{[]byte("CLIENT"), []byte("UNBLOCK"), strconv.AppendInt(nil, cid, 10), []byte("TIMEOUT")})
+		_, err := b.srv.direct(ctx, d.Addr(), [][]byte{[]byte("CLIENT"), []byte("UNBLOCK"), strconv.AppendInt(nil, cid, 10), []byte("TIMEOUT")}, false)
 		cancel()
 		if err == nil {
 			t := time.NewTimer(unblockWait)
@@ -364,12 +365,13 @@ func (b *blockState) cancelled() []byte {
 	if b.why.Load() == whyError {
 		return redcon.AppendError(nil, errUnblocked)
 	}
-	return nilReply(b.spec)
+	return b.nilReply()
 }
 
 // nilReply is what a blocking command answers when its timeout expires:
-// a null array for every one of them, BLMOVE included (RESP2).
-func nilReply(*command.Spec) []byte { return []byte("*-1\r\n") }
+// a null array for every one of them, BLMOVE included (RESP2), or RESP3's
+// null.
+func (b *blockState) nilReply() []byte { return appendNullArray(nil, b.proto == 3) }
 
 func isNilReply(r []byte) bool {
 	return string(r) == "*-1\r\n" || string(r) == "$-1\r\n" || string(r) == "_\r\n"

@@ -21,10 +21,6 @@ import (
 // keyspace section summed over every node.
 const policyInfo command.Policy = 200
 
-// helloError makes every go-redis v9 release fall back to RESP2 (v9.0.0–3
-// only recognise an "unknown command" error), and keeps the connection open.
-const helloError = "ERR unknown command 'HELLO', with args beginning with: (jupiter speaks RESP2 only)"
-
 // configValues are what CONFIG GET reports; redis-benchmark asks for save and
 // appendonly before it starts, and some clients ask for databases.
 var configValues = [][2]string{
@@ -47,7 +43,7 @@ func (s *session) answerLocal(v *view, spec *command.Spec, args [][]byte) {
 	case "echo":
 		s.localBulk(args[1])
 	case "hello":
-		s.errorReply(helloError)
+		s.hello(args)
 	case "auth":
 		s.auth(args)
 	case "select":
@@ -103,7 +99,7 @@ func (s *session) client(spec *command.Spec, args [][]byte) {
 		s.localReply([]byte("+OK\r\n"))
 	case "client|getname":
 		if s.clientName() == "" {
-			s.localReply(redcon.AppendNull(s.enc[:0]))
+			s.localReply(appendNull(s.enc[:0], s.resp3()))
 		} else {
 			s.localReply(redcon.AppendBulkString(s.enc[:0], s.clientName()))
 		}
@@ -111,12 +107,17 @@ func (s *session) client(spec *command.Spec, args [][]byte) {
 		s.localReply(redcon.AppendInt(s.enc[:0], int64(s.id)))
 	case "client|unblock":
 		s.clientUnblock(args)
+	case "client|tracking", "client|caching", "client|getredir", "client|trackinginfo":
+		// Invalidation messages come from the node holding a key, on the
+		// connection that read it: with keys on many nodes and reads on
+		// shared connections, jupiter cannot deliver them correctly.
+		s.errorReply("ERR jupiter: " + spec.DisplayName() + " is not supported through a sharding proxy (client-side caching invalidations are per node and per connection)")
 	case "client|setinfo", "client|no-evict", "client|no-touch":
 		s.localReply([]byte("+OK\r\n"))
 	case "client|info", "client|list":
 		line := "id=" + strconv.FormatUint(uint64(s.id), 10) + " addr=" + s.nc.RemoteAddr().String() +
-			" laddr=" + s.nc.LocalAddr().String() + " name=" + s.clientName() + " db=0 resp=2\n"
-		s.localReply(redcon.AppendBulkString(s.enc[:0], line))
+			" laddr=" + s.nc.LocalAddr().String() + " name=" + s.clientName() + " db=0 resp=" + strconv.Itoa(s.proto()) + "\n"
+		s.localReply(appendText(s.enc[:0], line, s.resp3()))
 	default:
 		sub := spec.Name
 		if len(args) > 1 {
@@ -178,7 +179,7 @@ func (s *session) configGet(args [][]byte) {
 			}
 		}
 	}
-	b := redcon.AppendArray(s.enc[:0], len(pairs))
+	b := appendMap(s.enc[:0], len(pairs)/2, s.resp3())
 	for _, p := range pairs {
 		b = redcon.AppendBulkString(b, p)
 	}
@@ -230,7 +231,7 @@ func (s *session) info(v *view, args [][]byte) {
 	lo := len(s.local)
 	s.local = append(s.local, b.String()...)
 	if !sec("keyspace") || v.ring == nil {
-		s.local = append(s.local[:lo], redcon.AppendBulkString(nil, b.String())...)
+		s.local = append(s.local[:lo], appendText(nil, b.String(), s.resp3())...)
 		s.cmds = append(s.cmds, entry{kind: kLocal, lo: int32(lo), hi: int32(len(s.local))})
 		return
 	}
@@ -256,7 +257,7 @@ func (s *session) mergeInfo(dst []byte, e *entry) []byte {
 			missing++
 			continue
 		}
-		body, _, ok := resp.Bulk(c.Reply)
+		body, ok := textOf(c.Reply)
 		if !ok {
 			missing++
 			continue
@@ -293,7 +294,7 @@ func (s *session) mergeInfo(dst []byte, e *entry) []byte {
 	if missing > 0 {
 		b.WriteString("jupiter_nodes_unreachable:" + strconv.Itoa(missing) + "\r\n")
 	}
-	return redcon.AppendBulkString(dst, b.String())
+	return appendText(dst, b.String(), s.resp3())
 }
 
 // auth handles AUTH <pw> and AUTH <user> <pw>. The users are "default"
@@ -308,6 +309,14 @@ func (s *session) auth(args [][]byte) {
 		s.errorReply("ERR syntax error")
 		return
 	}
+	if s.login(user, pw) {
+		s.localReply([]byte("+OK\r\n"))
+	}
+}
+
+// login checks user's password (AUTH, HELLO … AUTH); a failure is answered
+// with WRONGPASS.
+func (s *session) login(user string, pw []byte) bool {
 	o := &s.srv.opts
 	switch {
 	case o.Password == "" && o.AdminPassword == "":
@@ -316,16 +325,13 @@ func (s *session) auth(args [][]byte) {
 		s.authed, s.admin = true, true
 	case user == "default" && o.Password != "" && secretEqual(pw, o.Password):
 		s.authed, s.admin = true, false
-	case user == "default" && o.Password == "" && o.AdminPassword != "":
-		// Only an admin password is set: data access needs no AUTH, and a
-		// wrong AUTH must not silently pass as admin.
-		s.errorReply(errWrongPass)
-		return
 	default:
+		// Includes a wrong AUTH when only an admin password is set: data
+		// access needs no AUTH then, and it must not silently pass as admin.
 		s.errorReply(errWrongPass)
-		return
+		return false
 	}
-	s.localReply([]byte("+OK\r\n"))
+	return true
 }
 
 // secretEqual compares in constant time; hashing first hides the length too.

@@ -121,9 +121,9 @@ func scanReply(dst, reply []byte, next uint64, drop []bool, scratch [][]byte) ([
 }
 
 // randomKeyReply passes RANDOMKEY's reply on, answering a marker as nil.
-func randomKeyReply(dst, reply []byte) []byte {
+func randomKeyReply(dst, reply []byte, resp3 bool) []byte {
 	if k, null, ok := resp.Bulk(reply); ok && !null && isMarkerKey(k) {
-		return append(dst, "$-1\r\n"...)
+		return appendNull(dst, resp3)
 	}
 	return append(dst, reply...)
 }

@@ -247,7 +247,7 @@ func (s *session) slowKeyed(ctx context.Context, v *view, req *slowReq, dst []by
 			}
 		}
 	}
-	mv, err := s.srv.mover(v, old, dest)
+	mv, err := s.srv.mover(v, old, dest, s.resp3())
 	if err != nil {
 		return s.nodeError(dst, err)
 	}
@@ -298,9 +298,9 @@ func (s *session) slowSplit(ctx context.Context, v *view, spec *command.Spec, ar
 		var reply []byte
 		var err error
 		if !moving {
-			reply, err = s.srv.direct(ctx, v.addrs[old], sub)
+			reply, err = s.srv.direct(ctx, v.addrs[old], sub, s.resp3())
 		} else {
-			mv, merr := s.srv.mover(v, old, dest)
+			mv, merr := s.srv.mover(v, old, dest, s.resp3())
 			if merr != nil {
 				return s.nodeError(dst, merr)
 			}
@@ -352,7 +352,7 @@ func (s *session) slowScan(ctx context.Context, v *view, args [][]byte, dst []by
 	sub := make(rebalance.Command, len(args))
 	copy(sub, args)
 	sub[1] = strconv.AppendUint(nil, nodeCur, 10)
-	reply, err := s.srv.direct(ctx, v.addrs[node], sub)
+	reply, err := s.srv.direct(ctx, v.addrs[node], sub, s.resp3())
 	if err != nil {
 		return s.nodeError(dst, err)
 	}
@@ -383,7 +383,7 @@ func (s *session) slowKeys(ctx context.Context, v *view, args [][]byte, dst []by
 	parts := make([][]byte, 0, len(v.fan))
 	drops := make([][]bool, 0, len(v.fan))
 	for _, i := range v.fan {
-		reply, err := s.srv.direct(ctx, v.addrs[i], rebalance.Command(args))
+		reply, err := s.srv.direct(ctx, v.addrs[i], rebalance.Command(args), s.resp3())
 		if err != nil {
 			return s.nodeError(dst, err)
 		}
@@ -411,7 +411,7 @@ func (s *session) slowRandomKey(ctx context.Context, v *view, dst []byte) []byte
 	for j := range v.fan {
 		i := v.fan[(first+j)%len(v.fan)]
 		for range 8 {
-			reply, err := s.srv.direct(ctx, v.addrs[i], rebalance.Command{[]byte("RANDOMKEY")})
+			reply, err := s.srv.direct(ctx, v.addrs[i], rebalance.Command{[]byte("RANDOMKEY")}, s.resp3())
 			if err != nil {
 				return s.nodeError(dst, err)
 			}
@@ -427,7 +427,7 @@ func (s *session) slowRandomKey(ctx context.Context, v *view, dst []byte) []byte
 			}
 		}
 	}
-	return append(dst, "$-1\r\n"...)
+	return appendNull(dst, s.resp3())
 }
 
 // movedAway marks, in the array reply arr of keys listed by node, the
@@ -487,8 +487,8 @@ func (srv *Server) movedAway(ctx context.Context, v *view, node int, arr []byte)
 
 // direct runs c on the node at addr and returns its raw reply (error
 // replies included; err is a failure to talk to the node).
-func (srv *Server) direct(ctx context.Context, addr string, c rebalance.Command) ([]byte, error) {
-	cl, err := srv.ctl.Get(addr)
+func (srv *Server) direct(ctx context.Context, addr string, c rebalance.Command, resp3 bool) ([]byte, error) {
+	cl, err := srv.ctlFor(resp3).Get(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -503,13 +503,15 @@ func anyArgs(c rebalance.Command) []any {
 	return a
 }
 
-// mover is the rebalance operations between the view's nodes old and dest.
-func (srv *Server) mover(v *view, old, dest int) (*rebalance.Mover, error) {
-	o, err := srv.ctl.Get(v.addrs[old])
+// mover is the rebalance operations between the view's nodes old and dest,
+// with replies in RESP3 for a RESP3 client.
+func (srv *Server) mover(v *view, old, dest int, resp3 bool) (*rebalance.Mover, error) {
+	ctl := srv.ctlFor(resp3)
+	o, err := ctl.Get(v.addrs[old])
 	if err != nil {
 		return nil, err
 	}
-	n, err := srv.ctl.Get(v.addrs[dest])
+	n, err := ctl.Get(v.addrs[dest])
 	if err != nil {
 		return nil, err
 	}
@@ -519,3 +521,11 @@ func (srv *Server) mover(v *view, old, dest int) (*rebalance.Mover, error) {
 // ctlPoolSize is each control client's connection pool: the rebalance path
 // runs one command per client connection at a time, synchronously.
 const ctlPoolSize = 32
+
+// ctlFor is the control clients whose raw replies suit the client.
+func (srv *Server) ctlFor(resp3 bool) *rebalance.Clients {
+	if resp3 {
+		return srv.ctl3
+	}
+	return srv.ctl
+}

@@ -87,6 +87,7 @@ type pubsub struct {
 	subs  [3]map[string][]string // name → the node addresses it is subscribed on
 	order [3][]string            // names in subscription order (UNSUBSCRIBE without arguments)
 
+	resp3  bool       // frames are pushes; any command may run while subscribed
 	wmu    sync.Mutex // writes to the client: the session's and the readers'
 	closed atomic.Bool
 	// names counts the subscriptions of every kind, for the session's
@@ -113,7 +114,12 @@ type expectation struct {
 	err  []byte        // the node answered an error instead
 }
 
-func (s *session) subscribed() bool { return s.cs != nil && s.cs.ps != nil && s.cs.ps.names.Load() > 0 }
+// subscribed reports the RESP2 subscribed state, where only the
+// subscription commands, PING, QUIT and RESET are accepted (RESP3 has no
+// such state).
+func (s *session) subscribed() bool {
+	return s.cs != nil && s.cs.ps != nil && !s.cs.resp3 && s.cs.ps.names.Load() > 0
+}
 
 // pubsubCommand plans a pub/sub command.
 func (s *session) pubsubCommand(v *view, spec *command.Spec, args [][]byte, raw []byte) {
@@ -197,7 +203,7 @@ func (s *session) runPubSub(v *view, op connOp) {
 			names = append(names, []byte(n))
 		}
 		if len(names) == 0 {
-			ps.write(subFrame(unsubNames[kind], nil, ps.countFor(kind)))
+			ps.write(subFrame(unsubNames[kind], nil, ps.countFor(kind), ps.resp3))
 			s.endPubSubIfIdle()
 			return
 		}
@@ -214,6 +220,7 @@ func (s *session) runPubSub(v *view, op connOp) {
 	steps := make([]step, 0, len(names))
 	perConn := map[*subConn][][]byte{}
 	var connOrder []*subConn
+	lost := false // a node could not be reached: the client must reconnect
 	deadline := time.Now().Add(s.srv.opts.ControlTimeout)
 	for _, n := range names {
 		st := step{name: n, ack: make(chan struct{})}
@@ -221,27 +228,43 @@ func (s *session) runPubSub(v *view, op connOp) {
 		switch {
 		case sub && !have:
 			addrs = ps.want(v, kind, n)
-			ps.add(kind, string(n), addrs)
+			// Every node first: a subscription that cannot listen
+			// everywhere it must is not made at all.
+			var conns []*subConn
+			for _, a := range addrs {
+				c, err := ps.conn(v, a)
+				if err != nil {
+					st.exps = []*expectation{{err: redcon.AppendError(nil, "ERR jupiter: "+err.Error())}}
+					lost = true
+					break
+				}
+				conns = append(conns, c)
+			}
+			if st.exps == nil {
+				ps.add(kind, string(n), addrs)
+				for _, c := range conns {
+					if perConn[c] == nil {
+						connOrder = append(connOrder, c)
+					}
+					perConn[c] = append(perConn[c], n)
+					st.exps = append(st.exps, c.expectOne(st.ack))
+				}
+			}
 		case !sub && have:
 			ps.remove(kind, string(n))
+			for _, a := range addrs {
+				if c := ps.conns[a]; c != nil && !c.closing.Load() {
+					if perConn[c] == nil {
+						connOrder = append(connOrder, c)
+					}
+					perConn[c] = append(perConn[c], n)
+					st.exps = append(st.exps, c.expectOne(st.ack))
+				}
+			}
 		default:
 			st.known = true
 		}
 		st.count = ps.countFor(kind)
-		if !st.known {
-			for _, a := range addrs {
-				c, err := ps.conn(v, a)
-				if err != nil {
-					st.exps = append(st.exps, &expectation{err: redcon.AppendError(nil, "ERR jupiter: "+err.Error())})
-					continue
-				}
-				if perConn[c] == nil {
-					connOrder = append(connOrder, c)
-				}
-				perConn[c] = append(perConn[c], n)
-				st.exps = append(st.exps, c.expectOne(st.ack))
-			}
-		}
 		steps = append(steps, st)
 	}
 	cmdName := []byte(name)
@@ -264,21 +287,27 @@ func (s *session) runPubSub(v *view, op connOp) {
 		if failed != nil {
 			ps.write(failed)
 		} else if sub {
-			ps.write(subFrame(subNames[kind], st.name, st.count))
+			ps.write(subFrame(subNames[kind], st.name, st.count, ps.resp3))
 		} else {
-			ps.write(subFrame(unsubNames[kind], st.name, st.count))
+			ps.write(subFrame(unsubNames[kind], st.name, st.count, ps.resp3))
 		}
 		close(st.ack)
 	}
 	ps.retireIdle()
 	s.endPubSubIfIdle()
+	if lost {
+		// As when a node a subscriber listens on fails: the client
+		// reconnects and subscribes again (clients do that by themselves),
+		// instead of living on with a subscription that hears nothing.
+		s.closing = true
+	}
 }
 
 // pubsubState returns the session's pub/sub state, creating it.
 func (s *session) pubsubState() *pubsub {
 	cs := s.state()
 	if cs.ps == nil {
-		cs.ps = &pubsub{srv: s.srv, nc: s.nc, conns: map[string]*subConn{}}
+		cs.ps = &pubsub{srv: s.srv, nc: s.nc, conns: map[string]*subConn{}, resp3: cs.resp3}
 		for k := range cs.ps.subs {
 			cs.ps.subs[k] = map[string][]string{}
 		}
@@ -370,7 +399,11 @@ func (ps *pubsub) conn(v *view, addr string) (*subConn, error) {
 	if i < 0 {
 		return nil, errors.New("node " + addr + " is not in the ring")
 	}
-	d, err := v.nodes[i].Borrow()
+	proto := 2
+	if ps.resp3 {
+		proto = 3
+	}
+	d, err := v.nodes[i].BorrowProto(proto)
 	if err != nil {
 		return nil, err
 	}
@@ -412,13 +445,13 @@ func (ps *pubsub) write(b []byte) {
 	_ = ps.nc.SetWriteDeadline(time.Time{})
 }
 
-// subFrame is a (un)subscribe reply: [kind, name, count]; name nil is a
-// null bulk (UNSUBSCRIBE with nothing subscribed).
-func subFrame(kind string, name []byte, count int) []byte {
-	b := redcon.AppendArray(nil, 3)
+// subFrame is a (un)subscribe reply: [kind, name, count] (a push in
+// RESP3); name nil is a null (UNSUBSCRIBE with nothing subscribed).
+func subFrame(kind string, name []byte, count int, resp3 bool) []byte {
+	b := appendPush(nil, 3, resp3)
 	b = redcon.AppendBulkString(b, kind)
 	if name == nil {
-		b = redcon.AppendNull(b)
+		b = appendNull(b, resp3)
 	} else {
 		b = redcon.AppendBulk(b, name)
 	}

@@ -181,6 +181,7 @@ type Server struct {
 	opts   Options
 	router *Router
 	ctl    *rebalance.Clients // rebalance path clients
+	ctl3   *rebalance.Clients // the same, speaking RESP3 (for RESP3 clients)
 	admin  Admin
 	log    *slog.Logger
 	start  time.Time
@@ -235,6 +236,7 @@ func New(opts Options, router *Router, admin Admin, log *slog.Logger) *Server {
 	}
 	s := &Server{opts: opts, router: router, admin: admin, log: log, start: time.Now(),
 		ctl:      rebalance.NewClients(opts.BackendSecurity, opts.ControlTimeout, ctlPoolSize),
+		ctl3:     rebalance.NewClients3(opts.BackendSecurity, opts.ControlTimeout, ctlPoolSize),
 		sessions: map[*session]struct{}{}, blockedBy: map[uint32]*blockState{}, subs: map[*pubsub]struct{}{}, cmdStats: make([]stats.Op, len(command.All())+1)}
 	router.mu.Lock()
 	router.inUse = s.viewInUse
@@ -408,6 +410,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	defer s.ctl.Close() // a session still running past ctx gets errors from it, not a hang
+	defer s.ctl3.Close()
 	select {
 	case <-done:
 		return nil

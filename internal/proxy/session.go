@@ -626,9 +626,15 @@ func (s *session) newCall(node int) *backend.Call {
 func (s *session) execute(v *view) {
 	start := time.Now()
 	now := start.UnixNano()
+	r3 := s.resp3()
 	for i := range s.shares {
 		sh := &s.shares[i]
-		if len(sh.calls) > 0 {
+		if len(sh.calls) == 0 {
+			continue
+		}
+		if r3 {
+			v.nodes[i].Enqueue3(s.id, sh.payload, sh.calls, now)
+		} else {
 			v.nodes[i].Enqueue(s.id, sh.payload, sh.calls, now)
 		}
 	}
@@ -726,7 +732,7 @@ func (s *session) merge(dst []byte, e *entry) []byte {
 			dst = merge.Scan(dst, reply, next)
 		}
 	case policyRandomKey:
-		dst = randomKeyReply(dst, s.parts[0])
+		dst = randomKeyReply(dst, s.parts[0], s.resp3())
 	default:
 		dst = merge.First(dst, s.parts)
 	}

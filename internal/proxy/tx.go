@@ -49,7 +49,6 @@ import (
 
 const (
 	replyQueued  = "+QUEUED\r\n"
-	replyNilArr  = "*-1\r\n"
 	errExecAbort = "EXECABORT Transaction discarded because of previous errors."
 	errTxMoved   = "EXECABORT Transaction discarded: its keys no longer share one node (jupiter ring change); retry it"
 )
@@ -58,10 +57,11 @@ const (
 // SETNAME, transactions): allocated at the first such command, so a
 // connection that never sends one pays a pointer for all of it.
 type connState struct {
-	name string
-	tx   txState
-	blk  *blockState // the blocking command being waited for
-	ps   *pubsub     // subscriptions
+	name  string
+	tx    txState
+	blk   *blockState // the blocking command being waited for
+	ps    *pubsub     // subscriptions
+	resp3 bool        // HELLO 3
 }
 
 func (s *session) state() *connState {
@@ -479,7 +479,7 @@ func (s *session) runWatch(v *view, op connOp) {
 		return
 	}
 	if tx.watch == nil {
-		d, err := v.nodes[node].Borrow()
+		d, err := v.nodes[node].BorrowProto(s.proto())
 		if err != nil {
 			tx.slots = tx.slots[:n]
 			s.out = s.nodeError(s.out, err)
@@ -512,7 +512,7 @@ func (s *session) runExec(v *view) {
 			if place(tx.watchView, sl) != place(v, sl) {
 				// Writes of a watched key go elsewhere now: the WATCH no
 				// longer sees them, so the transaction must not run.
-				s.out = append(s.out, replyNilArr...)
+				s.out = appendNullArray(s.out, s.resp3())
 				return
 			}
 		}
@@ -548,7 +548,7 @@ func (s *session) runExec(v *view) {
 		s.out = redcon.AppendError(s.out, err.Error())
 		return
 	}
-	mv, err := s.srv.mover(v, old, dest)
+	mv, err := s.srv.mover(v, old, dest, s.resp3())
 	if err != nil {
 		s.out = s.nodeError(s.out, err)
 		return
@@ -584,7 +584,7 @@ func (s *session) txRun(v *view, node int, markers []byte, keys [][]byte) []byte
 	d := tx.watch
 	if d == nil {
 		var err error
-		if d, err = v.nodes[node].Borrow(); err != nil {
+		if d, err = v.nodes[node].BorrowProto(s.proto()); err != nil {
 			return s.nodeError(s.out, err)
 		}
 	}
@@ -679,7 +679,7 @@ func txKeys(cmds [][][]byte, specs []*command.Spec) ([][]byte, error) {
 // them.
 func (srv *Server) ensureKeys(ctx context.Context, v *view, slot uint16, spec *command.Spec, cmds [][][]byte) error {
 	old, dest := v.ring.SlotOwner(slot), int(v.mig.dest[slot])
-	mv, err := srv.mover(v, old, dest)
+	mv, err := srv.mover(v, old, dest, false)
 	if err != nil {
 		return err
 	}

@@ -102,6 +102,7 @@ type Clients struct {
 	sec      backend.Security
 	timeout  time.Duration
 	poolSize int
+	proto    int // 3: the clients speak RESP3 (raw replies for RESP3 clients)
 
 	mu      sync.Mutex
 	clients map[string]*redis.Client
@@ -111,6 +112,14 @@ type Clients struct {
 // NewClients returns an empty cache; poolSize 0 keeps ClientOptions' pool.
 func NewClients(sec backend.Security, timeout time.Duration, poolSize int) *Clients {
 	return &Clients{sec: sec, timeout: timeout, poolSize: poolSize, clients: map[string]*redis.Client{}}
+}
+
+// NewClients3 is NewClients for clients speaking RESP3 (HELLO 3): the
+// proxy's rebalance path answers RESP3 clients with their raw replies.
+func NewClients3(sec backend.Security, timeout time.Duration, poolSize int) *Clients {
+	c := NewClients(sec, timeout, poolSize)
+	c.proto = 3
+	return c
 }
 
 // Get returns the client for addr, creating it on first use.
@@ -129,6 +138,9 @@ func (c *Clients) Get(addr string) (*redis.Client, error) {
 	}
 	if c.poolSize > 0 {
 		o.PoolSize = c.poolSize
+	}
+	if c.proto == 3 {
+		o.Protocol = 3
 	}
 	cl := redis.NewClient(o)
 	c.clients[addr] = cl
