@@ -157,7 +157,6 @@ func TestStandaloneRefusedCommands(t *testing.T) {
 		{[]string{"PSYNC", "?", "-1"}, "PSYNC"},
 		{[]string{"REPLICAOF", "NO", "ONE"}, "REPLICAOF"},
 		{[]string{"SLAVEOF", "127.0.0.1", "1"}, "SLAVEOF"},
-		{[]string{"CONFIG", "SET", "maxmemory", "1"}, "CONFIG"},
 		{[]string{"MOVE", "ref:list", "1"}, "MOVE"},
 		{[]string{"SWAPDB", "0", "1"}, "SWAPDB"},
 		{[]string{"WAIT", "1", "0"}, "WAIT"},

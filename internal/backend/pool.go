@@ -85,6 +85,7 @@ type Node struct {
 	conns3 atomic.Pointer[[]*mconn]
 	mu3    sync.Mutex
 	stop   <-chan struct{} // the pool's: closed by Close
+	gone   atomic.Bool     // Retain dropped the node: open nothing more to it
 	up     atomic.Bool
 	wg     *sync.WaitGroup
 	fl     *flusher
@@ -141,6 +142,10 @@ func (n *Node) openResp3() *[]*mconn {
 // pool is closed.
 func (n *Node) newConn(proto uint8) *mconn {
 	c := &mconn{node: n, proto: proto}
+	if n.gone.Load() {
+		c.closed = true
+		return c
+	}
 	select {
 	case <-n.stop:
 		c.closed = true
@@ -239,6 +244,7 @@ func (p *Pool) Retain(keep []string) {
 		return
 	}
 	for _, n := range drop {
+		n.gone.Store(true)
 		n.dropDedicated()
 	}
 	// Batches planned with the previous ring may still be queued on these

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -50,7 +49,10 @@ func (s *session) answerLocal(v *view, spec *command.Spec, args [][]byte) {
 		if string(args[1]) == "0" {
 			s.localReply([]byte("+OK\r\n"))
 		} else {
-			s.errorReply("ERR DB index is out of range")
+			// One database per node keeps every key's place a function of
+			// its name alone (and the rebalance's markers and moves in one
+			// keyspace); Memorystore's other databases stay unused.
+			s.errorReply("ERR DB index is out of range (jupiter serves database 0 of every node)")
 		}
 	case "quit":
 		s.localReply([]byte("+OK\r\n"))
@@ -81,7 +83,7 @@ func (s *session) answerLocal(v *view, spec *command.Spec, args [][]byte) {
 		case strings.HasPrefix(spec.Name, "command"):
 			s.command(spec, args)
 		case spec.Name == "config|get":
-			s.configGet(args)
+			s.configGet(v, args)
 		default:
 			s.errorReply("ERR jupiter: '" + spec.Name + "' is not supported through the proxy")
 		}
@@ -169,52 +171,96 @@ func (s *session) command(spec *command.Spec, args [][]byte) {
 	}
 }
 
-func (s *session) configGet(args [][]byte) {
-	var pairs []string
-	for _, pat := range args[2:] {
-		p := strings.ToLower(string(pat))
-		for _, kv := range configValues {
-			if ok, _ := path.Match(p, kv[0]); ok {
-				pairs = append(pairs, kv[0], kv[1])
-			}
+// INFO sections, as a bit set (entry.aux of a policyInfo entry).
+const (
+	infoServer = 1 << iota
+	infoClients
+	infoMemory
+	infoStats
+	infoReplication
+	infoKeyspace
+	infoJupiter
+	infoNodes = infoMemory | infoStats | infoKeyspace // what the nodes contribute
+)
+
+var infoNames = map[string]int32{"server": infoServer, "clients": infoClients, "memory": infoMemory,
+	"stats": infoStats, "replication": infoReplication, "keyspace": infoKeyspace, "jupiter": infoJupiter}
+
+// info answers INFO [section …]: the proxy's own sections, and the nodes'
+// memory, stats and keyspace summed (serveradmin.go); the reply is built
+// by mergeInfo once the nodes answered.
+func (s *session) info(v *view, args [][]byte) {
+	var mask int32
+	for _, a := range args[1:] {
+		switch n := strings.ToLower(string(a)); n {
+		case "all", "everything", "default":
+			mask = -1
+		default:
+			mask |= infoNames[n]
 		}
 	}
-	b := appendMap(s.enc[:0], len(pairs)/2, s.resp3())
-	for _, p := range pairs {
-		b = redcon.AppendBulkString(b, p)
+	if len(args) == 1 {
+		mask = -1
 	}
-	s.localReply(b)
+	if v.ring == nil {
+		mask &^= infoNodes | infoJupiter
+	}
+	c0 := s.ncall
+	cn := 0
+	if mask&infoNodes != 0 {
+		for _, i := range v.fan {
+			s.newCall(int(i))
+			s.shares[i].payload = resp.AppendCommand(s.shares[i].payload, []byte("INFO"), []byte("memory"), []byte("stats"), []byte("keyspace"))
+			cn++
+		}
+	}
+	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policyInfo, c0: int32(c0), cn: int32(cn), aux: mask})
 }
 
-// info writes the proxy's own sections and, when asked for, fans INFO
-// keyspace out to every node to report the summed keyspace.
-func (s *session) info(v *view, args [][]byte) {
-	want := map[string]bool{}
-	for _, a := range args[1:] {
-		want[strings.ToLower(string(a))] = true
+// mergeInfo builds the INFO reply. Unreachable nodes are skipped and
+// counted, since INFO is for humans and must not fail because one node did.
+func (s *session) mergeInfo(v *view, dst []byte, e *entry) []byte {
+	mask := e.aux
+	replies := make([][]byte, 0, e.cn)
+	errs := make([]bool, 0, e.cn)
+	for _, c := range s.calls[e.c0 : e.c0+e.cn] {
+		replies = append(replies, c.Reply)
+		errs = append(errs, c.Err != nil)
 	}
-	all := len(want) == 0 || want["all"] || want["everything"] || want["default"]
-	sec := func(name string) bool { return all || want[name] }
-	var b strings.Builder
+	ni := parseNodeInfo(replies, errs)
 	srv := s.srv
-	if sec("server") {
+	itoa := func(n int64) string { return strconv.FormatInt(n, 10) }
+	var b strings.Builder
+	if mask&infoServer != 0 {
 		b.WriteString("# Server\r\n")
 		b.WriteString("redis_version:" + srv.opts.RedisVersion + "\r\n")
 		b.WriteString("redis_mode:standalone\r\n")
 		b.WriteString("jupiter_version:" + srv.opts.Version + "\r\n")
 		b.WriteString("process_id:" + strconv.Itoa(os.Getpid()) + "\r\n")
-		b.WriteString("uptime_in_seconds:" + strconv.FormatInt(int64(time.Since(srv.start).Seconds()), 10) + "\r\n\r\n")
+		b.WriteString("uptime_in_seconds:" + itoa(int64(time.Since(srv.start).Seconds())) + "\r\n\r\n")
 	}
-	if sec("clients") {
-		b.WriteString("# Clients\r\nconnected_clients:" + strconv.FormatInt(srv.Stats.Connected.Load(), 10) + "\r\n\r\n")
+	if mask&infoClients != 0 {
+		b.WriteString("# Clients\r\nconnected_clients:" + itoa(srv.Stats.Connected.Load()) + "\r\n")
+		b.WriteString("blocked_clients:" + itoa(srv.Stats.Blocked.Load()) + "\r\n")
+		b.WriteString("pubsub_clients:" + itoa(srv.Stats.Subscribers.Load()) + "\r\n\r\n")
 	}
-	if sec("stats") {
-		b.WriteString("# Stats\r\n")
-		b.WriteString("total_connections_received:" + strconv.FormatInt(srv.Stats.Accepted.Load(), 10) + "\r\n")
-		b.WriteString("total_commands_processed:" + strconv.FormatInt(srv.Stats.Commands.Load(), 10) + "\r\n")
-		b.WriteString("rejected_connections:" + strconv.FormatInt(srv.Stats.Rejected.Load(), 10) + "\r\n\r\n")
+	if mask&infoMemory != 0 {
+		ni.writeSection(&b, "Memory", "memory", nil)
 	}
-	if sec("jupiter") && v.ring != nil {
+	if mask&infoStats != 0 {
+		ni.writeSection(&b, "Stats", "stats", [][2]string{
+			{"total_connections_received", itoa(srv.Stats.Accepted.Load())},
+			{"total_commands_processed", itoa(srv.Stats.Commands.Load())},
+			{"rejected_connections", itoa(srv.Stats.Rejected.Load())},
+		})
+	}
+	if mask&infoReplication != 0 {
+		b.WriteString("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n")
+	}
+	if mask&infoKeyspace != 0 {
+		ni.writeSection(&b, "Keyspace", "keyspace", nil)
+	}
+	if mask&infoJupiter != 0 && v.ring != nil {
 		b.WriteString("# Jupiter\r\n")
 		b.WriteString("ring_version:" + strconv.FormatUint(v.ring.Version(), 10) + "\r\n")
 		up := 0
@@ -226,73 +272,11 @@ func (s *session) info(v *view, args [][]byte) {
 			}
 		}
 		b.WriteString("nodes:" + strings.Join(addrs, ",") + "\r\n")
-		b.WriteString("nodes_up:" + strconv.Itoa(up) + "\r\n\r\n")
-	}
-	lo := len(s.local)
-	s.local = append(s.local, b.String()...)
-	if !sec("keyspace") || v.ring == nil {
-		s.local = append(s.local[:lo], appendText(nil, b.String(), s.resp3())...)
-		s.cmds = append(s.cmds, entry{kind: kLocal, lo: int32(lo), hi: int32(len(s.local))})
-		return
-	}
-	c0 := s.ncall
-	for _, i := range v.fan {
-		s.newCall(int(i))
-		s.shares[i].payload = resp.AppendCommand(s.shares[i].payload, []byte("INFO"), []byte("keyspace"))
-	}
-	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policyInfo, lo: int32(lo), hi: int32(len(s.local)),
-		c0: int32(c0), cn: int32(len(v.fan))})
-}
-
-// mergeInfo appends the INFO bulk reply: local text plus the keyspace lines
-// of every node summed per database. Unreachable nodes are skipped and
-// counted, since INFO is for humans and must not fail because one node did.
-func (s *session) mergeInfo(dst []byte, e *entry) []byte {
-	type ks struct{ keys, expires int64 }
-	dbs := map[string]*ks{}
-	var order []string
-	missing := 0
-	for _, c := range s.calls[e.c0 : e.c0+e.cn] {
-		if c.Err != nil {
-			missing++
-			continue
+		b.WriteString("nodes_up:" + strconv.Itoa(up) + "\r\n")
+		if ni.missing > 0 {
+			b.WriteString("info_nodes_unreachable:" + strconv.Itoa(ni.missing) + "\r\n")
 		}
-		body, ok := textOf(c.Reply)
-		if !ok {
-			missing++
-			continue
-		}
-		for _, line := range strings.Split(string(body), "\r\n") {
-			db, rest, ok := strings.Cut(line, ":")
-			if !ok || !strings.HasPrefix(db, "db") {
-				continue
-			}
-			k := dbs[db]
-			if k == nil {
-				k = &ks{}
-				dbs[db] = k
-				order = append(order, db)
-			}
-			for _, f := range strings.Split(rest, ",") {
-				name, val, _ := strings.Cut(f, "=")
-				n, _ := strconv.ParseInt(val, 10, 64)
-				switch name {
-				case "keys":
-					k.keys += n
-				case "expires":
-					k.expires += n
-				}
-			}
-		}
-	}
-	var b strings.Builder
-	b.Write(s.local[e.lo:e.hi])
-	b.WriteString("# Keyspace\r\n")
-	for _, db := range order {
-		b.WriteString(db + ":keys=" + strconv.FormatInt(dbs[db].keys, 10) + ",expires=" + strconv.FormatInt(dbs[db].expires, 10) + "\r\n")
-	}
-	if missing > 0 {
-		b.WriteString("jupiter_nodes_unreachable:" + strconv.Itoa(missing) + "\r\n")
+		b.WriteString("\r\n")
 	}
 	return appendText(dst, b.String(), s.resp3())
 }

@@ -85,6 +85,10 @@ func (s *session) route(v *view, args [][]byte, raw []byte) *command.Spec {
 	if s.subscribed() && !s.subAllowed(spec, args) {
 		return spec
 	}
+	if adminOnly(spec) && s.srv.opts.AdminPassword != "" && !s.admin {
+		s.refuse(errNotAdmin)
+		return spec
+	}
 	if spec.Policy == command.PolicyTransaction {
 		s.txCommand(v, spec, args, hkey)
 		return spec

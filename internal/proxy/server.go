@@ -25,6 +25,17 @@
 // backend connection in a stateful way: connection-scoped commands (AUTH,
 // SELECT, CLIENT, HELLO…) are answered here and never forwarded.
 //
+// Commands that need a node to remember the client between round trips
+// take a dedicated connection of that node (backend.Node.Borrow) and give
+// it back as soon as they can, each family in a file of its own:
+// transactions (tx.go: MULTI…EXEC is one write on the multiplexed path;
+// WATCH holds a dedicated connection), blocking commands (blocking.go),
+// pub/sub (pubsub.go). RESP3 clients (resp3.go) use the nodes' RESP3
+// connections so replies still pass through untouched; serveradmin.go
+// holds CONFIG and INFO across the nodes. The state these need lives in a
+// connState allocated at first use: an idle connection that never sends
+// one pays a pointer.
+//
 // A plain-TCP session silent for Options.DormantAfter goes dormant: its
 // goroutine (whose stack is most of an idle connection's memory) ends, and
 // one epoll instance watches the socket until the client sends again

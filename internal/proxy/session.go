@@ -44,6 +44,7 @@ type entry struct {
 	scanN    int32  // SCAN: number of fan nodes when planned
 	cmd      int32  // index into Server.cmdStats
 	scanTag  uint16 // SCAN: the view's scanTag
+	aux      int32  // INFO: the sections asked for
 }
 
 // nodeShare is what one batch sends to one node.
@@ -658,7 +659,7 @@ func (s *session) execute(v *view) {
 				s.out = append(s.out, c.Reply...)
 			}
 		case kMerge:
-			s.out = s.merge(s.out, e)
+			s.out = s.merge(v, s.out, e)
 		}
 		s.count(e.cmd, at, took)
 	}
@@ -690,9 +691,9 @@ func (srv *Server) nodeError(dst []byte, err error) []byte {
 }
 
 // merge builds the reply of a split or all-nodes command.
-func (s *session) merge(dst []byte, e *entry) []byte {
+func (s *session) merge(v *view, dst []byte, e *entry) []byte {
 	if e.policy == policyInfo {
-		return s.mergeInfo(dst, e)
+		return s.mergeInfo(v, dst, e)
 	}
 	s.parts = s.parts[:0]
 	for _, c := range s.calls[e.c0 : e.c0+e.cn] {
@@ -702,6 +703,15 @@ func (s *session) merge(dst []byte, e *entry) []byte {
 		s.parts = append(s.parts, c.Reply)
 	}
 	switch e.policy {
+	case command.PolicyAllOK, command.PolicyAllSum, command.PolicyAllFirst, command.PolicyAllConcat:
+		// Sent to every node in fan order: an error names its node.
+		if named := nodeNamed(v, s.parts); named != nil {
+			return append(dst, named...)
+		}
+	}
+	switch e.policy {
+	case policyConfigGet:
+		dst = s.configGetReply(dst, s.parts[0], s.local[e.lo:e.hi])
 	case policyUnion, policyMaxPairs, policyMaxInt:
 		dst = mergePubSub(dst, e.policy, s.parts)
 	case command.PolicyMGet:

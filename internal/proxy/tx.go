@@ -601,11 +601,14 @@ func (s *session) txRun(v *view, node int, markers []byte, keys [][]byte) []byte
 		return s.nodeError(s.out, err)
 	}
 	reply := replies[len(replies)-1]
-	d.Release(false) // EXEC ended MULTI and every WATCH
 	if nmark > 0 {
 		reply = execPrefix(reply, tx.n)
 	}
-	return append(s.out, reply...)
+	out := append(s.out, reply...)
+	// Only now: the reply lives in the connection's buffer, which its next
+	// borrower reuses.
+	d.Release(false) // EXEC ended MULTI and every WATCH
+	return out
 }
 
 // execPrefix returns EXEC's array reply cut to its first n elements (the

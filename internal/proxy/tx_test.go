@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +195,40 @@ func TestWatchAcrossStages(t *testing.T) {
 	}
 	if r := p.do("GET", k); r != "$1\r\nx\r\n" {
 		t.Fatalf("GET = %q", r)
+	}
+}
+
+// TestTxMigratingConcurrent: many clients run transactions on moving keys
+// in MIGRATING at once, on the dedicated connections of one new owner,
+// which pass from one client to the next: every EXEC reply is the client's
+// own (a reply read after its connection went back to the pool would be
+// another client's bytes; the race detector watches the buffer too).
+func TestTxMigratingConcurrent(t *testing.T) {
+	e := newMigEnv(t, Options{})
+	tag := e.key("cc", true)
+	e.stage(t, StagePrepare, 5)
+	e.stage(t, StageFreeze, 5)
+	e.stage(t, StageMigrating, 5)
+	const clients, rounds = 8, 30
+	errs := make(chan string, clients)
+	for g := range clients {
+		go func() {
+			c := dial(t, e.px.addr)
+			k := "{" + tag + "}n" + strconv.Itoa(g)
+			for i := 1; i <= rounds; i++ {
+				c.send(cmd("HELLO", strconv.Itoa(2+i%2)) + cmd("MULTI") + cmd("INCR", k) + cmd("EXEC"))
+				r := c.replies(4)
+				if want := "*1\r\n:" + strconv.Itoa(i) + "\r\n"; r[3] != want {
+					errs <- k + ": EXEC = " + strconv.Quote(r[3]) + ", want " + strconv.Quote(want)
+					return
+				}
+			}
+			errs <- ""
+		}()
+	}
+	for range clients {
+		if msg := <-errs; msg != "" {
+			t.Fatal(msg)
+		}
 	}
 }
