@@ -58,7 +58,8 @@
 //	MultiMarked     Ensure(k1) … Ensure(kn), then
 //	                new: MULTI; <cmd>; SET mk1 1 PX T; …; SET mkn 1 PX T; EXEC
 //	                old: UNLINK k1 … kn   (after EXEC succeeded)
-//	DeleteMarked    new: MULTI; EXISTS mk; DEL k; SET mk 1 PX T; EXEC
+//	DeleteMarked    old: EXISTS k   (for the reply: a migrator may unlink it next)
+//	                new: MULTI; EXISTS mk; DEL k; SET mk 1 PX T; EXEC
 //	                old: UNLINK k
 //	ReadRule        new: MULTI; EXISTS k; EXISTS mk; <read>; EXEC
 //	                old: MULTI; EXISTS k; <read>; EXEC   (if new had neither)

@@ -235,14 +235,23 @@ func (m *Mover) MultiMarked(ctx context.Context, keys [][]byte, c Command) ([]by
 // new before touching old, so no mover can restore an older snapshot
 // afterwards (R3):
 //
+//	old: EXISTS k
 //	new: MULTI; EXISTS mk(k); DEL k; SET mk(k) 1 PX T; EXEC
 //	old: UNLINK k
 //
 // existed follows §4.4: the key existed if DEL on new removed it, or if
-// there was no marker before and old still had it (with a marker, old's
-// copy was already superseded). On an ErrUnlink, existed reflects new only.
+// there was no marker before and old had it (with a marker, old's copy was
+// already superseded). Old is asked before the marker is set as well as
+// unlinked after: a migrator that finds the marker unlinks old's copy by
+// itself, and may do so between the two, which made a delete of an
+// existing key answer 0. On an ErrUnlink, existed reflects new and the
+// first look at old.
 func (m *Mover) DeleteMarked(ctx context.Context, key []byte) (existed bool, err error) {
 	onNew, onOld := DeleteCommands(m.Epoch, key, m.MarkerTTL)
+	oldHad, err := m.Old.Do(ctx, "EXISTS", key).Int64()
+	if err != nil {
+		return false, fmt.Errorf("delete: exists on old: %w", err)
+	}
 	r, err := inTx(ctx, m.New, onNew, -1)
 	if err != nil {
 		return false, fmt.Errorf("delete on new: %w", err)
@@ -254,7 +263,7 @@ func (m *Mover) DeleteMarked(ctx context.Context, key []byte) (existed bool, err
 	}
 	delOld, err := m.Old.Do(ctx, onOld.args()...).Int64()
 	if err != nil {
-		return delNew > 0, fmt.Errorf("%w: %v", ErrUnlink, err)
+		return delNew > 0 || (hadMarker == 0 && oldHad > 0), fmt.Errorf("%w: %v", ErrUnlink, err)
 	}
-	return delNew > 0 || (hadMarker == 0 && delOld > 0), nil
+	return delNew > 0 || (hadMarker == 0 && (oldHad > 0 || delOld > 0)), nil
 }
