@@ -56,7 +56,6 @@ const (
 )
 
 const (
-	errSubContext = "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
 	// subWriteTimeout bounds one message's write to a subscriber that does
 	// not read: it is disconnected, as Redis's pubsub output buffer limit
 	// does.
@@ -604,10 +603,6 @@ func (ps *pubsub) follow(v *view, deadline time.Time) {
 	defer ps.mu.Unlock()
 	if ps.closed.Load() || v.ring == nil {
 		return
-	}
-	type change struct {
-		c     *subConn
-		names [][]byte
 	}
 	for _, phase := range []bool{true, false} { // subscribe first, then drop
 		for kind := range ps.subs {

@@ -134,9 +134,6 @@ func (s *session) configGetLocal(args [][]byte) []byte {
 	return b
 }
 
-// infoFromNodes are the INFO sections the nodes contribute.
-var infoFromNodes = []string{"memory", "stats", "keyspace"}
-
 // nodeInfo is what the nodes' INFO replies say, merged: per section, the
 // fields in first-seen order with integers summed.
 type nodeInfo struct {

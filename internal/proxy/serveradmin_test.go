@@ -13,12 +13,9 @@ func TestServerAdmin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts redis-server")
 	}
-	var nodes []*testenv.Redis
 	var addrs []string
 	for range 3 {
-		r := testenv.StartRedis(t)
-		nodes = append(nodes, r)
-		addrs = append(addrs, r.Addr)
+		addrs = append(addrs, testenv.StartRedis(t).Addr)
 	}
 	px := startProxyRing(t, ringOf(t, 1, addrs...), backend.Options{}, Options{HashPrefix: "hash=", AdminPassword: "adm"})
 	p := dial(t, px.addr)
