@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -111,6 +112,11 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 	if err != nil {
 		m.Stop()
 		return nil, err
+	}
+	if len(o.Seed) > 0 {
+		// A change must not create the first ring while --backends would
+		// seed it: let the Syncer seed (or re-seed) first.
+		ctl.cfg.Seeded = func() { sy.Notify(math.MaxUint64) }
 	}
 	var reb *Rebalancer
 	if o.ControlNode != nil {

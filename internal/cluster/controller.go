@@ -107,6 +107,14 @@ type ControllerConfig struct {
 	// moving keys (keys whose owner changes are then cache misses, as with
 	// twemproxy). The default starts a staged rebalance (rebalancer.go).
 	Immediate bool
+	// Seeded, when set, makes a ring change that finds no ring wait until
+	// one is stored: it asks the leader's Syncer to sync now (which seeds
+	// --backends, or re-seeds a store that lost the ring) and waits for
+	// it, so an ADD sent to a fresh deployment lands on top of the seeds
+	// instead of replacing them. Nil: a change may create the first ring.
+	Seeded func()
+	// SeedWait bounds that wait. Default 10s.
+	SeedWait time.Duration
 }
 
 // Controller is the leader side of the control plane: it applies admin
@@ -136,6 +144,9 @@ func NewController(cfg ControllerConfig) (*Controller, error) {
 	}
 	if cfg.ConflictRetries <= 0 {
 		cfg.ConflictRetries = 3
+	}
+	if cfg.SeedWait <= 0 {
+		cfg.SeedWait = 10 * time.Second
 	}
 	lg := cfg.Logger
 	if lg == nil {
@@ -182,6 +193,11 @@ func (c *Controller) Apply(ctx context.Context, req *jupiterv1.AdminRequest) *ju
 	if rb := req.GetRebalance(); rb != nil {
 		return c.rebalanceAction(ctx, rb.GetAction())
 	}
+	if req.GetStatus() == nil {
+		if rep := c.awaitSeed(ctx); rep != nil {
+			return rep
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if req.GetStatus() != nil {
@@ -200,6 +216,33 @@ func (c *Controller) Apply(ctx context.Context, req *jupiterv1.AdminRequest) *ju
 			return rep
 		}
 		c.log.Warn("ring version conflict, retrying", "request_id", req.GetRequestId(), "attempt", attempt+1)
+	}
+}
+
+// awaitSeed waits, outside c.mu (seeding takes it), until the store holds
+// a ring, when it holds none and ControllerConfig.Seeded is set; it
+// returns a reply only when the wait failed.
+func (c *Controller) awaitSeed(ctx context.Context) *jupiterv1.AdminReply {
+	if c.cfg.Seeded == nil {
+		return nil
+	}
+	deadline := time.Now().Add(c.cfg.SeedWait)
+	for {
+		_, err := c.cfg.Store.Load(ctx)
+		if !errors.Is(err, ErrNoRing) {
+			return nil // a ring, or an error applyOnce reports
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return c.failReply(adminErr(jupiterv1.ErrorCode_ERROR_CODE_UNAVAILABLE,
+				"cluster: no ring stored yet and the leader did not seed one within %v; retry", c.cfg.SeedWait), nil)
+		}
+		c.cfg.Seeded()
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
