@@ -103,8 +103,18 @@ func (e *clEnv) startPod(seeds []string, extra ...string) *clPod {
 // combined output and exit code.
 func (e *clEnv) jupiter(args ...string) (string, int) {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Only a backstop: the commands bound themselves (ddl --apply has a
+	// 5-minute --timeout). A fixed minute failed a newcomer's first `make
+	// test`, whose emulator took its first DDL while every package was
+	// compiling on 2 cores; the command's own bound is the honest one.
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
+	start := time.Now()
+	defer func() {
+		if d := time.Since(start); d > 30*time.Second {
+			e.t.Logf("jupiter %v took %v", args, d.Round(time.Second))
+		}
+	}()
 	cmd := exec.CommandContext(ctx, testenv.Binary(e.t), args...)
 	cmd.Env = append(cmd.Environ(), e.emu.Env())
 	out, err := cmd.CombinedOutput()
