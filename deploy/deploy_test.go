@@ -87,6 +87,7 @@ var kustomizations = []kustomization{
 			"JUPITER_LOG_LEVEL":        "info",
 			"JUPITER_LOG_FORMAT":       "json",
 			"JUPITER_SHUTDOWN_TIMEOUT": "20s",
+			"JUPITER_DRAIN_DELAY":      "2s",
 		},
 	},
 	{
@@ -99,6 +100,7 @@ var kustomizations = []kustomization{
 			"JUPITER_LOG_LEVEL":        "info",
 			"JUPITER_LOG_FORMAT":       "json",
 			"JUPITER_SHUTDOWN_TIMEOUT": "20s",
+			"JUPITER_DRAIN_DELAY":      "2s",
 			"JUPITER_SPANNER_DB":       "projects/PROJECT_ID/instances/jupiter/databases/jupiter",
 			"JUPITER_BACKENDS":         "10.0.0.3:6379,10.0.0.4:6379,10.0.0.5:6379",
 		},
@@ -610,8 +612,8 @@ func checkKustomization(t *testing.T, k kustomization, o *objects, flags map[str
 	}
 	grace := time.Duration(*ps.TerminationGracePeriodSeconds) * time.Second
 	for what, drain := range map[string]time.Duration{
-		"the configured --shutdown-timeout": cfg.ShutdownTimeout,
-		"the default --shutdown-timeout":    config.Default().ShutdownTimeout,
+		"the configured --drain-delay + --shutdown-timeout": cfg.DrainDelay + cfg.ShutdownTimeout,
+		"the default --drain-delay + --shutdown-timeout":    config.Default().DrainDelay + config.Default().ShutdownTimeout,
 	} {
 		if grace <= sleep+drain {
 			t.Errorf("terminationGracePeriodSeconds %v <= preStop %v + %s %v: the drain would be SIGKILLed", grace, sleep, what, drain)

@@ -113,6 +113,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 
 	runErr := fe.wait(ctx, log)
 	health.SetDraining()
+	drainDelay(cfg, log)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	fe.drain(sctx, log)

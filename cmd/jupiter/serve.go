@@ -59,6 +59,7 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 
 	runErr := fe.wait(ctx, log)
 	health.SetDraining()
+	drainDelay(cfg, log)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	fe.drain(sctx, log)

@@ -143,7 +143,19 @@ func (f *frontEnds) wait(ctx context.Context, log *slog.Logger) error {
 	}
 }
 
-// drain stops accepting and lets in-flight batches finish, bounded by ctx.
+// drainDelay keeps serving, with /readyz already failing, for
+// --drain-delay after SIGTERM: endpoint removal and clients' pools take a
+// few seconds to stop sending new work here.
+func drainDelay(cfg config.Config, log *slog.Logger) {
+	if cfg.DrainDelay > 0 {
+		log.Info("draining: still serving while clients move away", "for", cfg.DrainDelay)
+		time.Sleep(cfg.DrainDelay)
+	}
+}
+
+// drain stops accepting and closes every client connection at its next
+// command boundary (a pipeline, transaction or blocked command in progress
+// completes first), bounded by ctx.
 func (f *frontEnds) drain(ctx context.Context, log *slog.Logger) {
 	if err := f.srv.Shutdown(ctx); err != nil {
 		log.Warn("drain did not finish in time; closed remaining clients", "err", err)

@@ -61,8 +61,12 @@ type Config struct {
 	Security Security // client/admin/backend auth and TLS (security.go)
 
 	ShutdownTimeout time.Duration // bound on the SIGTERM drain
-	LogLevel        string        // debug|info|warn|error
-	LogFormat       string        // json|text|auto (auto: text on a terminal)
+	// DrainDelay: after SIGTERM, keep serving (and accepting) this long
+	// with /readyz failing, so load balancers and pooled clients move away
+	// before connections are closed at command boundaries.
+	DrainDelay time.Duration
+	LogLevel   string // debug|info|warn|error
+	LogFormat  string // json|text|auto (auto: text on a terminal)
 }
 
 // Default returns the configuration used when nothing is set.
@@ -93,6 +97,7 @@ func Default() Config {
 		MaxArgs:         1 << 20,               // redis-server's own limit
 		MaxPipeline:     1024,                  // bounds one client's buffered replies
 		ShutdownTimeout: 20 * time.Second,      // fits terminationGracePeriodSeconds=30
+		DrainDelay:      3 * time.Second,       // endpoint removal takes a few seconds
 		LogLevel:        "info",
 		LogFormat:       "auto",
 
@@ -178,6 +183,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxDedicated < 1 || c.MaxDedicated > 65000 {
 		bad("max-dedicated-conns", "%d, want 1..65000", c.MaxDedicated)
+	}
+	if c.DrainDelay < 0 || c.DrainDelay > 5*time.Minute {
+		bad("drain-delay", "%s, want 0..5m", c.DrainDelay)
 	}
 	if c.DialTimeout <= 0 {
 		bad("dial-timeout", "must be positive")
@@ -290,6 +298,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxPipeline, "max-pipeline", c.MaxPipeline, "most commands of one client run as one batch; longer pipelines run in several (bounds buffered replies)")
 	fs.DurationVar(&c.RebalanceHoldMax, "rebalance-hold-max", c.RebalanceHoldMax, "during a rebalance's freeze, the longest a write to a moving key is held before -TRYAGAIN (10ms..10s)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on the graceful drain after SIGTERM")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "after SIGTERM, keep serving this long with /readyz failing before closing client connections at command boundaries")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json|text|auto")
 	c.bindSecurity(fs)

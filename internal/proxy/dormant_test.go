@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -137,17 +138,36 @@ func TestShutdownWakesDormant(t *testing.T) {
 	}
 	waitStat(t, "dormant", srv.Stats.Dormant.Load, 20)
 	awake := dial(t, ln.Addr().String())
-	awake.send("*1\r\n$4\r\nPI") // a partial command: this one keeps its goroutine
+	set := cmd("SET", "drainkey", "v")
+	awake.send(set[:10]) // a partial command: this one keeps its goroutine
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// Shutdown drains: a command the session had begun to receive is
+	// completed, run and answered before its connection closes; one it had
+	// not read yet is never run (the client sees the close and retries).
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		awake.send(set[10:])
+	}()
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
-	for _, c := range append(cs, awake) {
+	reply, err := awake.next(5 * time.Second)
+	stored := reply == "+OK\r\n"
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("the command in progress at Shutdown: %v", err)
+	}
+	if got := testenv.Cli(t, r.Addr, "EXISTS", "drainkey"); (got == "(integer) 1") != stored {
+		t.Fatalf("SET in progress at Shutdown: reply %q, %v; key stored: %s", reply, err, got)
+	}
+	for _, c := range cs {
 		c.expectClosed()
+	}
+	if stored {
+		awake.expectClosed()
 	}
 	if n := srv.Stats.Connected.Load(); n != 0 {
 		t.Fatalf("connected = %d after Shutdown", n)

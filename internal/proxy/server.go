@@ -181,6 +181,9 @@ type Stats struct {
 	TryAgain  atomic.Int64
 	// Dormant: open client connections without a goroutine (dormant.go).
 	Dormant atomic.Int64
+	// Drained: client connections closed at a command boundary by a
+	// graceful Shutdown.
+	Drained atomic.Int64
 	// Blocked: clients waiting in a blocking command (blocking.go).
 	Blocked atomic.Int64
 	// Subscribers: clients subscribed to a channel or pattern (pubsub.go).
@@ -215,7 +218,10 @@ type Server struct {
 	// subs is every subscribed client's state (followSubs).
 	subs   map[*pubsub]struct{}
 	closed bool
-	wg     sync.WaitGroup // one per session, dormant or not
+	// draining: Shutdown runs; sessions leave at their next command
+	// boundary (session.drainNow).
+	draining atomic.Bool
+	wg       sync.WaitGroup // one per session, dormant or not
 	// dorm watches dormant sessions' sockets; started by the first
 	// session to go dormant (nil before, or if it could not start).
 	dorm       *dormancy
@@ -366,6 +372,10 @@ func (s *Server) goSession(ss *session, how int) {
 			ss.endTx()    // gives back a WATCH's dedicated connection
 			ss.endBlock() // unblocks a blocked command
 			ss.endPubSub()
+			if ss.graceful {
+				s.Stats.Drained.Add(1)
+				closeGracefully(ss.nc)
+			}
 			ss.nc.Close()
 			s.Stats.Connected.Add(-1)
 			s.mu.Lock()
@@ -407,8 +417,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.ln != nil {
 		s.ln.Close()
 	}
+	// Graceful: every session leaves at its next command boundary (now,
+	// for an idle one: the deadline wakes it); a pipeline, transaction or
+	// blocked command in progress completes first.
+	s.draining.Store(true)
 	for ss := range s.sessions {
-		ss.stop()
+		_ = ss.nc.SetReadDeadline(time.Now())
 		if s.dorm != nil {
 			s.dorm.wake(ss)
 		}
@@ -428,6 +442,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for ss := range s.sessions {
+			ss.stop()
 			// Close unblocks the session's reads and writes at once, but
 			// returns only when its serveRaw is out of the socket's read
 			// lock: not in this goroutine, which must return now.
@@ -437,6 +452,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// closeGracefully ends a client connection without losing what was sent
+// to it: a FIN after the last reply, then whatever the client still sends
+// (commands written before it saw the FIN, never executed: a client retries
+// them elsewhere) is read and dropped until it closes too, for at most
+// drainLinger. Closing at once with unread bytes would send a reset, which
+// can destroy replies the client has not read yet.
+func closeGracefully(nc net.Conn) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil {
+		return
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(drainLinger))
+	var buf [512]byte
+	for {
+		if _, err := nc.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// drainLinger bounds how long a gracefully closed connection waits for the
+// client's own close.
+const drainLinger = time.Second
 
 func (s *Server) getBatch() *batch {
 	if b, ok := s.batches.Get().(*batch); ok {

@@ -142,6 +142,7 @@ type session struct {
 	writeFailed bool
 	rawWait     bool // serveRaw: the last read drained the socket
 	gone        bool // the client closed or reset the connection (seen while blocked)
+	graceful    bool // leaving at a command boundary while the server drains: FIN first
 
 	// using is the view of the batch being executed (nil between batches),
 	// so ApplyStage can wait for batches routed by an older view.
@@ -161,6 +162,27 @@ func (s *session) stop() {
 	_ = s.nc.SetReadDeadline(time.Now())
 }
 
+// drainNow reports (and records) that the session should end now because
+// the server drains and it is at a command boundary: nothing received that
+// is not executed and answered, no transaction or WATCH open, no blocked
+// command. A subscriber is at a boundary between messages: it reconnects
+// and resubscribes elsewhere.
+func (s *session) drainNow() bool {
+	if !s.srv.draining.Load() || s.rs != s.re || s.blocked() {
+		return false
+	}
+	// Quiet for a moment too: a pipeline still arriving (its next segment
+	// a few microseconds away) must not be cut between two commands.
+	if s.rawConn != nil && time.Now().UnixNano()-s.rawLast < int64(drainQuiet) {
+		return false
+	}
+	if s.cs != nil && (s.cs.tx.multi || s.cs.tx.watch != nil) {
+		return false
+	}
+	s.graceful = true
+	return true
+}
+
 // serve runs the session until it ends, or until it went dormant (true):
 // then its goroutine must end without touching it.
 func (s *session) serve() bool {
@@ -175,13 +197,13 @@ func (s *session) serve() bool {
 			return s.serveRaw(rc)
 		}
 	}
-	for !s.stopping.Load() {
+	for !s.stopping.Load() && !s.drainNow() {
 		if s.re == len(s.buf) {
 			s.makeRoom(0)
 		}
 		if idle > 0 && !s.blocked() {
 			_ = s.nc.SetReadDeadline(time.Now().Add(idle))
-			if s.stopping.Load() {
+			if s.stopping.Load() || s.drainNow() {
 				return false // Shutdown's immediate deadline may have just been overwritten
 			}
 		}
@@ -210,6 +232,12 @@ func (s *session) serve() bool {
 				if !s.resumeBlocked() {
 					return false
 				}
+				continue
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && s.srv.draining.Load() && !s.stopping.Load() {
+				// Shutdown's wake-up: leave at a boundary, else read on
+				// until the command in progress is complete.
+				_ = s.nc.SetReadDeadline(time.Time{})
 				continue
 			}
 			return false
@@ -268,7 +296,7 @@ func (s *session) serveRaw(rc syscall.RawConn) (dormant bool) {
 			}
 			continue
 		}
-		if err == nil || s.stopping.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		if err == nil || s.stopping.Load() || !errors.Is(err, os.ErrDeadlineExceeded) || s.drainNow() {
 			return false
 		}
 		now := time.Now().UnixNano()
@@ -300,7 +328,7 @@ func (s *session) serveRaw(rc syscall.RawConn) (dormant bool) {
 // it has to wait (false) or the session ends (true).
 func (s *session) rawStep(fd uintptr) bool {
 	for {
-		if s.stopping.Load() {
+		if s.stopping.Load() || s.drainNow() {
 			return true
 		}
 		if s.blocked() {
@@ -372,12 +400,18 @@ func (s *session) park(skipped bool) bool {
 			want = d
 		}
 	}
+	if s.srv.draining.Load() {
+		// Look again once the client was quiet long enough (drainNow).
+		if d := s.rawLast + int64(drainQuiet); d > now && (want == 0 || d < want) {
+			want = d
+		}
+	}
 	// An armed deadline earlier than needed is left alone: it costs one
 	// early wake-up, setting it costs a timer update per command.
 	if want != 0 && (s.rawDeadline == 0 || s.rawDeadline > want || s.rawDeadline <= now) {
 		s.rawDeadline = want
 		_ = s.nc.SetReadDeadline(time.Unix(0, want))
-		if s.stopping.Load() {
+		if s.stopping.Load() || s.drainNow() {
 			return true // Shutdown's immediate deadline may have just been overwritten
 		}
 	}
@@ -389,6 +423,9 @@ func (s *session) park(skipped bool) bool {
 const (
 	eofCheckMin = time.Second
 	eofCheckMax = time.Minute
+	// drainQuiet: while the server drains, a connection closes at a
+	// command boundary once the client sent nothing for this long.
+	drainQuiet = 20 * time.Millisecond
 	// maxBlockedBacklog bounds what a blocked client may pipeline behind
 	// its blocking command before the proxy closes the connection.
 	maxBlockedBacklog = 64 << 20

@@ -207,6 +207,7 @@ type Jupiter struct {
 	cmd       *exec.Cmd
 	logPath   string
 	done      chan struct{}
+	exit      int // the exit code once done is closed (-1: killed by a signal)
 	tb        testing.TB
 }
 
@@ -216,7 +217,9 @@ type Jupiter struct {
 // process environment ("K=V").
 func StartJupiter(tb testing.TB, env []string, args ...string) *Jupiter {
 	tb.Helper()
-	j := &Jupiter{tb: tb, Env: env}
+	// No drain delay unless a test asks for one (env later in the list
+	// wins): every test stops its jupiters, and would wait it out.
+	j := &Jupiter{tb: tb, Env: append([]string{"JUPITER_DRAIN_DELAY=0s"}, env...)}
 	j.Addr = "127.0.0.1:" + strconv.Itoa(FreePort(tb))
 	j.AdminAddr = "127.0.0.1:" + strconv.Itoa(FreePort(tb))
 	j.Args = append([]string{"serve", "--listen", j.Addr, "--admin-listen", j.AdminAddr, "--log-format", "json"}, args...)
@@ -241,7 +244,12 @@ func (j *Jupiter) Start() {
 		j.tb.Fatal(err)
 	}
 	j.done = make(chan struct{})
-	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); log.Close(); close(done) }(j.cmd, j.done)
+	go func(c *exec.Cmd, done chan struct{}) {
+		_ = c.Wait()
+		log.Close()
+		j.exit = c.ProcessState.ExitCode()
+		close(done)
+	}(j.cmd, j.done)
 	deadline := time.Now().Add(60 * time.Second)
 	// The data port accepts (into the kernel's backlog) before the admin
 	// listener is bound: wait for both, so a process that then fails to
@@ -299,6 +307,9 @@ func (j *Jupiter) Stop(timeout time.Duration) {
 	}
 	j.cmd = nil
 }
+
+// ExitCode is the exit code of the process, once Exited is closed.
+func (j *Jupiter) ExitCode() int { <-j.done; return j.exit }
 
 // Exited returns a channel closed when the process has exited.
 func (j *Jupiter) Exited() <-chan struct{} { return j.done }
