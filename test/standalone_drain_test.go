@@ -72,4 +72,3 @@ func seed(t *testing.T, e *env, key string) string {
 	}
 	return key
 }
-
