@@ -962,19 +962,7 @@ func rbVerify(t *testing.T, e *clEnv, w *rbWorkload, final []string, removed []s
 	t.Logf("short TTL: %d keys (%d preloaded, %d written during the run) all expired: %v", len(eph), len(d.short), len(eph)-len(d.short), alive == 0)
 
 	// 5. Markers: none on any node once the rebalance cleaned up.
-	took, why := rbPoll(90*time.Second, func() string {
-		for _, r := range e.redis {
-			if ks := rbScan(t, ctx, direct[r.Addr], rebalance.MarkerPrefix+"*", 5); len(ks) > 0 {
-				return fmt.Sprintf("%s still has markers, e.g. %q", r.Addr, ks)
-			}
-		}
-		return ""
-	})
-	if why != "" {
-		t.Errorf("markers left %v after the last rebalance: %s", took.Round(time.Millisecond), why)
-	} else {
-		t.Logf("markers: none on any node (checked %v after the last rebalance)", took.Round(time.Millisecond))
-	}
+	rbNoMarkers(t, ctx, e, direct, 90*time.Second)
 
 	// 6. The removed nodes are drained.
 	for _, a := range removed {
@@ -1061,6 +1049,25 @@ func rbFinalReads(t *testing.T, ctx context.Context, pods []*clPod, w *rbWorkloa
 
 // rbPoll polls cond until it returns "" or within elapses; it returns the
 // time taken and the last reason (empty on success).
+// rbNoMarkers checks, on every node directly (direct by address), that no
+// rebalance marker is left within the given time after the last rebalance.
+func rbNoMarkers(t *testing.T, ctx context.Context, e *clEnv, direct map[string]*redis.Client, within time.Duration) {
+	t.Helper()
+	took, why := rbPoll(within, func() string {
+		for _, r := range e.redis {
+			if ks := rbScan(t, ctx, direct[r.Addr], rebalance.MarkerPrefix+"*", 5); len(ks) > 0 {
+				return fmt.Sprintf("%s still has markers, e.g. %q", r.Addr, ks)
+			}
+		}
+		return ""
+	})
+	if why != "" {
+		t.Errorf("markers left %v after the last rebalance: %s", took.Round(time.Millisecond), why)
+	} else {
+		t.Logf("markers: none on any node (checked %v after the last rebalance)", took.Round(time.Millisecond))
+	}
+}
+
 func rbPoll(within time.Duration, cond func() string) (time.Duration, string) {
 	start := time.Now()
 	for {

@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -773,23 +772,13 @@ func TestRebalanceTxAndBlocking(t *testing.T) {
 	for _, r := range e.redis {
 		direct[r.Addr] = clClient(t, r.Addr)
 	}
-	took, why := rbPoll(60*time.Second, func() string {
-		for _, r := range e.redis {
-			if ks := rbScan(t, ctx, direct[r.Addr], rebalance.MarkerPrefix+"*", 5); len(ks) > 0 {
-				return fmt.Sprintf("%s still has markers, e.g. %q", r.Addr, ks)
-			}
-		}
-		return ""
-	})
-	if why != "" {
-		t.Errorf("markers left %v after the last rebalance: %s", took.Round(time.Millisecond), why)
-	}
+	rbNoMarkers(t, ctx, e, direct, 60*time.Second)
 	for _, pat := range []string{"{wc:*", "{tp:*", "{bq:*"} {
 		if ks := rbScan(t, ctx, direct[removed], pat, 10); len(ks) > 0 {
 			t.Errorf("the removed node %s still holds keys %s, e.g. %q", removed, pat, ks)
 		}
 	}
-	took, why = rbPoll(30*time.Second, func() string {
+	took, why := rbPoll(30*time.Second, func() string {
 		if n, err := direct[removed].DBSize(ctx).Result(); err != nil || n != 0 {
 			return fmt.Sprintf("DBSIZE %d %v; e.g. %q", n, err, rbScan(t, ctx, direct[removed], "*", 5))
 		}
