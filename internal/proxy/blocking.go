@@ -13,7 +13,6 @@ import (
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/resp"
-	"github.com/alphauslabs/jupiter/internal/ring"
 	"github.com/tidwall/redcon"
 )
 
@@ -103,34 +102,20 @@ func (s *session) block(v *view, spec *command.Spec, args [][]byte, hkey []byte,
 		s.errorReply(errNoRing)
 		return
 	}
-	if hkey == nil {
-		keys, err := spec.KeyIndexes(args, s.keys[:0])
-		s.keys = keys[:0]
-		if err != nil {
-			s.errorReply(err.Error())
-			return
-		}
-		if len(keys) == 0 {
-			s.errorReply("ERR syntax error")
-			return
-		}
-		var slots [8]uint16
-		sl := slots[:0]
-		for _, k := range keys {
-			if isMarkerKey(args[k]) {
-				s.errorReply(errMarkerKey)
-				return
-			}
-			sl = append(sl, ring.Slot(args[k]))
-		}
-		if msg := sameHome(v, sl); msg != "" {
-			s.errorReply(msg)
-			return
-		}
+	var buf [8]uint16
+	slots, msg := s.keySlots(spec, args, hkey, buf[:0])
+	switch {
+	case msg != "":
+	case len(slots) == 0:
+		msg = "ERR syntax error"
+	default:
+		msg = sameHome(v, slots)
 	}
-	s.conn = connOp{op: opBlock, spec: spec, args: args, hkey: hkey, tIdx: tIdx, tMS: ms}
-	s.cmds = append(s.cmds, entry{kind: kConn})
-	s.slowNext = true
+	if msg != "" {
+		s.errorReply(msg)
+		return
+	}
+	s.connEntry(connOp{op: opBlock, spec: spec, args: args, hkey: hkey, tIdx: tIdx, tMS: ms})
 }
 
 // startBlock hands the batch's blocking command to a wait goroutine. The
@@ -144,13 +129,8 @@ func (s *session) startBlock(v *view, op connOp, id int32) {
 	}
 	if op.hkey != nil {
 		b.hkey = bytes.Clone(op.hkey)
-		b.slots = []uint16{ring.Slot(b.hkey)}
-	} else {
-		keys, _ := op.spec.KeyIndexes(b.args, nil)
-		for _, k := range keys {
-			b.slots = append(b.slots, ring.Slot(b.args[k]))
-		}
 	}
+	b.slots, _ = s.keySlots(op.spec, b.args, b.hkey, nil) // checked when planned
 	if t, ok := parseTimeout(b.args[b.tIdx], b.tMS); ok && t > 0 {
 		b.until = b.start.Add(t)
 	}

@@ -85,7 +85,7 @@ func (s *session) route(v *view, args [][]byte, raw []byte) *command.Spec {
 	if s.subscribed() && !s.subAllowed(spec, args) {
 		return spec
 	}
-	if adminOnly(spec) && s.srv.opts.AdminPassword != "" && !s.admin {
+	if spec.Policy == command.PolicyAllOK && s.srv.opts.AdminPassword != "" && !s.admin && adminOnly(spec) {
 		s.refuse(errNotAdmin)
 		return spec
 	}

@@ -143,9 +143,7 @@ func (s *session) pubsubCommand(v *view, spec *command.Spec, args [][]byte, raw 
 	case "pubsub|help":
 		s.forward(v, s.random(v.ring.Len()), args, raw)
 	default: // (un)subscribe
-		s.conn = connOp{op: opPubSub, spec: spec, args: args}
-		s.cmds = append(s.cmds, entry{kind: kConn})
-		s.slowNext = true
+		s.connEntry(connOp{op: opPubSub, spec: spec, args: args})
 	}
 }
 

@@ -112,10 +112,10 @@ const (
 	opPubSub
 )
 
-// connEntry makes the command the batch's last entry (like slowEntry): it
-// runs after the batch's other replies are ready, synchronously.
-func (s *session) connEntry(op uint8, spec *command.Spec, args [][]byte, hkey []byte) {
-	s.conn = connOp{op: op, spec: spec, args: args, hkey: hkey}
+// connEntry makes op the batch's last entry (like slowEntry): it runs
+// after the batch's other replies are ready, synchronously.
+func (s *session) connEntry(op connOp) {
+	s.conn = op
 	s.cmds = append(s.cmds, entry{kind: kConn})
 	s.slowNext = true
 }
@@ -173,7 +173,7 @@ func (s *session) txCommand(v *view, spec *command.Spec, args [][]byte, hkey []b
 			return
 		}
 		tx.slots = tx.slots[:n] // runWatch adds them once the node said OK
-		s.connEntry(opWatch, spec, args, hkey)
+		s.connEntry(connOp{op: opWatch, spec: spec, args: args, hkey: hkey})
 	case "exec":
 		s.planExec(v)
 	}
@@ -218,28 +218,37 @@ func (s *session) queueTx(v *view, spec *command.Spec, args [][]byte, hkey []byt
 // returns false when they do not.
 func (s *session) txPlace(v *view, spec *command.Spec, args [][]byte, hkey []byte) bool {
 	tx := &s.cs.tx
-	if hkey != nil {
-		tx.slots = append(tx.slots, ring.Slot(hkey))
-	} else {
-		keys, err := spec.KeyIndexes(args, s.keys[:0])
-		s.keys = keys[:0]
-		if err != nil {
-			s.refuse(err.Error())
-			return false
-		}
-		for _, k := range keys {
-			if isMarkerKey(args[k]) {
-				s.refuse(errMarkerKey)
-				return false
-			}
-			tx.slots = append(tx.slots, ring.Slot(args[k]))
-		}
+	slots, msg := s.keySlots(spec, args, hkey, tx.slots)
+	tx.slots = slots
+	if msg == "" {
+		msg = sameHome(v, tx.slots)
 	}
-	if msg := sameHome(v, tx.slots); msg != "" {
+	if msg != "" {
 		s.refuse(msg)
 		return false
 	}
 	return true
+}
+
+// keySlots appends to dst the slot of every key of args (or hkey's, for a
+// hash= override); msg is the error to answer when the keys cannot be
+// found or one is in the marker namespace.
+func (s *session) keySlots(spec *command.Spec, args [][]byte, hkey []byte, dst []uint16) (_ []uint16, msg string) {
+	if hkey != nil {
+		return append(dst, ring.Slot(hkey)), ""
+	}
+	keys, err := spec.KeyIndexes(args, s.keys[:0])
+	s.keys = keys[:0]
+	if err != nil {
+		return dst, err.Error()
+	}
+	for _, k := range keys {
+		if isMarkerKey(args[k]) {
+			return dst, errMarkerKey
+		}
+		dst = append(dst, ring.Slot(args[k]))
+	}
+	return dst, ""
 }
 
 // sameHome checks that every slot has one owner under v, and during a
@@ -281,7 +290,7 @@ func (s *session) planExec(v *view) {
 		return
 	}
 	if tx.watch != nil || s.txMoving(v) {
-		s.connEntry(opExec, nil, nil, nil)
+		s.connEntry(connOp{op: opExec})
 		return
 	}
 	node := s.txNode(v)
@@ -413,14 +422,7 @@ func (s *session) holdFrozen(v *view, slots []uint16) *view {
 	deadline := time.Now().Add(s.srv.opts.HoldMax)
 	held := false
 	for {
-		frozen := false
-		for _, sl := range slots {
-			if m := v.mig; m != nil && m.stage == stFreeze && m.moves(sl) {
-				frozen = true
-				break
-			}
-		}
-		if !frozen {
+		if !frozenAny(v, slots) {
 			return v
 		}
 		if !held {
