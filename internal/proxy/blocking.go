@@ -12,6 +12,7 @@ import (
 
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/command"
+	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/tidwall/redcon"
 )
@@ -77,6 +78,10 @@ type blockState struct {
 	proto int  // the client's RESP version
 	until time.Time
 	slots []uint16
+	// placed are the keys (into args) whose placement records a hash=
+	// override makes it keep (placed.go): preset before blocking, synced
+	// after.
+	placed [][]byte
 
 	cancel chan struct{}
 	once   sync.Once
@@ -131,6 +136,7 @@ func (s *session) startBlock(v *view, op connOp, id int32) {
 		b.hkey = bytes.Clone(op.hkey)
 	}
 	b.slots, _ = s.keySlots(op.spec, b.args, b.hkey, nil) // checked when planned
+	b.placed = s.placedKeys(op.spec, b.args, b.hkey)
 	if t, ok := parseTimeout(b.args[b.tIdx], b.tMS); ok && t > 0 {
 		b.until = b.start.Add(t)
 	}
@@ -255,12 +261,18 @@ func (b *blockState) run(v *view) []byte {
 		// refuses CLIENT (Memorystore) answers an error: then closing the
 		// connection is the way to unblock it.
 		payload := resp.AppendCommand(nil, []byte("CLIENT"), []byte("ID"))
+		if b.placed != nil {
+			payload = resp.AppendCommand(payload, rebalance.PresetCommand(b.hkey, b.placed...)...)
+		}
 		payload = resp.AppendCommand(payload, args...)
 		var cid int64
 		if err := d.Send(payload, time.Now().Add(srv.opts.ControlTimeout)); err == nil {
 			var r []byte
 			if r, err = d.Receive(time.Now().Add(srv.opts.ControlTimeout)); err == nil && len(r) > 1 && r[0] == ':' {
 				cid, _ = strconv.ParseInt(string(bytes.TrimSpace(r[1:])), 10, 64)
+			}
+			if err == nil && b.placed != nil {
+				_, err = d.Receive(time.Now().Add(srv.opts.ControlTimeout)) // the preset's reply
 			}
 		}
 		if err != nil {
@@ -287,7 +299,7 @@ func (b *blockState) run(v *view) []byte {
 				if r := b.interrupt(d, cid, got); r.err != nil || !isNilReply(r.reply) {
 					return b.finish(d, r) // handed out before the unblock
 				}
-				d.Release(false)
+				b.release(d)
 				v = nv
 				break waiting
 			case <-b.cancel:
@@ -296,7 +308,7 @@ func (b *blockState) run(v *view) []byte {
 					return b.finish(d, r)
 				}
 				if r.err == nil {
-					d.Release(false)
+					b.release(d)
 				} else {
 					d.Close()
 				}
@@ -313,8 +325,23 @@ func (b *blockState) finish(d *backend.Dedicated, r blockResult) []byte {
 		d.Close()
 		return b.srv.nodeError(nil, r.err)
 	}
-	d.Release(false)
+	b.release(d)
 	return r.reply
+}
+
+// release gives the connection back after the command returned, first
+// syncing the placement records it keeps (the command may have created,
+// emptied or deleted its keys).
+func (b *blockState) release(d *backend.Dedicated) {
+	if b.placed != nil {
+		sync := resp.AppendCommand(nil, rebalance.SyncCommand(b.hkey, b.placed...)...)
+		if _, err := d.Do(sync, 1, time.Now().Add(b.srv.opts.ControlTimeout)); err != nil {
+			b.srv.log.Warn("blocking command with hash=: syncing its keys' placement records failed", "err", err)
+			d.Close()
+			return
+		}
+	}
+	d.Release(false)
 }
 
 // interrupt unblocks the command on the node and waits for its reply: the

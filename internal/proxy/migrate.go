@@ -72,6 +72,12 @@ func (s *session) decide(v *view, req *slowReq) slowAct {
 		}
 		return actFast
 	}
+	if req.hkey != nil && (req.spec.Policy == command.PolicyScan || req.spec.Policy == command.PolicyAllConcat) {
+		if hashedScan(v, req.spec) && v.slowSlot(ring.Slot(req.hkey)) {
+			return actRun
+		}
+		return actFast
+	}
 	moving := false
 	if req.hkey != nil {
 		moving = v.slowSlot(ring.Slot(req.hkey))
@@ -195,15 +201,17 @@ func waitChange(changed <-chan struct{}, deadline time.Time) bool {
 }
 
 func (s *session) execSlow(ctx context.Context, v *view, req *slowReq, dst []byte) []byte {
-	if req.hkey == nil {
-		switch {
-		case req.spec.Policy == command.PolicyScan:
-			return s.slowScan(ctx, v, req.args, dst)
-		case req.spec.Policy == command.PolicyAllConcat:
-			return s.slowKeys(ctx, v, req.args, dst)
-		case req.spec == specRandomKey:
-			return s.slowRandomKey(ctx, v, dst)
-		}
+	fan, tag := v.fan, v.scanTag
+	if req.hkey != nil { // SCAN/KEYS hash=X: X's old and new owner
+		fan, tag = hashFan(v, req.hkey)
+	}
+	switch {
+	case req.spec.Policy == command.PolicyScan:
+		return s.slowScan(ctx, v, fan, tag, req.args, dst)
+	case req.spec.Policy == command.PolicyAllConcat:
+		return s.slowKeys(ctx, v, fan, req.args, dst)
+	case req.hkey == nil && req.spec == specRandomKey:
+		return s.slowRandomKey(ctx, v, dst)
 	}
 	return s.slowKeyed(ctx, v, req, dst)
 }
@@ -250,6 +258,9 @@ func (s *session) slowKeyed(ctx context.Context, v *view, req *slowReq, dst []by
 	mv, err := s.srv.mover(v, old, dest, s.resp3())
 	if err != nil {
 		return s.nodeError(dst, err)
+	}
+	if s.placedKeys(spec, args, req.hkey) != nil {
+		mv.Place = req.hkey // writes keep the keys' placement records
 	}
 	c := rebalance.Command(args)
 	var reply []byte
@@ -337,18 +348,19 @@ func (s *session) slowSplit(ctx context.Context, v *view, spec *command.Spec, ar
 	return dst
 }
 
-// slowScan is SCAN during MIGRATING: nodes in fan order (sources first), and
+// slowScan is SCAN during MIGRATING: nodes in fan order (sources first; for
+// SCAN hash=X, X's old owner, then its new one), and
 // from a source, the moving keys its destination already has (the key or
 // its marker: moved, rewritten or deleted there) are dropped, so a deleted
 // key's lingering copy is not listed and a moved one is listed once, by its
 // destination. A key that moves between two SCAN calls may still be
 // returned twice (SCAN allows duplicates).
-func (s *session) slowScan(ctx context.Context, v *view, args [][]byte, dst []byte) []byte {
-	pos, nodeCur, ok := v.scanStart(args[1])
+func (s *session) slowScan(ctx context.Context, v *view, fan []int32, tag uint64, args [][]byte, dst []byte) []byte {
+	pos, nodeCur, ok := scanStartIn(len(fan), tag, args[1])
 	if !ok {
 		return redcon.AppendError(dst, errCursor)
 	}
-	node := int(v.fan[pos])
+	node := int(fan[pos])
 	sub := make(rebalance.Command, len(args))
 	copy(sub, args)
 	sub[1] = strconv.AppendUint(nil, nodeCur, 10)
@@ -363,7 +375,7 @@ func (s *session) slowScan(ctx context.Context, v *view, args [][]byte, dst []by
 	if !ok {
 		return append(dst, reply...)
 	}
-	next, ok := nextScanCursor(cur, pos, len(v.fan), v.scanTag)
+	next, ok := nextScanCursor(cur, pos, len(fan), tag)
 	if !ok {
 		return redcon.AppendError(dst, errScanCursor)
 	}
@@ -379,10 +391,10 @@ func (s *session) slowScan(ctx context.Context, v *view, args [][]byte, dst []by
 
 // slowKeys is KEYS during MIGRATING: every node of R ∪ R', minus markers
 // and minus sources' moving keys that their destination already has.
-func (s *session) slowKeys(ctx context.Context, v *view, args [][]byte, dst []byte) []byte {
-	parts := make([][]byte, 0, len(v.fan))
-	drops := make([][]bool, 0, len(v.fan))
-	for _, i := range v.fan {
+func (s *session) slowKeys(ctx context.Context, v *view, fan []int32, args [][]byte, dst []byte) []byte {
+	parts := make([][]byte, 0, len(fan))
+	drops := make([][]bool, 0, len(fan))
+	for _, i := range fan {
 		reply, err := s.srv.direct(ctx, v.addrs[i], rebalance.Command(args), s.resp3())
 		if err != nil {
 			return s.nodeError(dst, err)
@@ -433,7 +445,8 @@ func (s *session) slowRandomKey(ctx context.Context, v *view, dst []byte) []byte
 // movedAway marks, in the array reply arr of keys listed by node, the
 // moving keys node loses whose destination already holds them or their
 // marker (rebalance.EnsureCheckCommand, `EXISTS k mk(k)`, pipelined per
-// destination). nil when node loses nothing.
+// destination). A key is judged by its placement (its record's hash key,
+// read with one MGET on node). nil when node loses nothing.
 func (srv *Server) movedAway(ctx context.Context, v *view, node int, arr []byte) ([]bool, error) {
 	m := v.mig
 	if node >= len(m.source) || !m.source[node] {
@@ -446,11 +459,29 @@ func (srv *Server) movedAway(ctx context.Context, v *view, node int, arr []byte)
 	byDest := map[int][]int{}
 	keys := make([][]byte, len(elems))
 	for i, e := range elems {
-		k, null, ok := resp.Bulk(e)
-		if !ok || null || isMarkerKey(k) {
+		if k, null, ok := resp.Bulk(e); ok && !null {
+			keys[i] = k
+		}
+	}
+	src, err := srv.ctl.Get(v.addrs[node])
+	if err != nil {
+		return nil, err
+	}
+	places, err := rebalance.Places(ctx, src, keys)
+	if err != nil {
+		return nil, err
+	}
+	for i, k := range keys {
+		if k == nil || isMarkerKey(k) {
+			keys[i] = nil
 			continue
 		}
-		slot := ring.Slot(k)
+		pk := k
+		if places[i] != nil {
+			pk = places[i]
+		}
+		keys[i] = nil
+		slot := ring.Slot(pk)
 		if m.moves(slot) && v.ring.SlotOwner(slot) == node {
 			d := int(m.dest[slot])
 			byDest[d] = append(byDest[d], i)

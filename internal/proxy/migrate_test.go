@@ -529,7 +529,15 @@ func TestMigratingCommands(t *testing.T) {
 // checked against its own model: no lost or stale value, no resurrected
 // delete, counters equal to the acknowledged INCRs, TTLs kept; at the end
 // every key is exactly on its owner under R', with no marker left.
-func TestRebalanceOracle(t *testing.T) {
+func TestRebalanceOracle(t *testing.T) { rebalanceOracle(t, false) }
+
+// TestRebalanceOracleHashed is the oracle with every key written and read
+// only through hash=<family key> (keys of one family share a node; their
+// own slots are elsewhere): they must move with their family's slot, with
+// their TTLs and placement records.
+func TestRebalanceOracleHashed(t *testing.T) { rebalanceOracle(t, true) }
+
+func rebalanceOracle(t *testing.T, hashed bool) {
 	e := newMigEnv(t, Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -541,21 +549,24 @@ func TestRebalanceOracle(t *testing.T) {
 	pipe := preload.Pipeline()
 	for i := range keys {
 		k := &okey{kind: i % 4}
+		if hashed { // 5 families per worker (i%workers is the worker)
+			k.place = "fam:" + strconv.Itoa(i%(workers*5))
+		}
 		switch k.kind {
 		case kStr:
 			k.name, k.val, k.ttl = "s:"+strconv.Itoa(i), "v0", true
-			pipe.Set(ctx, k.name, k.val, ttl)
+			pipe.Do(ctx, k.a("SET", k.name, k.val, "PX", ttl.Milliseconds())...)
 		case kHash:
 			k.name, k.val = "h:"+strconv.Itoa(i), "f0"
-			pipe.HSet(ctx, k.name, "f", k.val, "n", 0)
+			pipe.Do(ctx, k.a("HSET", k.name, "f", k.val, "n", 0)...)
 		case kCounter:
 			k.name, k.count = "c:"+strconv.Itoa(i), int64(i%7)
-			pipe.IncrBy(ctx, k.name, k.count)
+			pipe.Do(ctx, k.a("INCRBY", k.name, k.count)...)
 		case kPlain:
 			k.name, k.val = "p:"+strconv.Itoa(i), "p0"
-			pipe.Set(ctx, k.name, k.val, 0)
+			pipe.Do(ctx, k.a("SET", k.name, k.val)...)
 		}
-		k.moving = e.moving(k.name)
+		k.moving = e.moving(k.home())
 		keys[i] = k
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -658,7 +669,7 @@ func TestRebalanceOracle(t *testing.T) {
 		if !k.deleted {
 			live++
 		}
-		d, err := c.PTTL(ctx, k.name).Result()
+		d, err := k.pttl(ctx, c)
 		switch {
 		case err != nil:
 			t.Errorf("PTTL %s: %v", k.name, err)
@@ -669,7 +680,11 @@ func TestRebalanceOracle(t *testing.T) {
 			t.Errorf("%s: TTL %v, want none", k.name, d)
 		}
 	}
-	total := 0
+	byName := map[string]*okey{}
+	for _, k := range keys {
+		byName[k.name] = k
+	}
+	total, records := 0, 0
 	for addr, nc := range e.ctl {
 		var cursor uint64
 		for {
@@ -678,10 +693,22 @@ func TestRebalanceOracle(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, k := range ks {
+				if pk, ok := rebalance.PlacedKey([]byte(k)); ok {
+					records++
+					ok := byName[string(pk)]
+					if ok == nil || ok.deleted || e.T.Node(e.T.Owner([]byte(ok.home()))).Addr != addr {
+						t.Errorf("%s: placement record %q of a deleted key or one living elsewhere", addr, k)
+					}
+					continue
+				}
 				total++
+				home := k
+				if ok := byName[k]; ok != nil {
+					home = ok.home()
+				}
 				if rebalance.IsMarker([]byte(k)) {
 					t.Errorf("%s: marker %q left after CLEANUP", addr, k)
-				} else if o := e.T.Node(e.T.Owner([]byte(k))).Addr; o != addr {
+				} else if o := e.T.Node(e.T.Owner([]byte(home))).Addr; o != addr {
 					t.Errorf("%s holds %q, owned by %s under R'", addr, k, o)
 				}
 			}
@@ -692,6 +719,12 @@ func TestRebalanceOracle(t *testing.T) {
 	}
 	if total != live {
 		t.Errorf("the nodes hold %d keys, want the %d live ones", total, live)
+	}
+	if hashed && records != live {
+		t.Errorf("the nodes hold %d placement records, want one per live key (%d)", records, live)
+	}
+	if !hashed && records != 0 {
+		t.Errorf("%d placement records for keys written without hash=", records)
 	}
 }
 
@@ -706,6 +739,7 @@ const (
 // okey is one key and what its only writer knows of it.
 type okey struct {
 	name    string
+	place   string // the hash= key every command on it carries; "" for none
 	kind    int
 	moving  bool
 	val     string
@@ -727,18 +761,18 @@ func (k *okey) op(ctx context.Context, c *redis.Client, rng *rand.Rand, mine []*
 		case r < 4:
 			return k.check(ctx, c)
 		case r < 7 && !k.deleted:
-			if err := c.SetArgs(ctx, k.name, nv, redis.SetArgs{KeepTTL: true}).Err(); err != nil {
+			if err := status(ctx, c, k.a("SET", k.name, nv, "KEEPTTL")...); err != nil {
 				return fmt.Errorf("SET %s KEEPTTL: %w", k.name, err)
 			}
 			k.val = nv
 		case r < 8:
-			n, err := c.Del(ctx, k.name).Result()
+			n, err := intCmd(ctx, c, k.a("DEL", k.name)...)
 			if err != nil || n != b2i(!k.deleted) {
 				return fmt.Errorf("DEL %s = %d, %v; deleted before: %v", k.name, n, err, k.deleted)
 			}
 			k.deleted = true
 		default:
-			if err := c.Set(ctx, k.name, nv, time.Hour).Err(); err != nil {
+			if err := status(ctx, c, k.a("SET", k.name, nv, "EX", 3600)...); err != nil {
 				return fmt.Errorf("SET %s EX: %w", k.name, err)
 			}
 			k.val, k.deleted = nv, false
@@ -748,12 +782,12 @@ func (k *okey) op(ctx context.Context, c *redis.Client, rng *rand.Rand, mine []*
 		case r < 4:
 			return k.check(ctx, c)
 		case r < 7:
-			if err := c.HSet(ctx, k.name, "f", nv).Err(); err != nil {
+			if _, err := intCmd(ctx, c, k.a("HSET", k.name, "f", nv)...); err != nil {
 				return fmt.Errorf("HSET %s: %w", k.name, err)
 			}
 			k.val = nv
 		default:
-			got, err := c.HIncrBy(ctx, k.name, "n", 1).Result()
+			got, err := intCmd(ctx, c, k.a("HINCRBY", k.name, "n", 1)...)
 			if err != nil || got != k.count+1 {
 				return fmt.Errorf("HINCRBY %s = %d, %v; want %d", k.name, got, err, k.count+1)
 			}
@@ -764,13 +798,13 @@ func (k *okey) op(ctx context.Context, c *redis.Client, rng *rand.Rand, mine []*
 		case r < 3:
 			return k.check(ctx, c)
 		case r < 9:
-			got, err := c.Incr(ctx, k.name).Result()
+			got, err := intCmd(ctx, c, k.a("INCR", k.name)...)
 			if err != nil || got != k.count+1 {
 				return fmt.Errorf("INCR %s = %d, %v; want %d (deleted before: %v)", k.name, got, err, k.count+1, k.deleted)
 			}
 			k.count, k.deleted = k.count+1, false
 		default:
-			n, err := c.Del(ctx, k.name).Result()
+			n, err := intCmd(ctx, c, k.a("DEL", k.name)...)
 			if err != nil || n != b2i(!k.deleted) {
 				return fmt.Errorf("DEL %s = %d, %v; deleted before: %v", k.name, n, err, k.deleted)
 			}
@@ -778,12 +812,14 @@ func (k *okey) op(ctx context.Context, c *redis.Client, rng *rand.Rand, mine []*
 		}
 	case kPlain:
 		o := mine[rng.IntN(len(mine))]
-		if o.kind != kPlain || o == k {
+		if o.kind != kPlain || o == k || o.place != k.place {
 			return k.check(ctx, c)
 		}
 		switch {
 		case r < 4:
-			got, err := c.MGet(ctx, k.name, o.name).Result()
+			cmd := redis.NewSliceCmd(ctx, k.a("MGET", k.name, o.name)...)
+			_ = c.Process(ctx, cmd)
+			got, err := cmd.Result()
 			if err != nil {
 				return fmt.Errorf("MGET %s %s: %w", k.name, o.name, err)
 			}
@@ -793,12 +829,12 @@ func (k *okey) op(ctx context.Context, c *redis.Client, rng *rand.Rand, mine []*
 				}
 			}
 		case r < 8:
-			if err := c.MSet(ctx, k.name, nv, o.name, nv+"o").Err(); err != nil {
+			if err := status(ctx, c, k.a("MSET", k.name, nv, o.name, nv+"o")...); err != nil {
 				return fmt.Errorf("MSET %s %s: %w", k.name, o.name, err)
 			}
 			k.val, k.deleted, o.val, o.deleted = nv, false, nv+"o", false
 		default:
-			n, err := c.Del(ctx, k.name, o.name).Result()
+			n, err := intCmd(ctx, c, k.a("DEL", k.name, o.name)...)
 			if want := b2i(!k.deleted) + b2i(!o.deleted); err != nil || n != want {
 				return fmt.Errorf("DEL %s %s = %d, %v; want %d", k.name, o.name, n, err, want)
 			}
@@ -806,6 +842,48 @@ func (k *okey) op(ctx context.Context, c *redis.Client, rng *rand.Rand, mine []*
 		}
 	}
 	return nil
+}
+
+// a is the command args for k: with its hash= override, if any.
+func (k *okey) a(args ...any) []any {
+	if k.place != "" {
+		args = append(args, "hash="+k.place)
+	}
+	return args
+}
+
+// home is the key that decides where k lives.
+func (k *okey) home() string {
+	if k.place != "" {
+		return k.place
+	}
+	return k.name
+}
+
+func (k *okey) pttl(ctx context.Context, c *redis.Client) (time.Duration, error) {
+	n, err := intCmd(ctx, c, k.a("PTTL", k.name)...)
+	if err != nil || n < 0 {
+		return time.Duration(n), err
+	}
+	return time.Duration(n) * time.Millisecond, nil
+}
+
+func intCmd(ctx context.Context, c *redis.Client, args ...any) (int64, error) {
+	cmd := redis.NewIntCmd(ctx, args...)
+	_ = c.Process(ctx, cmd)
+	return cmd.Result()
+}
+
+func status(ctx context.Context, c *redis.Client, args ...any) error {
+	cmd := redis.NewStatusCmd(ctx, args...)
+	_ = c.Process(ctx, cmd)
+	return cmd.Err()
+}
+
+func strCmd(ctx context.Context, c *redis.Client, args ...any) (string, error) {
+	cmd := redis.NewStringCmd(ctx, args...)
+	_ = c.Process(ctx, cmd)
+	return cmd.Result()
 }
 
 // model is the value MGET should return for k (kPlain and kStr).
@@ -820,7 +898,7 @@ func (k *okey) model() string {
 func (k *okey) check(ctx context.Context, c *redis.Client) error {
 	switch k.kind {
 	case kStr, kPlain:
-		got, err := c.Get(ctx, k.name).Result()
+		got, err := strCmd(ctx, c, k.a("GET", k.name)...)
 		if k.deleted {
 			if err != redis.Nil {
 				return fmt.Errorf("GET %s = %q, %v after DEL: resurrected", k.name, got, err)
@@ -831,12 +909,14 @@ func (k *okey) check(ctx context.Context, c *redis.Client) error {
 			return fmt.Errorf("GET %s = %q, %v; want %q", k.name, got, err, k.val)
 		}
 	case kHash:
-		got, err := c.HGetAll(ctx, k.name).Result()
+		cmd := redis.NewMapStringStringCmd(ctx, k.a("HGETALL", k.name)...)
+		_ = c.Process(ctx, cmd)
+		got, err := cmd.Result()
 		if err != nil || len(got) != 2 || got["f"] != k.val || got["n"] != strconv.FormatInt(k.count, 10) {
 			return fmt.Errorf("HGETALL %s = %v, %v; want f=%s n=%d", k.name, got, err, k.val, k.count)
 		}
 	case kCounter:
-		got, err := c.Get(ctx, k.name).Result()
+		got, err := strCmd(ctx, c, k.a("GET", k.name)...)
 		if k.deleted {
 			if err != redis.Nil {
 				return fmt.Errorf("GET %s = %q, %v after DEL: resurrected", k.name, got, err)

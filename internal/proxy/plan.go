@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"hash/fnv"
 	"strconv"
 	"strings"
 
@@ -173,12 +174,43 @@ func (s *session) hashed(v *view, spec *command.Spec, hkey []byte, args [][]byte
 				return
 			}
 		}
-		if slow && len(keys) > 0 {
+		if slow && (len(keys) > 0 || hashedScan(v, spec)) {
 			s.slowEntry(spec, args, hkey)
 			return
 		}
 	}
-	s.forward(v, v.ring.SlotOwner(slot), args, raw)
+	if keys := s.placedKeys(spec, args, hkey); keys != nil {
+		s.placedWrite(v.ring.SlotOwner(slot), args, keys, hkey)
+		return
+	}
+	switch {
+	case spec.Policy == command.PolicyScan:
+		fan, tag := hashFan(v, hkey)
+		s.scanFan(v, fan, tag, args)
+	case spec.Policy == command.PolicyAllConcat, spec == specRandomKey:
+		// KEYS, RANDOMKEY: markers and placement records are dropped from
+		// the reply, as without hash=.
+		policy := spec.Policy
+		if spec == specRandomKey {
+			policy = policyRandomKey
+		}
+		node := v.ring.SlotOwner(slot)
+		c0 := s.ncall
+		s.newCall(node)
+		s.shares[node].payload = appendArgs(s.shares[node].payload, args, raw)
+		s.cmds = append(s.cmds, entry{kind: kMerge, policy: policy, c0: int32(c0), cn: 1})
+	default:
+		s.forward(v, v.ring.SlotOwner(slot), args, raw)
+	}
+}
+
+// hashedScan reports whether a keyless command with hash= whose slot moves
+// takes the rebalance path: SCAN and KEYS during MIGRATING, which list the
+// override's old and new owner (its keys are on both until the migration
+// ends).
+func hashedScan(v *view, spec *command.Spec) bool {
+	return v.mig != nil && v.mig.stage == stMigrating &&
+		(spec.Policy == command.PolicyScan || spec.Policy == command.PolicyAllConcat)
 }
 
 // anyFF reports whether an argument starts with 0xff, the first byte of
@@ -398,12 +430,18 @@ func (s *session) scan(v *view, spec *command.Spec, args [][]byte) {
 		s.slowEntry(spec, args, nil)
 		return
 	}
-	pos, nodeCur, ok := v.scanStart(args[1])
+	s.scanFan(v, v.fan, v.scanTag, args)
+}
+
+// scanFan plans one step of a SCAN over the nodes fan (view indexes) in
+// order, with cursors tagged tag.
+func (s *session) scanFan(v *view, fan []int32, tag uint64, args [][]byte) {
+	pos, nodeCur, ok := scanStartIn(len(fan), tag, args[1])
 	if !ok {
 		s.errorReply(errCursor)
 		return
 	}
-	node := int(v.fan[pos])
+	node := int(fan[pos])
 	s.fwd = append(s.fwd[:0], args...)
 	s.enc = strconv.AppendUint(s.enc[:0], nodeCur, 10)
 	s.fwd[1] = s.enc
@@ -411,22 +449,45 @@ func (s *session) scan(v *view, spec *command.Spec, args [][]byte) {
 	s.newCall(node)
 	s.shares[node].payload = resp.AppendCommand(s.shares[node].payload, s.fwd...)
 	s.cmds = append(s.cmds, entry{kind: kMerge, policy: command.PolicyScan, c0: int32(c0), cn: 1,
-		scanNode: int32(pos), scanN: int32(len(v.fan)), scanTag: uint16(v.scanTag)})
+		scanNode: int32(pos), scanN: int32(len(fan)), scanTag: uint16(tag)})
+}
+
+// hashFan is the nodes a SCAN with hash= key hkey visits under v: the
+// key's owner, and during MIGRATING of its slot its new owner after it;
+// tag names that list in cursors (as view.scanTag names the view's fan), so
+// a cursor made before a stage change restarts instead of skipping.
+func hashFan(v *view, hkey []byte) (fan []int32, tag uint64) {
+	slot := ring.Slot(hkey)
+	fan = []int32{int32(v.ring.SlotOwner(slot))}
+	if m := v.mig; m != nil && m.stage == stMigrating && m.moves(slot) {
+		fan = append(fan, int32(m.dest[slot]))
+	}
+	h := fnv.New64a()
+	for _, i := range fan {
+		h.Write([]byte(v.addrs[i]))
+		h.Write([]byte{0})
+	}
+	return fan, h.Sum64() & (1<<scanTagBits - 1)
 }
 
 // scanStart decodes a client's SCAN cursor under v: the fan position to
 // visit and the cursor to send that node. A cursor made under another fan
 // order (its tag differs) starts over from the first node.
 func (v *view) scanStart(arg []byte) (pos int, nodeCur uint64, ok bool) {
+	return scanStartIn(len(v.fan), v.scanTag, arg)
+}
+
+// scanStartIn is scanStart over n nodes under scan tag tag.
+func scanStartIn(n int, tag uint64, arg []byte) (pos int, nodeCur uint64, ok bool) {
 	cur, err := strconv.ParseUint(string(arg), 10, 64)
 	if err != nil {
 		return 0, 0, false
 	}
 	pos = int(cur & (1<<scanNodeBits - 1))
-	if pos >= len(v.fan) {
+	if pos >= n {
 		return 0, 0, false
 	}
-	if cur>>scanNodeBits&(1<<scanTagBits-1) != v.scanTag {
+	if cur>>scanNodeBits&(1<<scanTagBits-1) != tag {
 		return 0, 0, true
 	}
 	return pos, cur >> scanShift, true

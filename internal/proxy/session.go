@@ -780,6 +780,10 @@ func (s *session) merge(v *view, dst []byte, e *entry) []byte {
 		}
 	case policyRandomKey:
 		dst = randomKeyReply(dst, s.parts[0], s.resp3())
+	case policyPlaced:
+		dst = placedReply(dst, s.parts)
+	case policyExecPrefix:
+		dst = execCut(dst, s.parts[0], int(e.aux))
 	default:
 		dst = merge.First(dst, s.parts)
 	}

@@ -84,6 +84,10 @@ type txState struct {
 	dirty bool   // a command was refused while queueing: EXEC aborts
 	queue []byte // the queued commands, encoded (hash= overrides stripped)
 	n     int    // commands in queue
+	// sync holds the placement-record syncs of queued placed writes
+	// (placed.go), nsync of them; they run after the queue.
+	sync  []byte
+	nsync int
 	// slots holds the slot of every key watched and queued (the hash=
 	// key's for an override): they must all live on one node.
 	slots []uint16
@@ -210,6 +214,10 @@ func (s *session) queueTx(v *view, spec *command.Spec, args [][]byte, hkey []byt
 	}
 	tx.queue = resp.AppendCommand(tx.queue, args...)
 	tx.n++
+	if sc := s.placedSync(spec, args, hkey); sc != nil {
+		tx.sync = append(tx.sync, sc...)
+		tx.nsync++
+	}
 	s.localReply([]byte(replyQueued))
 }
 
@@ -299,18 +307,24 @@ func (s *session) planExec(v *view) {
 		s.errorReply(errTxMoved)
 		return
 	}
-	// MULTI, the queued commands and EXEC in one contiguous payload; the
-	// client gets EXEC's reply (the queued commands' replies, or EXECABORT).
+	// MULTI, the queued commands (and placement syncs) and EXEC in one
+	// contiguous payload; the client gets EXEC's reply (the queued
+	// commands' replies, or EXECABORT).
 	sh := &s.shares[node]
-	for range tx.n + 1 {
+	for range tx.n + tx.nsync + 1 {
 		s.newCall(node)
 	}
 	c0 := s.ncall
 	s.newCall(node)
 	sh.payload = append(sh.payload, "*1\r\n$5\r\nMULTI\r\n"...)
 	sh.payload = append(sh.payload, tx.queue...)
+	sh.payload = append(sh.payload, tx.sync...)
 	sh.payload = append(sh.payload, "*1\r\n$4\r\nEXEC\r\n"...)
-	s.cmds = append(s.cmds, entry{kind: kForward, c0: int32(c0), cn: 1})
+	if tx.nsync == 0 {
+		s.cmds = append(s.cmds, entry{kind: kForward, c0: int32(c0), cn: 1})
+	} else {
+		s.cmds = append(s.cmds, entry{kind: kMerge, policy: policyExecPrefix, c0: int32(c0), cn: 1, aux: int32(tx.n)})
+	}
 	s.txReset()
 }
 
@@ -346,10 +360,13 @@ func (s *session) txReset() {
 		return
 	}
 	tx := &s.cs.tx
-	tx.multi, tx.dirty, tx.n = false, false, 0
-	tx.queue = tx.queue[:0]
+	tx.multi, tx.dirty, tx.n, tx.nsync = false, false, 0, 0
+	tx.queue, tx.sync = tx.queue[:0], tx.sync[:0]
 	if cap(tx.queue) > keptBuf {
 		tx.queue = nil
+	}
+	if cap(tx.sync) > keptBuf {
+		tx.sync = nil
 	}
 	s.unwatch()
 	tx.slots = tx.slots[:0]
@@ -527,7 +544,7 @@ func (s *session) runExec(v *view) {
 			s.out = redcon.AppendError(s.out, errTxMoved)
 			return
 		}
-		s.out = s.txRun(v, node, nil, nil)
+		s.out = s.txRun(v, node, nil, 0)
 		return
 	}
 	// MIGRATING: move every key to the new owner, run the transaction there
@@ -570,18 +587,25 @@ func (s *session) runExec(v *view) {
 		markers = resp.AppendCommand(markers, rebalance.SetMarkerCommand(v.mig.epoch, k, ttl)...)
 	}
 	at := len(s.out)
-	s.out = s.txRun(v, dest, markers, keys)
+	stale := keys
+	if tx.nsync > 0 { // the old copies' placement records go with them
+		stale = append([][]byte(nil), keys...)
+		for _, k := range keys {
+			stale = append(stale, rebalance.PlaceKey(k))
+		}
+	}
+	s.out = s.txRun(v, dest, markers, len(keys))
 	if len(keys) > 0 && len(s.out) > at && s.out[at] == '*' && s.out[at+1] != '-' {
-		if _, err := mv.Old.Do(ctx, anyArgs(rebalance.UnlinkCommand(keys...))...).Result(); err != nil {
+		if _, err := mv.Old.Do(ctx, anyArgs(rebalance.UnlinkCommand(stale...))...).Result(); err != nil {
 			s.srv.log.Warn("transaction ran on the new owner; unlinking the old copies failed (they are stale and shadowed)", "err", err)
 		}
 	}
 }
 
-// txRun sends MULTI, the queue, markers (nmark commands) and EXEC to view
-// node node, on the WATCH connection or a borrowed one, and appends EXEC's
-// reply without the markers' elements.
-func (s *session) txRun(v *view, node int, markers []byte, keys [][]byte) []byte {
+// txRun sends MULTI, the queue, markers (nmark commands), the placement
+// syncs and EXEC to view node node, on the WATCH connection or a borrowed
+// one, and appends EXEC's reply without the markers' and syncs' elements.
+func (s *session) txRun(v *view, node int, markers []byte, nmark int) []byte {
 	tx := &s.cs.tx
 	d := tx.watch
 	if d == nil {
@@ -594,9 +618,10 @@ func (s *session) txRun(v *view, node int, markers []byte, keys [][]byte) []byte
 	payload := append(s.enc[:0], "*1\r\n$5\r\nMULTI\r\n"...)
 	payload = append(payload, tx.queue...)
 	payload = append(payload, markers...)
+	payload = append(payload, tx.sync...)
 	payload = append(payload, "*1\r\n$4\r\nEXEC\r\n"...)
 	s.enc = payload[:0]
-	nmark := len(keys)
+	nmark += tx.nsync
 	replies, err := d.Do(payload, tx.n+nmark+2, time.Now().Add(s.srv.opts.ControlTimeout))
 	if err != nil {
 		d.Close()

@@ -44,16 +44,22 @@ func cmd(name string, args ...[]byte) Command {
 }
 
 // RestoreScript is the conditional restore run on the new owner (rebalance.md
-// §4.6 step 3). KEYS = [k, mk(k)], ARGV = [ttl ms (0 = no expiry), DUMP
-// payload, marker TTL ms]. It returns 0 without writing if k or mk(k)
-// exists (a newer write, a delete, or another mover won), else it RESTOREs k
-// without REPLACE, sets the marker and returns 1. Both checks and both
-// writes happen atomically inside the script, which is what makes any
-// number of concurrent movers safe (R7) and keeps deletes and newer writes
-// from being overwritten by an older snapshot (R3, R4, R5).
+// §4.6 step 3). KEYS = [k, mk(k)] or [k, mk(k), PlaceKey(k)], ARGV = [ttl ms
+// (0 = no expiry), DUMP payload, marker TTL ms] and, with the third key,
+// the hash key of k's placement record. It returns 0 without writing if k
+// or mk(k) exists (a newer write, a delete, or another mover won), else it
+// RESTOREs k without REPLACE, sets the marker (and the placement record,
+// with k's TTL plus 1 ms) and returns 1. The checks and the writes happen
+// atomically inside the script, which is what makes any number of
+// concurrent movers safe (R7) and keeps deletes and newer writes from being
+// overwritten by an older snapshot (R3, R4, R5).
 const RestoreScript = `if redis.call('EXISTS', KEYS[1], KEYS[2]) ~= 0 then return 0 end
 redis.call('RESTORE', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+if KEYS[3] then
+  if ARGV[1] == '0' then redis.call('SET', KEYS[3], ARGV[4])
+  else redis.call('SET', KEYS[3], ARGV[4], 'PX', tonumber(ARGV[1]) + 1) end
+end
 return 1
 `
 
@@ -78,9 +84,10 @@ func SetMarkerCommand(epoch uint64, key []byte, markerTTL time.Duration) Command
 }
 
 // SnapshotCommands is the atomic snapshot of k on the old owner:
-// `MULTI`, `DUMP k`, `PTTL k`, `EXEC`. EXEC's reply is [payload|nil, pttl].
+// `MULTI`, `DUMP k`, `PTTL k`, `GET PlaceKey(k)`, `EXEC`. EXEC's reply is
+// [payload|nil, pttl, hash key|nil].
 func SnapshotCommands(key []byte) []Command {
-	return []Command{cmd("MULTI"), cmd("DUMP", key), cmd("PTTL", key), cmd("EXEC")}
+	return []Command{cmd("MULTI"), cmd("DUMP", key), cmd("PTTL", key), cmd("GET", PlaceKey(key)), cmd("EXEC")}
 }
 
 // ScriptLoadCommand is `SCRIPT LOAD <RestoreScript>`.
@@ -89,12 +96,18 @@ func ScriptLoadCommand() Command {
 }
 
 // RestoreCommand is the conditional restore on the new owner:
-// `EVALSHA <RestoreScriptSHA> 2 k mk(k) <ttl ms> <payload> <T ms>`.
+// `EVALSHA <RestoreScriptSHA> 2 k mk(k) <ttl ms> <payload> <T ms>`, or, for a
+// key with a placement record naming hash key place,
+// `EVALSHA <RestoreScriptSHA> 3 k mk(k) PlaceKey(k) <ttl ms> <payload> <T ms> <place>`.
 // ttl 0 means no expiry. On `-NOSCRIPT` send ScriptLoadCommand and retry
 // (a failover or restart empties the script cache).
-func RestoreCommand(epoch uint64, key []byte, ttl time.Duration, payload []byte, markerTTL time.Duration) Command {
-	return cmd("EVALSHA", []byte(RestoreScriptSHA), []byte("2"), key, MarkerKey(epoch, key),
-		ms(ttl), payload, ms(markerTTLOr(markerTTL)))
+func RestoreCommand(epoch uint64, key []byte, ttl time.Duration, payload []byte, markerTTL time.Duration, place []byte) Command {
+	if place == nil {
+		return cmd("EVALSHA", []byte(RestoreScriptSHA), []byte("2"), key, MarkerKey(epoch, key),
+			ms(ttl), payload, ms(markerTTLOr(markerTTL)))
+	}
+	return cmd("EVALSHA", []byte(RestoreScriptSHA), []byte("3"), key, MarkerKey(epoch, key), PlaceKey(key),
+		ms(ttl), payload, ms(markerTTLOr(markerTTL)), place)
 }
 
 // EnsureCheckCommand is `EXISTS k mk(k)` on the new owner: a reply > 0 means
@@ -112,19 +125,24 @@ func UnlinkCommand(keys ...[]byte) Command { return cmd("UNLINK", keys...) }
 // command (INCR, APPEND, LPUSH, SET NX/XX/GET/KEEPTTL, EXPIRE …) run Ensure
 // on k first (rebalance.md §4.4 ‡).
 func WriteCommands(epoch uint64, key []byte, write Command, markerTTL time.Duration) (onNew []Command, onOld Command) {
-	return MultiWriteCommands(epoch, [][]byte{key}, write, markerTTL)
+	return MultiWriteCommands(epoch, [][]byte{key}, write, markerTTL, nil)
 }
 
 // MultiWriteCommands is a command over several keys sharing their old and
 // new owners during MIGRATING (after Ensure of every key). On the new owner,
 // in one transaction: `MULTI`, <c>, `SET mk(k) 1 PX T` for every key in
 // order, `EXEC`; then, only after EXEC succeeded, `UNLINK k1 … kn` on the
-// old owner.
-func MultiWriteCommands(epoch uint64, keys [][]byte, c Command, markerTTL time.Duration) (onNew []Command, onOld Command) {
-	onNew = make([]Command, 0, len(keys)+3)
+// old owner. With place (the command's hash= key, for keys placed by it),
+// SyncCommand(place, keys…) follows the markers in the transaction, and
+// the UNLINK on the old owner takes the keys' placement records too.
+func MultiWriteCommands(epoch uint64, keys [][]byte, c Command, markerTTL time.Duration, place []byte) (onNew []Command, onOld Command) {
+	onNew = make([]Command, 0, len(keys)+4)
 	onNew = append(onNew, cmd("MULTI"), c)
 	for _, k := range keys {
 		onNew = append(onNew, SetMarkerCommand(epoch, k, markerTTL))
+	}
+	if place != nil {
+		return append(onNew, SyncCommand(place, keys...), cmd("EXEC")), UnlinkCommand(withRecords(keys)...)
 	}
 	return append(onNew, cmd("EXEC")), UnlinkCommand(keys...)
 }

@@ -42,12 +42,17 @@
 // DeleteCommands, ReadCommands, EnsureCheckCommand, SetMarkerCommand,
 // UnlinkCommand, ScriptLoadCommand) return exactly what the functions here
 // send. T is the marker TTL in ms (default 7 days), mk is MarkerKey(epoch,
-// k).
+// k), pk is PlaceKey(k), the placement record of a key written with a
+// hash= override (place.go). With Mover.Place set, WriteMarked,
+// UpdateMarked and MultiMarked add SyncCommand to their transaction on new
+// and UNLINK the records on old too; DeleteMarked deletes the record.
 //
-//	Move(k)         old: MULTI; DUMP k; PTTL k; EXEC
+//	Move(k)         old: MULTI; DUMP k; PTTL k; GET pk; EXEC
 //	                new: EVALSHA <sha> 2 k mk <ttl ms|0> <payload> T
+//	                     (a key with a placement record X, or Mover.Place:
+//	                     EVALSHA <sha> 3 k mk pk <ttl ms|0> <payload> T X)
 //	                     (-NOSCRIPT: SCRIPT LOAD <script>, then EVALSHA again)
-//	                old: UNLINK k   (unless Missing or failed)
+//	                old: UNLINK k pk   (unless Missing or failed)
 //	MoveBatch(ks)   the same, pipelined: N snapshot blocks in one pipeline,
 //	                then the EVALSHAs (pipelines of ≤ BatchBytes payload),
 //	                then one UNLINK k1 … kn
@@ -64,9 +69,11 @@
 //	ReadRule        new: MULTI; EXISTS k; EXISTS mk; <read>; EXEC
 //	                old: MULTI; EXISTS k; <read>; EXEC   (if new had neither)
 //	                new: as the first probe                (if old had no k)
-//	Migrator        source: DBSIZE; SCAN <cursor> COUNT 1000; then MoveBatch
+//	Migrator        source: DBSIZE; SCAN <cursor> COUNT 1000; MGET pk…; then
+//	                MoveBatch; EVAL <GCScript> … for records whose key is gone
 //	Cleanup         node: SCAN <cursor> MATCH <MarkerPattern(epoch)> COUNT 1000; UNLINK …
-//	RemoveLeftovers node: SCAN <cursor> COUNT 1000; UNLINK …
+//	RemoveLeftovers node: SCAN <cursor> COUNT 1000; MGET pk…; UNLINK …;
+//	                EVAL <GCScript> …
 //	CheckDrained    node: DBSIZE
 //	LoadScript      node: SCRIPT LOAD <RestoreScript>
 //

@@ -398,7 +398,7 @@ func (m *Migrator) Run(ctx context.Context) (p Progress, err error) {
 		if err := m.waitResumed(ctx); err != nil {
 			return p, err
 		}
-		keys, next, err := m.scan(ctx, cursor)
+		keys, places, next, err := m.scan(ctx, cursor)
 		if err != nil {
 			if ctx.Err() != nil {
 				return p, ctx.Err()
@@ -408,7 +408,7 @@ func (m *Migrator) Run(ctx context.Context) (p Progress, err error) {
 			}
 			continue
 		}
-		if err := m.handle(ctx, keys); err != nil {
+		if err := m.handle(ctx, keys, places); err != nil {
 			return p, err
 		}
 		m.consecutive = 0
@@ -490,9 +490,14 @@ func (m *Migrator) dbsize(ctx context.Context) (int64, error) {
 	}
 }
 
-// scan runs `SCAN cursor COUNT n` on the source.
-func (m *Migrator) scan(ctx context.Context, cursor uint64) ([][]byte, uint64, error) {
-	return scanOnce(ctx, m.cfg.Source, cursor, "", m.cfg.ScanCount)
+// scan runs `SCAN cursor COUNT n` on the source, then reads the keys'
+// placement records (placesOf).
+func (m *Migrator) scan(ctx context.Context, cursor uint64) (keys, places [][]byte, next uint64, err error) {
+	if keys, next, err = scanOnce(ctx, m.cfg.Source, cursor, "", m.cfg.ScanCount); err != nil {
+		return nil, nil, 0, err
+	}
+	places, err = placesOf(ctx, m.cfg.Source, keys)
+	return keys, places, next, err
 }
 
 func scanOnce(ctx context.Context, n Node, cursor uint64, match string, count int) ([][]byte, uint64, error) {
@@ -529,14 +534,20 @@ func scanOnce(ctx context.Context, n Node, cursor uint64, match string, count in
 }
 
 // handle moves the moving keys among one SCAN reply, grouped by destination.
-func (m *Migrator) handle(ctx context.Context, keys [][]byte) error {
+// A key with a placement record moves by the record's hash key; records
+// whose key is gone are deleted (GCScript).
+func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
 	groups := map[int][][]byte{}
 	var order []int
-	for _, k := range keys {
+	var recs [][]byte
+	for i, k := range keys {
 		if IsMarker(k) {
+			if IsPlace(k) {
+				recs = append(recs, k)
+			}
 			continue
 		}
-		d, ok := m.cfg.Moving(k)
+		d, ok := m.cfg.Moving(placeOr(k, places[i]))
 		if !ok {
 			continue
 		}
@@ -544,6 +555,9 @@ func (m *Migrator) handle(ctx context.Context, keys [][]byte) error {
 			order = append(order, d)
 		}
 		groups[d] = append(groups[d], k)
+	}
+	if _, err := gc(ctx, m.cfg.Source, recs); err != nil {
+		m.noteError(fmt.Errorf("placement records: %w", err))
 	}
 	var moving int64
 	for _, g := range groups {

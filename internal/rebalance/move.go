@@ -87,6 +87,12 @@ type Mover struct {
 	// MinTTL: a key whose remaining TTL at restore time is below this is
 	// treated as Expired (not restored); 0 means DefaultMinTTL.
 	MinTTL time.Duration
+	// Place is the hash key of the command a proxy operation runs for (its
+	// hash=<key> override) when that command places its keys by it: writes
+	// then keep the keys' placement records (SyncCommand), and a moved key
+	// without a record gets one naming Place. nil for keys placed by their
+	// own names.
+	Place []byte
 	// BatchKeys and BatchBytes bound one MoveBatch pipeline (snapshot
 	// pipelines by keys, and by bytes after the first chunk; restore
 	// pipelines by payload bytes); 0 means the defaults (200 keys, 4 MiB).
@@ -192,20 +198,22 @@ func (m *Mover) MoveBatch(ctx context.Context, keys [][]byte) ([]Outcome, error)
 	return out, nil
 }
 
-// snapshot is one key's DUMP/PTTL as read from old.
+// snapshot is one key's DUMP/PTTL and placement record as read from old.
 type snapshot struct {
 	payload string
 	pttl    int64
+	place   []byte // the record's hash key; nil: none
 }
 
 func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
-	// 1. Snapshot on old: one MULTI/DUMP/PTTL/EXEC block per key, pipelined.
+	// 1. Snapshot on old: one MULTI/DUMP/PTTL/GET record/EXEC block per key,
+	// pipelined.
 	pipe := m.Old.Pipeline()
 	execs := make([]*redis.Cmd, len(out))
 	for i := range out {
 		for j, c := range SnapshotCommands(out[i].Key) {
 			r := pipe.Do(ctx, c.args()...)
-			if j == 3 {
+			if j == 4 {
 				execs[i] = r
 			}
 		}
@@ -282,7 +290,7 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
 		}
 	}
 	if len(gone) > 0 {
-		if err := m.Old.Do(ctx, UnlinkCommand(gone...).args()...).Err(); err != nil {
+		if err := m.Old.Do(ctx, UnlinkCommand(withRecords(gone)...).args()...).Err(); err != nil {
 			for _, i := range idx {
 				out[i].Err = fmt.Errorf("%w: %v", ErrUnlink, err)
 			}
@@ -318,7 +326,15 @@ func (m *Mover) restore(ctx context.Context, out []Outcome, snaps []snapshot, to
 				}
 			}
 			mk := MarkerKey(m.Epoch, out[i].Key)
-			cmds = append(cmds, pipe.Do(ctx, "EVALSHA", sha, "2", out[i].Key, mk, ms(ttl), s.payload, T))
+			place := s.place // the record on old wins; m.Place is for keys that have none yet
+			if place == nil {
+				place = m.Place
+			}
+			if place != nil {
+				cmds = append(cmds, pipe.Do(ctx, "EVALSHA", sha, "3", out[i].Key, mk, PlaceKey(out[i].Key), ms(ttl), s.payload, T, place))
+			} else {
+				cmds = append(cmds, pipe.Do(ctx, "EVALSHA", sha, "2", out[i].Key, mk, ms(ttl), s.payload, T))
+			}
 			sent = append(sent, i)
 			size += len(s.payload)
 		}
@@ -353,10 +369,10 @@ func (m *Mover) restore(ctx context.Context, out []Outcome, snaps []snapshot, to
 	return noscript, nil
 }
 
-// parseSnapshot reads EXEC's [payload|nil, pttl] reply.
+// parseSnapshot reads EXEC's [payload|nil, pttl, record|nil] reply.
 func parseSnapshot(v []any) (snapshot, Result, error) {
-	if len(v) != 2 {
-		return snapshot{}, Failed, fmt.Errorf("snapshot: EXEC returned %d replies, want 2", len(v))
+	if len(v) != 3 {
+		return snapshot{}, Failed, fmt.Errorf("snapshot: EXEC returned %d replies, want 3", len(v))
 	}
 	for _, x := range v {
 		if e, ok := x.(error); ok {
@@ -374,7 +390,11 @@ func parseSnapshot(v []any) (snapshot, Result, error) {
 	if !ok {
 		return snapshot{}, Failed, fmt.Errorf("snapshot: DUMP reply %T", v[0])
 	}
-	return snapshot{payload: p, pttl: pttl}, Moved, nil
+	var place []byte
+	if r, ok := v[2].(string); ok {
+		place = []byte(r)
+	}
+	return snapshot{payload: p, pttl: pttl, place: place}, Moved, nil
 }
 
 // isReply reports whether err is a reply from Redis (an error reply or

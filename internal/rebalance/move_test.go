@@ -686,9 +686,11 @@ func TestCommandsText(t *testing.T) {
 		return strings.Join(s, "; ")
 	}
 	for _, tc := range []struct{ got, want string }{
-		{join(SnapshotCommands(k)), `MULTI; DUMP "user:1"; PTTL "user:1"; EXEC`},
-		{RestoreCommand(7, k, 1500*time.Millisecond, []byte("P"), time.Hour).String(),
+		{join(SnapshotCommands(k)), `MULTI; DUMP "user:1"; PTTL "user:1"; GET "\xff__jrb:p:user:1"; EXEC`},
+		{RestoreCommand(7, k, 1500*time.Millisecond, []byte("P"), time.Hour, nil).String(),
 			`EVALSHA "` + RestoreScriptSHA + `" "2" "user:1" "\xff__jrb:7:user:1" "1500" "P" "3600000"`},
+		{RestoreCommand(7, k, 1500*time.Millisecond, []byte("P"), time.Hour, []byte("g")).String(),
+			`EVALSHA "` + RestoreScriptSHA + `" "3" "user:1" "\xff__jrb:7:user:1" "\xff__jrb:p:user:1" "1500" "P" "3600000" "g"`},
 		{EnsureCheckCommand(7, k).String(), `EXISTS "user:1" "\xff__jrb:7:user:1"`},
 		{func() string {
 			n, o := WriteCommands(7, k, Command{[]byte("SET"), k, []byte("v")}, 0)
@@ -696,9 +698,13 @@ func TestCommandsText(t *testing.T) {
 		}(), `MULTI; SET "user:1" "v"; SET "\xff__jrb:7:user:1" "1" "PX" "604800000"; EXEC | UNLINK "user:1"`},
 		{func() string {
 			k2 := []byte("{user:1}b")
-			n, o := MultiWriteCommands(7, [][]byte{k, k2}, Command{[]byte("RENAME"), k, k2}, time.Second)
+			n, o := MultiWriteCommands(7, [][]byte{k, k2}, Command{[]byte("RENAME"), k, k2}, time.Second, nil)
 			return join(n) + " | " + o.String()
 		}(), `MULTI; RENAME "user:1" "{user:1}b"; SET "\xff__jrb:7:user:1" "1" "PX" "1000"; SET "\xff__jrb:7:{user:1}b" "1" "PX" "1000"; EXEC | UNLINK "user:1" "{user:1}b"`},
+		{func() string {
+			n, o := MultiWriteCommands(7, [][]byte{k}, Command{[]byte("SET"), k, []byte("v")}, time.Second, []byte("g"))
+			return join(n[:3]) + "; " + string(n[3][0]) + " " + Command(n[3][2:]).String() + "; " + join(n[4:]) + " | " + o.String()
+		}(), `MULTI; SET "user:1" "v"; SET "\xff__jrb:7:user:1" "1" "PX" "1000"; EVAL 2 "user:1" "\xff__jrb:p:user:1" "g"; EXEC | UNLINK "user:1" "\xff__jrb:p:user:1"`},
 		{func() string {
 			n, o := DeleteCommands(7, k, time.Minute)
 			return join(n) + " | " + o.String()

@@ -176,7 +176,7 @@ func (m *Mover) WriteMarked(ctx context.Context, key []byte, write Command) ([]b
 }
 
 func (m *Mover) writeMarked(ctx context.Context, keys [][]byte, write Command) ([]byte, error) {
-	onNew, onOld := MultiWriteCommands(m.Epoch, keys, write, m.MarkerTTL)
+	onNew, onOld := MultiWriteCommands(m.Epoch, keys, write, m.MarkerTTL, m.Place)
 	r, err := inTx(ctx, m.New, onNew, 0)
 	if err != nil {
 		return nil, fmt.Errorf("write on new: %w", err)
@@ -185,7 +185,7 @@ func (m *Mover) writeMarked(ctx context.Context, keys [][]byte, write Command) (
 		return rawReply(r[0]), nil // the write was refused when queued: nothing ran, that error is the reply
 	}
 	for _, mk := range r[1:] {
-		if err := mk.Err(); err != nil { // SET mk: an EXECABORT (e.g. OOM) means nothing ran
+		if err := mk.Err(); err != nil { // SET mk, the records' sync: an EXECABORT (e.g. OOM) means nothing ran
 			return nil, fmt.Errorf("write on new: marker: %w", err)
 		}
 	}
@@ -239,6 +239,9 @@ func (m *Mover) MultiMarked(ctx context.Context, keys [][]byte, c Command) ([]by
 //	new: MULTI; EXISTS mk(k); DEL k; SET mk(k) 1 PX T; EXEC
 //	old: UNLINK k
 //
+// With m.Place set (a delete with hash=), DEL PlaceKey(k) joins the
+// transaction on new and UNLINK PlaceKey(k) follows on old.
+//
 // existed follows §4.4: the key existed if DEL on new removed it, or if
 // there was no marker before and old had it (with a marker, old's copy was
 // already superseded). Old is asked before the marker is set as well as
@@ -248,6 +251,9 @@ func (m *Mover) MultiMarked(ctx context.Context, keys [][]byte, c Command) ([]by
 // first look at old.
 func (m *Mover) DeleteMarked(ctx context.Context, key []byte) (existed bool, err error) {
 	onNew, onOld := DeleteCommands(m.Epoch, key, m.MarkerTTL)
+	if m.Place != nil {
+		onNew = append(onNew[:len(onNew)-1], cmd("DEL", PlaceKey(key)), cmd("EXEC"))
+	}
 	oldHad, err := m.Old.Do(ctx, "EXISTS", key).Int64()
 	if err != nil {
 		return false, fmt.Errorf("delete: exists on old: %w", err)
@@ -262,6 +268,9 @@ func (m *Mover) DeleteMarked(ctx context.Context, key []byte) (existed bool, err
 		return false, fmt.Errorf("delete on new: %w", err)
 	}
 	delOld, err := m.Old.Do(ctx, onOld.args()...).Int64()
+	if err == nil && m.Place != nil {
+		err = m.Old.Do(ctx, "UNLINK", PlaceKey(key)).Err()
+	}
 	if err != nil {
 		return delNew > 0 || (hadMarker == 0 && oldHad > 0), fmt.Errorf("%w: %v", ErrUnlink, err)
 	}

@@ -100,9 +100,10 @@ func Plan(old, new *ring.Ring, node func(name string) Node, base Config) ([]Conf
 	return out, nil
 }
 
-// sweep SCANs node (MATCH pattern if not empty) and UNLINKs, in batches,
-// every key del approves. It returns the number of keys unlinked.
-func sweep(ctx context.Context, node Node, pattern string, del func([]byte) bool) (int64, error) {
+// sweep SCANs node (MATCH pattern if not empty) and, per SCAN reply,
+// UNLINKs the keys pick returns as del and runs GCScript over the placement
+// records it returns as recs. It returns the number of keys unlinked.
+func sweep(ctx context.Context, node Node, pattern string, pick func(keys [][]byte) (del, recs [][]byte, err error)) (int64, error) {
 	var total int64
 	var cursor uint64
 	for {
@@ -110,11 +111,9 @@ func sweep(ctx context.Context, node Node, pattern string, del func([]byte) bool
 		if err != nil {
 			return total, fmt.Errorf("SCAN: %w", err)
 		}
-		var batch [][]byte
-		for _, k := range keys {
-			if del(k) {
-				batch = append(batch, k)
-			}
+		batch, recs, err := pick(keys)
+		if err != nil {
+			return total, err
 		}
 		if len(batch) > 0 {
 			n, err := node.Do(ctx, UnlinkCommand(batch...).args()...).Int64()
@@ -122,6 +121,9 @@ func sweep(ctx context.Context, node Node, pattern string, del func([]byte) bool
 				return total, fmt.Errorf("UNLINK: %w", err)
 			}
 			total += n
+		}
+		if _, err := gc(ctx, node, recs); err != nil {
+			return total, fmt.Errorf("placement records: %w", err)
 		}
 		if cursor = next; cursor == 0 {
 			return total, nil
@@ -136,19 +138,44 @@ func sweep(ctx context.Context, node Node, pattern string, del func([]byte) bool
 // any more); markers also expire by themselves after their TTL. It returns
 // the number of markers deleted.
 func Cleanup(ctx context.Context, node Node, epoch uint64) (int64, error) {
-	return sweep(ctx, node, MarkerPattern(epoch), func(k []byte) bool {
-		e, _, ok := ParseMarker(k)
-		return ok && e == epoch
+	return sweep(ctx, node, MarkerPattern(epoch), func(keys [][]byte) (del, _ [][]byte, _ error) {
+		for _, k := range keys {
+			if e, _, ok := ParseMarker(k); ok && e == epoch {
+				del = append(del, k)
+			}
+		}
+		return del, nil, nil
 	})
 }
 
 // RemoveLeftovers UNLINKs every non-marker key on node for which foreign
 // returns true (CLEANUP stage, rebalance.md R9: copies a source failover
-// brought back after their UNLINK was lost). foreign is typically "the
-// owner under the new ring is not this node". Run only after the COMMIT
-// barrier. Commands: `SCAN cursor COUNT 1000`, `UNLINK k…`.
+// brought back after their UNLINK was lost), with its placement record.
+// foreign is typically "the owner under the new ring is not this node"; it
+// is asked about a key's placement (its record's hash key, or the key
+// itself). Records whose key is gone are deleted too (GCScript). Run only
+// after the COMMIT barrier. Commands: `SCAN cursor COUNT 1000`, `MGET pk…`,
+// `UNLINK k… pk…`, `EVAL <GCScript> …`. It returns the number of keys
+// unlinked (records not counted).
 func RemoveLeftovers(ctx context.Context, node Node, foreign func(key []byte) bool) (int64, error) {
-	return sweep(ctx, node, "", func(k []byte) bool { return !IsMarker(k) && foreign(k) })
+	return sweep(ctx, node, "", func(keys [][]byte) (del, recs [][]byte, err error) {
+		places, err := placesOf(ctx, node, keys)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i, k := range keys {
+			switch {
+			case IsPlace(k):
+				recs = append(recs, k)
+			case IsMarker(k):
+			case foreign(placeOr(k, places[i])):
+				// The record goes with its key: GCScript runs after the UNLINK.
+				del = append(del, k)
+				recs = append(recs, PlaceKey(k))
+			}
+		}
+		return del, recs, nil
+	})
 }
 
 // ErrNotDrained: a node leaving the ring still holds keys.
