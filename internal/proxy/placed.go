@@ -12,10 +12,12 @@ import (
 // rebalance moves the keys with X (see internal/rebalance/place.go). On
 // the multiplexed connection the write goes as
 //
-//	MULTI; <write>; EVAL <SyncScript> 2n k1 pk1 … kn pkn X; EXEC
+//	MULTI; <mirror>; <write>; EXEC        (SET, EXPIRE, DEL, INCR, HSET…)
+//	MULTI; <write>; <sync>; EXEC          (pops, RENAME, EVAL…)
 //
-// in one contiguous payload, and the client gets <write>'s reply: its
-// element of EXEC's array, or the error it got when queued. In a
+// in one contiguous payload (rebalance.RecordCommand says which), and the
+// client gets <write>'s reply: its element of EXEC's array, or the error
+// it got when queued. In a
 // transaction the records' syncs run after the client's commands, before
 // EXEC, and are cut from EXEC's reply. A blocking command presets the
 // records before it blocks and syncs them after it returns (it runs alone
@@ -28,9 +30,9 @@ const (
 	policyExecPrefix command.Policy = 231 // EXEC cut to the client's commands (aux of them)
 )
 
-// placedKeys returns the distinct keys of a write with hash=hkey when one
-// of them lives in another slot than hkey (they need placement records),
-// else nil.
+// placedKeys returns the keys of a write with hash=hkey (every key
+// argument, in order) when one of them lives in another slot than hkey
+// (they need placement records), else nil.
 func (s *session) placedKeys(spec *command.Spec, args [][]byte, hkey []byte) [][]byte {
 	if hkey == nil {
 		return nil
@@ -56,37 +58,52 @@ func (s *session) placedKeys(spec *command.Spec, args [][]byte, hkey []byte) [][
 	if !away {
 		return nil
 	}
-	return distinct(args, idx)
+	keys := make([][]byte, len(idx))
+	for i, j := range idx {
+		keys[i] = args[j]
+	}
+	return keys
 }
 
-// placedWrite sends a placed write to node on the multiplexed path.
+// placedWrite sends a placed write to node on the multiplexed path:
+// MULTI, the records' mirror and the write (or the write and the records'
+// sync), EXEC.
 func (s *session) placedWrite(node int, args [][]byte, keys [][]byte, hkey []byte) {
+	rc, before := rebalance.RecordCommand(args, keys, hkey)
 	c0 := s.ncall
 	for range 4 {
 		s.newCall(node)
 	}
 	sh := &s.shares[node]
 	sh.payload = append(sh.payload, "*1\r\n$5\r\nMULTI\r\n"...)
+	at := int32(0) // the write's element in EXEC's reply
+	if before {
+		sh.payload = resp.AppendCommand(sh.payload, rc...)
+		at = 1
+	}
 	sh.payload = resp.AppendCommand(sh.payload, args...)
-	sh.payload = resp.AppendCommand(sh.payload, rebalance.SyncCommand(hkey, keys...)...)
+	if !before {
+		sh.payload = resp.AppendCommand(sh.payload, rc...)
+	}
 	sh.payload = append(sh.payload, "*1\r\n$4\r\nEXEC\r\n"...)
-	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policyPlaced, c0: int32(c0), cn: 4})
+	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policyPlaced, c0: int32(c0), cn: 4, aux: at})
 }
 
-// placedReply is the client's reply to a placed write from the replies
-// to MULTI, the write, the sync and EXEC.
-func placedReply(dst []byte, parts [][]byte) []byte {
-	if resp.IsError(parts[1]) { // refused when queued: nothing ran
-		return append(dst, parts[1]...)
+// placedReply is the client's reply to a placed write from the replies to
+// MULTI, the two queued commands and EXEC; at is the write's position
+// among the two.
+func placedReply(dst []byte, parts [][]byte, at int) []byte {
+	if q := parts[1+at]; resp.IsError(q) { // the write refused when queued: nothing ran
+		return append(dst, q...)
 	}
-	if resp.IsError(parts[2]) {
-		return append(dst, parts[2]...)
+	if q := parts[2-at]; resp.IsError(q) {
+		return append(dst, q...)
 	}
 	elems, _, ok := resp.Elements(parts[3], nil)
 	if !ok || len(elems) != 2 {
 		return append(dst, parts[3]...) // EXEC's error (EXECABORT, OOM…)
 	}
-	return append(dst, elems[0]...)
+	return append(dst, elems[at]...)
 }
 
 // placedSync is the encoded SyncCommand of a queued or blocking command's

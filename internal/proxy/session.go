@@ -781,7 +781,7 @@ func (s *session) merge(v *view, dst []byte, e *entry) []byte {
 	case policyRandomKey:
 		dst = randomKeyReply(dst, s.parts[0], s.resp3())
 	case policyPlaced:
-		dst = placedReply(dst, s.parts)
+		dst = placedReply(dst, s.parts, int(e.aux))
 	case policyExecPrefix:
 		dst = execCut(dst, s.parts[0], int(e.aux))
 	default:

@@ -48,18 +48,19 @@ func cmd(name string, args ...[]byte) Command {
 // (0 = no expiry), DUMP payload, marker TTL ms] and, with the third key,
 // the hash key of k's placement record. It returns 0 without writing if k
 // or mk(k) exists (a newer write, a delete, or another mover won), else it
-// RESTOREs k without REPLACE, sets the marker (and the placement record,
-// with k's TTL plus 1 ms) and returns 1. The checks and the writes happen
+// RESTOREs k without REPLACE (after setting its placement record with the
+// same TTL, so the record's deadline is never later than the key's), sets
+// the marker and returns 1. The checks and the writes happen
 // atomically inside the script, which is what makes any number of
 // concurrent movers safe (R7) and keeps deletes and newer writes from being
 // overwritten by an older snapshot (R3, R4, R5).
 const RestoreScript = `if redis.call('EXISTS', KEYS[1], KEYS[2]) ~= 0 then return 0 end
-redis.call('RESTORE', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 if KEYS[3] then
   if ARGV[1] == '0' then redis.call('SET', KEYS[3], ARGV[4])
-  else redis.call('SET', KEYS[3], ARGV[4], 'PX', tonumber(ARGV[1]) + 1) end
+  else redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[1]) end
 end
+redis.call('RESTORE', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 return 1
 `
 

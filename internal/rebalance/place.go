@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Placement records: how keys written with a hash=<key> override move with
@@ -16,9 +17,10 @@ import (
 // `GET k hash=X` misses. So every write with hash=X of a key whose slot
 // differs from X's keeps a placement record next to the key, on the same
 // node: the string key PlaceKey(k) = MarkerPrefix + "p:" + k, holding X,
-// with k's expiry (plus 1 ms) and deleted with k. The proxy updates it in
-// the same MULTI as the write (SyncScript), so whenever k exists its
-// record does; commands without hash= never touch records.
+// with k's expiry and deleted with k. The proxy updates it in the same
+// MULTI as the write (RecordCommands: a plain mirror of the write, or
+// SyncScript), so a record exists exactly while its key does; commands
+// without hash= never touch records.
 //
 // The migrator and RemoveLeftovers read the records of the keys SCAN
 // returns (one MGET per SCAN batch) and place each key by its record's X;
@@ -66,14 +68,24 @@ func PlacedKey(pk []byte) (key []byte, ok bool) {
 // SyncScript brings the placement records of keys in line with the keys
 // after a write with hash=X. KEYS = [k1, PlaceKey(k1), k2, PlaceKey(k2) …],
 // ARGV = [X]. For each pair: k gone → the record is deleted; k without
-// expiry → the record is X without expiry; k expiring in t ms → the record
-// is X expiring in t+1 ms (so it never expires before its key). Returns
-// the number of pairs.
+// expiry → the record is X without expiry; k expiring → the record is X
+// expiring at k's deadline (PEXPIRETIME, Redis 7; before that PTTL − 1 ms,
+// as the clock may tick inside the script). Returns the number of pairs.
+//
+// Never later than the key: a record that outlived its key could be kept
+// by a later SET pk X NX for the key re-created without expiry. Never
+// meaningfully earlier either; and a key within MinTTL of its deadline is
+// not restored by a move anyway.
 const SyncScript = `for i = 1, #KEYS, 2 do
   local t = redis.call('PTTL', KEYS[i])
   if t == -2 then redis.call('DEL', KEYS[i+1])
-  elseif t < 0 then redis.call('SET', KEYS[i+1], ARGV[1])
-  else redis.call('SET', KEYS[i+1], ARGV[1], 'PX', t + 1) end
+  elseif t == -1 then redis.call('SET', KEYS[i+1], ARGV[1])
+  else
+    local e = redis.pcall('PEXPIRETIME', KEYS[i])
+    if type(e) == 'number' and e > 0 then redis.call('SET', KEYS[i+1], ARGV[1], 'PXAT', e)
+    elseif t > 1 then redis.call('SET', KEYS[i+1], ARGV[1], 'PX', t - 1)
+    else redis.call('DEL', KEYS[i+1]) end
+  end
 end
 return #KEYS / 2
 `
@@ -192,3 +204,117 @@ func withRecords(keys [][]byte) [][]byte {
 	}
 	return out
 }
+
+// RecordCommand returns the command that keeps the placement records of
+// keys (every key argument of write, in order, duplicates included; write
+// is a command carrying hash=place with its override removed) in line with
+// the keys, run in one MULTI with write: right BEFORE it when before is
+// true, else right after it. A "before" command mirrors with plain
+// commands what write does to its keys' existence and expiry, which costs
+// a Redis node far less than a script; the others are SyncCommand, which
+// reads the keys' expiry after the fact:
+//
+//	DEL/UNLINK k…                 DEL pk…
+//	SET k v [opts]                SET pk X [the same opts]
+//	SETEX/PSETEX k t v            SETEX/PSETEX pk t X
+//	SETNX k v                     SETNX pk X
+//	MSET/MSETNX k v …             MSET/MSETNX pk X …
+//	[P]EXPIRE[AT] k t [cond]      the same on pk
+//	PERSIST k                     PERSIST pk
+//	any other one-key write       SET pk X NX   (it creates the key without
+//	that cannot empty its key     expiry, or keeps it and its expiry)
+//	anything else (pops and       SyncCommand: the script reads each key's
+//	removes; GETDEL, GETEX,       PTTL after the fact
+//	GETSET, SET … GET, which
+//	fail on another type without
+//	writing; RENAME, COPY,
+//	*STORE, LMOVE, RESTORE, EVAL,
+//	FCALL, several keys …)
+//
+// A mirror runs first so its relative expiry starts no later than the
+// key's (a node's clock may tick between two commands of a MULTI): a
+// record may expire a millisecond before its key, never after it. Its
+// conditions (NX, XX, GT…) see the record in the state the key is in. A
+// record thus exists exactly while its key does (TestRecordCommandsMirror).
+// c is nil when write has no keys.
+func RecordCommand(write Command, keys [][]byte, place []byte) (c Command, before bool) {
+	if len(keys) == 0 || len(write) == 0 {
+		return nil, false
+	}
+	one := len(keys) == 1 // COPY k k is not a one-key write
+	keys = distinctKeys(keys)
+	pks := make([][]byte, len(keys))
+	for i, k := range keys {
+		pks[i] = PlaceKey(k)
+	}
+	name := strings.ToLower(string(write[0]))
+	args := write[1:]
+	switch name {
+	case "del", "unlink":
+		return cmd("DEL", pks...), true
+	case "set":
+		if len(args) < 2 {
+			break
+		}
+		c = cmd("SET", pks[0], place)
+		for _, o := range args[2:] {
+			if strings.EqualFold(string(o), "GET") {
+				return SyncCommand(place, keys...), false // fails on a non-string, without setting
+			}
+			c = append(c, o)
+		}
+		return c, true
+	case "setex", "psetex":
+		if len(args) == 3 {
+			return cmd(strings.ToUpper(name), pks[0], args[1], place), true
+		}
+	case "setnx":
+		return cmd("SETNX", pks[0], place), true
+	case "mset", "msetnx":
+		c = cmd(strings.ToUpper(name))
+		for _, pk := range pks {
+			c = append(c, pk, place)
+		}
+		return c, true
+	case "expire", "pexpire", "expireat", "pexpireat":
+		if len(args) >= 2 {
+			return append(cmd(strings.ToUpper(name), pks[0]), args[1:]...), true
+		}
+	case "persist":
+		return cmd("PERSIST", pks[0]), true
+	case "getdel", "getex", "getset", "restore", "restore-asking", "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro":
+	default:
+		if one && !mayEmpty[name] {
+			return cmd("SET", pks[0], place, []byte("NX")), true
+		}
+	}
+	return SyncCommand(place, keys...), false
+}
+
+func distinctKeys(keys [][]byte) [][]byte {
+	out := make([][]byte, 0, len(keys))
+next:
+	for _, k := range keys {
+		for _, o := range out {
+			if string(o) == string(k) {
+				continue next
+			}
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// mayEmpty lists the one-key writes that can delete their key by
+// emptying it: they keep records with SyncCommand, so a record never
+// outlives its key (a leftover record with an expiry could otherwise be
+// kept by a later SET pk X NX for a key re-created without one, and expire
+// under it).
+var mayEmpty = map[string]bool{
+	"lpop": true, "rpop": true, "lmpop": true, "blpop": true, "brpop": true, "blmpop": true,
+	"lrem": true, "ltrim": true, "srem": true, "spop": true, "hdel": true,
+	"zrem": true, "zpopmin": true, "zpopmax": true, "bzpopmin": true, "bzpopmax": true,
+	"zmpop": true, "bzmpop": true, "zremrangebyscore": true, "zremrangebyrank": true,
+	"zremrangebylex": true,
+}
+
