@@ -317,4 +317,3 @@ var mayEmpty = map[string]bool{
 	"zmpop": true, "bzmpop": true, "zremrangebyscore": true, "zremrangebyrank": true,
 	"zremrangebylex": true,
 }
-

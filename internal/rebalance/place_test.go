@@ -202,7 +202,9 @@ func TestRecordCommandsMirror(t *testing.T) {
 		func() []string { return []string{"SET", pick(), "v", "PX", ttl()} },
 		func() []string { return []string{"SET", pick(), "v", "EX", "100", "NX"} },
 		func() []string { return []string{"SET", pick(), "v", "XX", "KEEPTTL", "GET"} },
-		func() []string { return []string{"SET", pick(), "v", "PXAT", strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10)} },
+		func() []string {
+			return []string{"SET", pick(), "v", "PXAT", strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10)}
+		},
 		func() []string { return []string{"SETEX", pick(), "100", "v"} },
 		func() []string { return []string{"PSETEX", pick(), ttl(), "v"} },
 		func() []string { return []string{"SETNX", pick(), "v"} },
@@ -213,7 +215,9 @@ func TestRecordCommandsMirror(t *testing.T) {
 		func() []string { return []string{"PEXPIRE", pick(), ttl(), "GT"} },
 		func() []string { return []string{"PEXPIRE", pick(), ttl(), "NX"} },
 		func() []string { return []string{"EXPIRE", pick(), "0"} },
-		func() []string { return []string{"PEXPIREAT", pick(), strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10), "LT"} },
+		func() []string {
+			return []string{"PEXPIREAT", pick(), strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10), "LT"}
+		},
 		func() []string { return []string{"PERSIST", pick()} },
 		func() []string { return []string{"GETEX", pick(), "PX", ttl()} },
 		func() []string { return []string{"GETEX", pick(), "PERSIST"} },
@@ -235,7 +239,9 @@ func TestRecordCommandsMirror(t *testing.T) {
 		func() []string { return []string{"COPY", pick(), pick(), "REPLACE"} },
 		func() []string { return []string{"LMOVE", pick(), pick(), "LEFT", "RIGHT"} },
 		func() []string { return []string{"SUNIONSTORE", pick(), pick(), pick()} },
-		func() []string { return []string{"EVAL", "return redis.call('SET', KEYS[1], 'e', 'PX', ARGV[1])", "1", pick(), ttl()} },
+		func() []string {
+			return []string{"EVAL", "return redis.call('SET', KEYS[1], 'e', 'PX', ARGV[1])", "1", pick(), ttl()}
+		},
 	}
 	steps := 3000
 	if testing.Short() {
