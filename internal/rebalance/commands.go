@@ -44,24 +44,39 @@ func cmd(name string, args ...[]byte) Command {
 }
 
 // RestoreScript is the conditional restore run on the new owner (rebalance.md
-// §4.6 step 3). KEYS = [k, mk(k)] or [k, mk(k), PlaceKey(k)], ARGV = [ttl ms
-// (0 = no expiry), DUMP payload, marker TTL ms] and, with the third key,
-// the hash key of k's placement record. It returns 0 without writing if k
-// or mk(k) exists (a newer write, a delete, or another mover won), else it
-// RESTOREs k without REPLACE (after setting its placement record with the
-// same TTL, so the record's deadline is never later than the key's), sets
-// the marker and returns 1. The checks and the writes happen
-// atomically inside the script, which is what makes any number of
-// concurrent movers safe (R7) and keeps deletes and newer writes from being
-// overwritten by an older snapshot (R3, R4, R5).
-const RestoreScript = `if redis.call('EXISTS', KEYS[1], KEYS[2]) ~= 0 then return 0 end
-if KEYS[3] then
-  if ARGV[1] == '0' then redis.call('SET', KEYS[3], ARGV[4])
-  else redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[1]) end
+// §4.6 step 3), for a batch of keys at once (one script call costs a node
+// far more than the commands inside it). KEYS = [k, mk(k), PlaceKey(k)] per
+// key; ARGV = [marker TTL ms], then [ttl ms (0 = no expiry), DUMP payload,
+// hash key of k's placement record ("" = none)] per key. Per key it answers
+// 0 without writing if k or mk(k) exists (a newer write, a delete, or
+// another mover won), else it sets the placement record (with k's TTL,
+// first, so the record's deadline is never later than the key's), RESTOREs
+// k without REPLACE and sets the marker: 1. A RESTORE the node refuses
+// (payload version…) answers its error text and leaves nothing written for
+// that key. The checks and the writes of a key happen atomically inside the
+// script, which is what makes any number of concurrent movers safe (R7)
+// and keeps deletes and newer writes from being overwritten by an older
+// snapshot (R3, R4, R5).
+const RestoreScript = `local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local k, mk, pk = KEYS[3*i+1], KEYS[3*i+2], KEYS[3*i+3]
+  local ttl, payload, place = ARGV[3*i+2], ARGV[3*i+3], ARGV[3*i+4]
+  if redis.call('EXISTS', k, mk) ~= 0 then out[i+1] = 0
+  else
+    if place ~= '' then
+      if ttl == '0' then redis.call('SET', pk, place) else redis.call('SET', pk, place, 'PX', ttl) end
+    end
+    local r = redis.pcall('RESTORE', k, ttl, payload)
+    if type(r) == 'table' and r.err then
+      if place ~= '' then redis.call('DEL', pk) end
+      out[i+1] = r.err
+    else
+      redis.call('SET', mk, '1', 'PX', ARGV[1])
+      out[i+1] = 1
+    end
+  end
 end
-redis.call('RESTORE', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-return 1
+return out
 `
 
 // RestoreScriptSHA is the SHA1 of RestoreScript, the name EVALSHA uses.
@@ -84,11 +99,16 @@ func SetMarkerCommand(epoch uint64, key []byte, markerTTL time.Duration) Command
 	return cmd("SET", MarkerKey(epoch, key), []byte("1"), []byte("PX"), ms(markerTTLOr(markerTTL)))
 }
 
-// SnapshotCommands is the atomic snapshot of k on the old owner:
-// `MULTI`, `DUMP k`, `PTTL k`, `GET PlaceKey(k)`, `EXEC`. EXEC's reply is
-// [payload|nil, pttl, hash key|nil].
-func SnapshotCommands(key []byte) []Command {
-	return []Command{cmd("MULTI"), cmd("DUMP", key), cmd("PTTL", key), cmd("GET", PlaceKey(key)), cmd("EXEC")}
+// SnapshotCommands is the atomic snapshot of keys on the old owner:
+// `MULTI`, then `DUMP k`, `PTTL k`, `GET PlaceKey(k)` per key, `EXEC`.
+// EXEC's reply holds [payload|nil, pttl, hash key|nil] per key.
+func SnapshotCommands(keys ...[]byte) []Command {
+	out := make([]Command, 0, 2+3*len(keys))
+	out = append(out, cmd("MULTI"))
+	for _, k := range keys {
+		out = append(out, cmd("DUMP", k), cmd("PTTL", k), cmd("GET", PlaceKey(k)))
+	}
+	return append(out, cmd("EXEC"))
 }
 
 // ScriptLoadCommand is `SCRIPT LOAD <RestoreScript>`.
@@ -96,19 +116,32 @@ func ScriptLoadCommand() Command {
 	return cmd("SCRIPT", []byte("LOAD"), []byte(RestoreScript))
 }
 
-// RestoreCommand is the conditional restore on the new owner:
-// `EVALSHA <RestoreScriptSHA> 2 k mk(k) <ttl ms> <payload> <T ms>`, or, for a
-// key with a placement record naming hash key place,
-// `EVALSHA <RestoreScriptSHA> 3 k mk(k) PlaceKey(k) <ttl ms> <payload> <T ms> <place>`.
-// ttl 0 means no expiry. On `-NOSCRIPT` send ScriptLoadCommand and retry
-// (a failover or restart empties the script cache).
-func RestoreCommand(epoch uint64, key []byte, ttl time.Duration, payload []byte, markerTTL time.Duration, place []byte) Command {
-	if place == nil {
-		return cmd("EVALSHA", []byte(RestoreScriptSHA), []byte("2"), key, MarkerKey(epoch, key),
-			ms(ttl), payload, ms(markerTTLOr(markerTTL)))
+// Restore is one key of a RestoreCommand: its remaining TTL (0: none),
+// DUMP payload and placement record's hash key (nil: none).
+type Restore struct {
+	Key, Payload, Place []byte
+	TTL                 time.Duration
+}
+
+// RestoreCommand is the conditional restore of keys on the new owner:
+// `EVALSHA <RestoreScriptSHA> 3n k1 mk(k1) pk1 … <T ms> <ttl1 ms> <payload1>
+// <place1|""> …`. On `-NOSCRIPT` send ScriptLoadCommand and retry (a
+// failover or restart empties the script cache).
+func RestoreCommand(epoch uint64, markerTTL time.Duration, rs ...Restore) Command {
+	c := make(Command, 0, 4+6*len(rs))
+	c = append(c, []byte("EVALSHA"), []byte(RestoreScriptSHA), strconv.AppendInt(nil, int64(3*len(rs)), 10))
+	for _, r := range rs {
+		c = append(c, r.Key, MarkerKey(epoch, r.Key), PlaceKey(r.Key))
 	}
-	return cmd("EVALSHA", []byte(RestoreScriptSHA), []byte("3"), key, MarkerKey(epoch, key), PlaceKey(key),
-		ms(ttl), payload, ms(markerTTLOr(markerTTL)), place)
+	c = append(c, ms(markerTTLOr(markerTTL)))
+	for _, r := range rs {
+		place := r.Place
+		if place == nil {
+			place = []byte{}
+		}
+		c = append(c, ms(r.TTL), r.Payload, place)
+	}
+	return c
 }
 
 // EnsureCheckCommand is `EXISTS k mk(k)` on the new owner: a reply > 0 means

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,6 +33,7 @@ const (
 	DefaultCheckpointEvery = 5 * time.Second
 	DefaultMaxVerifyPasses = 10
 	DefaultMaxErrors       = 20
+	DefaultInflight        = 2
 	maxStuckKeys           = 32
 )
 
@@ -65,6 +67,10 @@ type Config struct {
 	ScanCount int
 	// BatchKeys and BatchBytes bound one pipelined batch (see Mover).
 	BatchKeys, BatchBytes int
+	// Inflight is how many batches of one source move at once (0:
+	// DefaultInflight): while one batch's restore runs on its destination,
+	// the next one's snapshot runs on the source.
+	Inflight int
 	// KeysPerSec and BytesPerSec throttle the moves (token buckets with a
 	// 100 ms burst); 0 means unlimited. Bytes are DUMP payload bytes,
 	// charged after each batch (the next batch waits for the debt).
@@ -176,7 +182,7 @@ type Migrator struct {
 	bytesAtRun    int64
 	passDBSize    int64
 	lastCkpt      time.Time
-	consecutive   int
+	consecutive   atomic.Int32 // batch-level failures in a row
 	sampleScanned int64 // keys scanned and found moving in PhaseScan (under mu)
 	sampleMoving  int64
 	passFailed    int64 // keys that failed in the current pass (under mu)
@@ -201,6 +207,9 @@ func NewMigrator(cfg Config) (*Migrator, error) {
 	}
 	if cfg.MaxErrors <= 0 {
 		cfg.MaxErrors = DefaultMaxErrors
+	}
+	if cfg.Inflight <= 0 {
+		cfg.Inflight = DefaultInflight
 	}
 	m := &Migrator{cfg: cfg, movers: map[int]*Mover{}, keysB: newBucket(cfg.KeysPerSec), bytesB: newBucket(cfg.BytesPerSec)}
 	for d, n := range cfg.Dests {
@@ -338,12 +347,12 @@ func (m *Migrator) noteError(err error) {
 // returns an error when MaxErrors consecutive failures have been reached.
 func (m *Migrator) backoff(ctx context.Context, err error) error {
 	m.noteError(err)
-	m.consecutive++
-	m.logf("%v (attempt %d/%d)", err, m.consecutive, m.cfg.MaxErrors)
-	if m.consecutive >= m.cfg.MaxErrors {
-		return fmt.Errorf("rebalance %s: giving up after %d consecutive failures: %w", m.cfg.SourceName, m.consecutive, err)
+	n := int(m.consecutive.Add(1))
+	m.logf("%v (attempt %d/%d)", err, n, m.cfg.MaxErrors)
+	if n >= m.cfg.MaxErrors {
+		return fmt.Errorf("rebalance %s: giving up after %d consecutive failures: %w", m.cfg.SourceName, n, err)
 	}
-	d := min(5*time.Second, 100*time.Millisecond<<min(m.consecutive-1, 6))
+	d := min(5*time.Second, 100*time.Millisecond<<min(n-1, 6))
 	return sleepCtx(ctx, d)
 }
 
@@ -411,7 +420,7 @@ func (m *Migrator) Run(ctx context.Context) (p Progress, err error) {
 		if err := m.handle(ctx, keys, places); err != nil {
 			return p, err
 		}
-		m.consecutive = 0
+		m.consecutive.Store(0)
 		m.update(func(p *Progress) { p.Cursor = next })
 		if next != 0 {
 			if time.Since(m.lastCkpt) >= m.cfg.CheckpointEvery {
@@ -478,7 +487,7 @@ func (m *Migrator) dbsize(ctx context.Context) (int64, error) {
 	for {
 		n, err := m.cfg.Source.Do(ctx, "DBSIZE").Int64()
 		if err == nil {
-			m.consecutive = 0
+			m.consecutive.Store(0)
 			return n, nil
 		}
 		if ctx.Err() != nil {
@@ -583,9 +592,53 @@ func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
 	return nil
 }
 
-// moveGroup moves keys to one destination, retrying batch-level failures
-// (only the keys that were not handled) with backoff.
+// moveGroup moves keys to one destination in batches, up to Inflight of
+// them at once, each retried on batch-level failures (see moveBatch). A
+// checkpoint may follow (from this goroutine only).
 func (m *Migrator) moveGroup(ctx context.Context, mv *Mover, keys [][]byte) error {
+	n := mv.batchKeys()
+	sem := make(chan struct{}, m.cfg.Inflight)
+	errs := make(chan error, (len(keys)+n-1)/n)
+	var wg sync.WaitGroup
+	for len(keys) > 0 {
+		chunk := keys[:min(n, len(keys))]
+		keys = keys[len(chunk):]
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := m.moveBatch(ctx, mv, chunk); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if time.Since(m.lastCkpt) >= m.cfg.CheckpointEvery {
+		// The cursor still points before this SCAN reply: a resume
+		// re-reads it, and moves are idempotent.
+		m.checkpoint()
+	}
+	return nil
+}
+
+// moveBatch moves one batch, retrying batch-level failures (only the keys
+// that were not handled) with backoff. Batches of one source run
+// concurrently: everything here is safe for that.
+func (m *Migrator) moveBatch(ctx context.Context, mv *Mover, keys [][]byte) error {
 	for len(keys) > 0 {
 		if err := m.waitResumed(ctx); err != nil {
 			return err
@@ -650,12 +703,7 @@ func (m *Migrator) moveGroup(ctx context.Context, mv *Mover, keys [][]byte) erro
 			}
 			continue
 		}
-		m.consecutive = 0
-		if time.Since(m.lastCkpt) >= m.cfg.CheckpointEvery {
-			// The cursor still points before this SCAN reply: a resume
-			// re-reads it, and moves are idempotent.
-			m.checkpoint()
-		}
+		m.consecutive.Store(0)
 	}
 	return nil
 }

@@ -206,36 +206,25 @@ type snapshot struct {
 }
 
 func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
-	// 1. Snapshot on old: one MULTI/DUMP/PTTL/GET record/EXEC block per key,
-	// pipelined.
-	pipe := m.Old.Pipeline()
-	execs := make([]*redis.Cmd, len(out))
+	// 1. Snapshot on old: one MULTI with DUMP/PTTL/GET record per key.
+	pipe := m.Old.TxPipeline()
+	cmds := make([]*redis.Cmd, 0, 3*len(out))
 	for i := range out {
-		for j, c := range SnapshotCommands(out[i].Key) {
-			r := pipe.Do(ctx, c.args()...)
-			if j == 4 {
-				execs[i] = r
-			}
-		}
+		k := out[i].Key
+		cmds = append(cmds, pipe.Do(ctx, "DUMP", k), pipe.Do(ctx, "PTTL", k), pipe.Do(ctx, "GET", PlaceKey(k)))
 	}
-	// t0 is taken when the snapshot is sent, not when the reply arrives:
+	// t0 is taken when the snapshot is sent, not when its reply arrives:
 	// the elapsed time subtracted from PTTL then includes the snapshot's
 	// whole latency, which can only shorten the TTL (the restore side is
 	// discussed in the package doc).
 	t0 := time.Now()
-	_, perr := pipe.Exec(ctx)
+	if _, err := pipe.Exec(ctx); err != nil && !isReply(err) {
+		return fmt.Errorf("snapshot on old: %w", err)
+	}
 	snaps := make([]snapshot, len(out))
 	var todo []int
-	for i, c := range execs {
-		v, err := c.Slice()
-		if err != nil {
-			if !isReply(err) {
-				return fmt.Errorf("snapshot on old: %w", err)
-			}
-			out[i].Err = fmt.Errorf("snapshot on old: %w", err)
-			continue
-		}
-		s, res, err := parseSnapshot(v)
+	for i := range out {
+		s, res, err := parseSnapshot(cmds[3*i], cmds[3*i+1], cmds[3*i+2])
 		if err != nil {
 			out[i].Err = err
 			continue
@@ -247,9 +236,6 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
 		snaps[i] = s
 		out[i].Bytes = len(s.payload)
 		todo = append(todo, i)
-	}
-	if perr != nil && !isReply(perr) {
-		return fmt.Errorf("snapshot on old: %w", perr)
 	}
 
 	if m.beforeRestore != nil {
@@ -302,17 +288,19 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
 	return nil
 }
 
-// restore sends the EVALSHA restores for todo in pipelines of at most
-// ~BatchBytes of payload and returns the keys that got -NOSCRIPT.
+// restore sends the restores for todo, one RestoreCommand per ~BatchBytes
+// of payload, all in one pipeline, and returns the keys that got
+// -NOSCRIPT.
 func (m *Mover) restore(ctx context.Context, out []Outcome, snaps []snapshot, todo []int, t0 time.Time) (noscript []int, err error) {
-	minTTL, T := m.minTTL(), ms(markerTTLOr(m.MarkerTTL))
-	sha := []byte(RestoreScriptSHA)
+	minTTL := m.minTTL()
+	pipe := m.New.Pipeline()
+	var calls []*redis.Cmd
+	var sent [][]int // per call, the keys it restores
+	elapsed := time.Since(t0)
 	for len(todo) > 0 {
-		pipe := m.New.Pipeline()
-		var sent []int
-		var cmds []*redis.Cmd
+		var rs []Restore
+		var idx []int
 		size := 0
-		elapsed := time.Since(t0)
 		for len(todo) > 0 && (size == 0 || size+len(snaps[todo[0]].payload) <= m.batchBytes()) {
 			i := todo[0]
 			todo = todo[1:]
@@ -325,76 +313,94 @@ func (m *Mover) restore(ctx context.Context, out []Outcome, snaps []snapshot, to
 					continue
 				}
 			}
-			mk := MarkerKey(m.Epoch, out[i].Key)
 			place := s.place // the record on old wins; m.Place is for keys that have none yet
 			if place == nil {
 				place = m.Place
 			}
-			if place != nil {
-				cmds = append(cmds, pipe.Do(ctx, "EVALSHA", sha, "3", out[i].Key, mk, PlaceKey(out[i].Key), ms(ttl), s.payload, T, place))
-			} else {
-				cmds = append(cmds, pipe.Do(ctx, "EVALSHA", sha, "2", out[i].Key, mk, ms(ttl), s.payload, T))
-			}
-			sent = append(sent, i)
+			rs = append(rs, Restore{Key: out[i].Key, Payload: []byte(s.payload), Place: place, TTL: ttl})
+			idx = append(idx, i)
 			size += len(s.payload)
 		}
-		if len(sent) == 0 {
+		if len(rs) == 0 {
 			continue
 		}
-		_, perr := pipe.Exec(ctx)
-		for n, c := range cmds {
-			i := sent[n]
-			v, err := c.Int64()
-			switch {
-			case err == nil && v == 1:
-				out[i].Result = Moved
-			case err == nil && v == 0:
-				out[i].Result = AlreadyOnNew
-			case err == nil:
-				out[i].Err = fmt.Errorf("restore script returned %d", v)
-			case !isReply(err):
-				return nil, fmt.Errorf("restore on new: %w", err)
-			case strings.HasPrefix(err.Error(), "NOSCRIPT"):
-				noscript = append(noscript, i)
-			case strings.Contains(err.Error(), "payload version or checksum"):
-				out[i].Err = fmt.Errorf("%w: %v", ErrPayloadVersion, err)
-			default:
+		calls = append(calls, pipe.Do(ctx, RestoreCommand(m.Epoch, m.MarkerTTL, rs...).args()...))
+		sent = append(sent, idx)
+	}
+	if len(calls) == 0 {
+		return nil, nil
+	}
+	_, perr := pipe.Exec(ctx)
+	for n, c := range calls {
+		v, err := c.Slice()
+		switch {
+		case err == nil:
+		case !isReply(err):
+			return nil, fmt.Errorf("restore on new: %w", err)
+		case strings.HasPrefix(err.Error(), "NOSCRIPT"):
+			noscript = append(noscript, sent[n]...)
+			continue
+		default:
+			for _, i := range sent[n] {
 				out[i].Err = fmt.Errorf("restore on new: %w", err)
 			}
+			continue
 		}
-		if perr != nil && !isReply(perr) {
-			return nil, fmt.Errorf("restore on new: %w", perr)
+		if len(v) != len(sent[n]) {
+			for _, i := range sent[n] {
+				out[i].Err = fmt.Errorf("restore script returned %d results for %d keys", len(v), len(sent[n]))
+			}
+			continue
 		}
+		for j, i := range sent[n] {
+			switch x := v[j].(type) {
+			case int64:
+				if x == 1 {
+					out[i].Result = Moved
+				} else {
+					out[i].Result = AlreadyOnNew
+				}
+			case string:
+				if strings.Contains(x, "payload version or checksum") {
+					out[i].Err = fmt.Errorf("%w: %s", ErrPayloadVersion, x)
+				} else {
+					out[i].Err = fmt.Errorf("restore on new: %s", x)
+				}
+			default:
+				out[i].Err = fmt.Errorf("restore script returned %T", x)
+			}
+		}
+	}
+	if perr != nil && !isReply(perr) {
+		return nil, fmt.Errorf("restore on new: %w", perr)
 	}
 	return noscript, nil
 }
 
-// parseSnapshot reads EXEC's [payload|nil, pttl, record|nil] reply.
-func parseSnapshot(v []any) (snapshot, Result, error) {
-	if len(v) != 3 {
-		return snapshot{}, Failed, fmt.Errorf("snapshot: EXEC returned %d replies, want 3", len(v))
-	}
-	for _, x := range v {
-		if e, ok := x.(error); ok {
-			return snapshot{}, Failed, fmt.Errorf("snapshot: %w", e)
+// parseSnapshot reads one key's DUMP, PTTL and record GET from the
+// snapshot transaction.
+func parseSnapshot(dump, pttl, rec *redis.Cmd) (snapshot, Result, error) {
+	for _, c := range []*redis.Cmd{dump, pttl, rec} {
+		if err := c.Err(); err != nil && err != redis.Nil {
+			return snapshot{}, Failed, fmt.Errorf("snapshot: %w", err)
 		}
 	}
-	pttl, ok := v[1].(int64)
-	if !ok {
-		return snapshot{}, Failed, fmt.Errorf("snapshot: PTTL reply %T", v[1])
+	t, err := pttl.Int64()
+	if err != nil {
+		return snapshot{}, Failed, fmt.Errorf("snapshot: PTTL: %w", err)
 	}
-	if v[0] == nil || pttl == -2 {
+	p, err := dump.Text()
+	if err == redis.Nil || t == -2 {
 		return snapshot{}, Missing, nil
 	}
-	p, ok := v[0].(string)
-	if !ok {
-		return snapshot{}, Failed, fmt.Errorf("snapshot: DUMP reply %T", v[0])
+	if err != nil {
+		return snapshot{}, Failed, fmt.Errorf("snapshot: DUMP: %w", err)
 	}
 	var place []byte
-	if r, ok := v[2].(string); ok {
+	if r, err := rec.Text(); err == nil {
 		place = []byte(r)
 	}
-	return snapshot{payload: p, pttl: pttl, place: place}, Moved, nil
+	return snapshot{payload: p, pttl: t, place: place}, Moved, nil
 }
 
 // isReply reports whether err is a reply from Redis (an error reply or

@@ -2,6 +2,7 @@ package rebalance
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -13,6 +14,7 @@ import (
 // rather than bursty. rate <= 0 means unlimited. Not safe for concurrent
 // use (one per migrator).
 type bucket struct {
+	mu     sync.Mutex // batches of one source take concurrently
 	rate   float64
 	tokens float64
 	last   time.Time
@@ -28,21 +30,21 @@ func (b *bucket) take(ctx context.Context, n float64) error {
 	if b == nil || b.rate <= 0 {
 		return nil
 	}
+	// Reserve the tokens now (the balance may go negative: the debt is
+	// what later takers wait for too), then wait outside the lock.
+	b.mu.Lock()
 	now := b.now()
 	if !b.last.IsZero() {
 		b.tokens = min(b.rate/10, b.tokens+now.Sub(b.last).Seconds()*b.rate)
 	}
 	b.last = now
 	b.tokens -= n
-	if b.tokens >= 0 {
+	debt := -b.tokens
+	b.mu.Unlock()
+	if debt <= 0 {
 		return nil
 	}
-	wait := time.Duration(-b.tokens / b.rate * float64(time.Second))
-	if err := b.sleep(ctx, wait); err != nil {
-		return err
-	}
-	b.tokens, b.last = 0, b.now()
-	return nil
+	return b.sleep(ctx, time.Duration(debt/b.rate*float64(time.Second)))
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
