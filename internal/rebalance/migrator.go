@@ -183,7 +183,7 @@ type Migrator struct {
 	passDBSize    int64
 	lastCkpt      time.Time
 	consecutive   atomic.Int32 // batch-level failures in a row
-	sampleScanned int64 // keys scanned and found moving in PhaseScan (under mu)
+	sampleScanned int64        // keys scanned and found moving in PhaseScan (under mu)
 	sampleMoving  int64
 	passFailed    int64 // keys that failed in the current pass (under mu)
 }
