@@ -53,9 +53,11 @@
 //	                     EVALSHA <sha> 3 k mk pk <ttl ms|0> <payload> T X)
 //	                     (-NOSCRIPT: SCRIPT LOAD <script>, then EVALSHA again)
 //	                old: UNLINK k pk   (unless Missing or failed)
-//	MoveBatch(ks)   the same, pipelined: N snapshot blocks in one pipeline,
-//	                then the EVALSHAs (pipelines of ≤ BatchBytes payload),
-//	                then one UNLINK k1 … kn
+//	MoveBatch(ks)   the same, batched: snapshot MULTI blocks of ≤ 64 keys
+//	                (~64 KB) in one pipeline, then restore script calls of
+//	                ≤ 64 keys (~64 KB) in one pipeline (EVALSHA <sha> 3n
+//	                k1 mk1 pk1 … T ttl1 payload1 place1 …), then one
+//	                UNLINK k1 … kn pk1 … pkn
 //	Ensure(k)       new: EXISTS k mk   (> 0: done) — else Move(k)
 //	WriteMarked     new: MULTI; <write>; SET mk 1 PX T; EXEC
 //	                old: UNLINK k   (after EXEC succeeded)
@@ -152,8 +154,10 @@
 //     (MovingFrom). A key on the source that it does not own is a leftover:
 //     restoring it on its owner could resurrect a deleted value, so it is
 //     left for RemoveLeftovers.
-//   - One batch in flight per source (rebalance.md suggests 2); sources
-//     run in parallel. The rate limits are static token buckets; the
+//   - Config.Inflight batches in flight per source (default 2, as
+//     rebalance.md suggests); sources run in parallel. Only the leader
+//     migrates, so the fleet-wide bound is the leader's: no semaphore
+//     across pods is needed. The rate limits are static token buckets; the
 //     adaptive parts (halve on p99, pause at 85% destination memory) and
 //     moving big keys last are left to the caller (Pause/Resume), as is
 //     the pre-flight big-key scan.

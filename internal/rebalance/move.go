@@ -62,6 +62,14 @@ func errScriptSHA(got string) error {
 	return fmt.Errorf("rebalance: SCRIPT LOAD returned sha %q, want %q", got, RestoreScriptSHA)
 }
 
+// A restore script call holds its node for its whole run, so it is kept
+// short (well under a millisecond on a loaded node): other clients get
+// their turn between two calls of a pipeline.
+const (
+	scriptKeys  = 64
+	scriptBytes = 64 << 10
+)
+
 // Defaults for Mover.
 const (
 	DefaultMinTTL     = 5 * time.Millisecond
@@ -206,36 +214,60 @@ type snapshot struct {
 }
 
 func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
-	// 1. Snapshot on old: one MULTI with DUMP/PTTL/GET record per key.
-	pipe := m.Old.TxPipeline()
-	cmds := make([]*redis.Cmd, 0, 3*len(out))
-	for i := range out {
-		k := out[i].Key
-		cmds = append(cmds, pipe.Do(ctx, "DUMP", k), pipe.Do(ctx, "PTTL", k), pipe.Do(ctx, "GET", PlaceKey(k)))
+	// 1. Snapshot on old: MULTI blocks of DUMP/PTTL/GET record per key,
+	// pipelined. A block is atomic, so it is kept short like a restore
+	// script call (scriptKeys keys, ~scriptBytes at the mean payload
+	// size), letting other clients in between blocks.
+	per := scriptKeys
+	if avg := int(m.avgBytes.Load()); avg > 0 {
+		per = max(1, min(per, scriptBytes/avg))
+	}
+	pipe := m.Old.Pipeline()
+	var execs []*redis.Cmd
+	for i := 0; i < len(out); i += per {
+		pipe.Do(ctx, "MULTI")
+		for _, o := range out[i:min(i+per, len(out))] {
+			pipe.Do(ctx, "DUMP", o.Key)
+			pipe.Do(ctx, "PTTL", o.Key)
+			pipe.Do(ctx, "GET", PlaceKey(o.Key))
+		}
+		execs = append(execs, pipe.Do(ctx, "EXEC"))
 	}
 	// t0 is taken when the snapshot is sent, not when its reply arrives:
 	// the elapsed time subtracted from PTTL then includes the snapshot's
 	// whole latency, which can only shorten the TTL (the restore side is
 	// discussed in the package doc).
 	t0 := time.Now()
-	if _, err := pipe.Exec(ctx); err != nil && !isReply(err) {
-		return fmt.Errorf("snapshot on old: %w", err)
-	}
+	_, perr := pipe.Exec(ctx)
 	snaps := make([]snapshot, len(out))
 	var todo []int
-	for i := range out {
-		s, res, err := parseSnapshot(cmds[3*i], cmds[3*i+1], cmds[3*i+2])
-		if err != nil {
-			out[i].Err = err
-			continue
+	for b, c := range execs {
+		v, err := c.Slice()
+		if err != nil && !isReply(err) {
+			return fmt.Errorf("snapshot on old: %w", err)
 		}
-		if res == Missing {
-			out[i].Result = Missing
-			continue
+		for j := range min(per, len(out)-b*per) {
+			i := b*per + j
+			if err != nil {
+				out[i].Err = fmt.Errorf("snapshot on old: %w", err)
+				continue
+			}
+			s, res, err := parseSnapshot(v, j)
+			if err != nil {
+				out[i].Err = err
+				continue
+			}
+			if res == Missing {
+				out[i].Result = Missing
+				continue
+			}
+			snaps[i] = s
+			out[i].Bytes = len(s.payload)
+			todo = append(todo, i)
 		}
-		snaps[i] = s
-		out[i].Bytes = len(s.payload)
-		todo = append(todo, i)
+	}
+	if perr != nil && !isReply(perr) {
+		return fmt.Errorf("snapshot on old: %w", perr)
 	}
 
 	if m.beforeRestore != nil {
@@ -288,9 +320,9 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
 	return nil
 }
 
-// restore sends the restores for todo, one RestoreCommand per ~BatchBytes
-// of payload, all in one pipeline, and returns the keys that got
-// -NOSCRIPT.
+// restore sends the restores for todo, one RestoreCommand per
+// scriptKeys keys or ~scriptBytes of payload, all in one pipeline, and
+// returns the keys that got -NOSCRIPT.
 func (m *Mover) restore(ctx context.Context, out []Outcome, snaps []snapshot, todo []int, t0 time.Time) (noscript []int, err error) {
 	minTTL := m.minTTL()
 	pipe := m.New.Pipeline()
@@ -301,7 +333,7 @@ func (m *Mover) restore(ctx context.Context, out []Outcome, snaps []snapshot, to
 		var rs []Restore
 		var idx []int
 		size := 0
-		for len(todo) > 0 && (size == 0 || size+len(snaps[todo[0]].payload) <= m.batchBytes()) {
+		for len(todo) > 0 && len(rs) < scriptKeys && (size == 0 || size+len(snaps[todo[0]].payload) <= scriptBytes) {
 			i := todo[0]
 			todo = todo[1:]
 			s := snaps[i]
@@ -377,30 +409,34 @@ func (m *Mover) restore(ctx context.Context, out []Outcome, snaps []snapshot, to
 	return noscript, nil
 }
 
-// parseSnapshot reads one key's DUMP, PTTL and record GET from the
-// snapshot transaction.
-func parseSnapshot(dump, pttl, rec *redis.Cmd) (snapshot, Result, error) {
-	for _, c := range []*redis.Cmd{dump, pttl, rec} {
-		if err := c.Err(); err != nil && err != redis.Nil {
-			return snapshot{}, Failed, fmt.Errorf("snapshot: %w", err)
+// parseSnapshot reads the j-th key's [payload|nil, pttl, record|nil] from a
+// snapshot block's EXEC reply.
+func parseSnapshot(v []any, j int) (snapshot, Result, error) {
+	if len(v) < 3*(j+1) {
+		return snapshot{}, Failed, fmt.Errorf("snapshot: EXEC returned %d replies, want %d", len(v), 3*(j+1))
+	}
+	v = v[3*j : 3*j+3]
+	for _, x := range v {
+		if e, ok := x.(error); ok {
+			return snapshot{}, Failed, fmt.Errorf("snapshot: %w", e)
 		}
 	}
-	t, err := pttl.Int64()
-	if err != nil {
-		return snapshot{}, Failed, fmt.Errorf("snapshot: PTTL: %w", err)
+	pttl, ok := v[1].(int64)
+	if !ok {
+		return snapshot{}, Failed, fmt.Errorf("snapshot: PTTL reply %T", v[1])
 	}
-	p, err := dump.Text()
-	if err == redis.Nil || t == -2 {
+	if v[0] == nil || pttl == -2 {
 		return snapshot{}, Missing, nil
 	}
-	if err != nil {
-		return snapshot{}, Failed, fmt.Errorf("snapshot: DUMP: %w", err)
+	p, ok := v[0].(string)
+	if !ok {
+		return snapshot{}, Failed, fmt.Errorf("snapshot: DUMP reply %T", v[0])
 	}
 	var place []byte
-	if r, err := rec.Text(); err == nil {
+	if r, ok := v[2].(string); ok {
 		place = []byte(r)
 	}
-	return snapshot{payload: p, pttl: t, place: place}, Moved, nil
+	return snapshot{payload: p, pttl: pttl, place: place}, Moved, nil
 }
 
 // isReply reports whether err is a reply from Redis (an error reply or

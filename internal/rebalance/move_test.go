@@ -751,12 +751,7 @@ func (c countNode) Pipeline() redis.Pipeliner {
 	return c.Node.Pipeline()
 }
 
-func (c countNode) TxPipeline() redis.Pipeliner {
-	*c.n++
-	return c.Node.TxPipeline()
-}
-
-// TestMoveBatchBounds: snapshot transactions shrink to ~BatchBytes once
+// TestMoveBatchBounds: snapshot pipelines shrink to ~BatchBytes once
 // payload sizes are known, and each chunk's restores go in one pipeline.
 func TestMoveBatchBounds(t *testing.T) {
 	ns := startNodes(t, 2)
