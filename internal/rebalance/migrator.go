@@ -397,6 +397,15 @@ func (m *Migrator) Run(ctx context.Context) (p Progress, err error) {
 	})
 	m.lastCkpt = time.Now()
 
+	// The next SCAN reply (and its records) is fetched while the current
+	// one's keys move: the source answers SCAN while the destinations
+	// restore.
+	var ahead *scanAhead
+	defer func() {
+		if ahead != nil {
+			<-ahead.done // bounded: the clients have timeouts, and ctx ends with Run
+		}
+	}()
 	for {
 		m.mu.Lock()
 		phase, cursor := m.p.Phase, m.p.Cursor
@@ -407,7 +416,22 @@ func (m *Migrator) Run(ctx context.Context) (p Progress, err error) {
 		if err := m.waitResumed(ctx); err != nil {
 			return p, err
 		}
-		keys, places, next, err := m.scan(ctx, cursor)
+		var keys, places [][]byte
+		var next uint64
+		var err error
+		if ahead != nil && ahead.cursor == cursor {
+			<-ahead.done
+			keys, places, next, err = ahead.keys, ahead.places, ahead.next, ahead.err
+		} else {
+			if ahead != nil {
+				<-ahead.done
+			}
+			keys, places, next, err = m.scan(ctx, cursor)
+		}
+		ahead = nil
+		if err == nil && next != 0 {
+			ahead = m.prefetch(ctx, next)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return p, ctx.Err()
@@ -497,6 +521,24 @@ func (m *Migrator) dbsize(ctx context.Context) (int64, error) {
 			return 0, err
 		}
 	}
+}
+
+// scanAhead is a SCAN (with records) running in the background.
+type scanAhead struct {
+	cursor, next uint64
+	keys, places [][]byte
+	err          error
+	done         chan struct{}
+}
+
+// prefetch starts scan(cursor) in the background; Run waits for it.
+func (m *Migrator) prefetch(ctx context.Context, cursor uint64) *scanAhead {
+	a := &scanAhead{cursor: cursor, done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		a.keys, a.places, a.next, a.err = m.scan(ctx, cursor)
+	}()
+	return a
 }
 
 // scan runs `SCAN cursor COUNT n` on the source, then reads the keys'
