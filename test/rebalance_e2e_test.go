@@ -10,12 +10,20 @@ package test
 // operations; the nodes are checked directly for markers, leftovers on
 // non-owners and a drained removed node, and TTLs for being carried (not
 // reset, not dropped, not resurrected).
+//
+// The Hashed variants run the same data set, clients and checks with every
+// key written and read only through a trailing hash=<family> (rbData.fam):
+// such keys must move with their family by their placement records
+// (docs/rebalance.md), so the end state judges a key by its family's owner
+// and also checks the records (rbCheckRecords).
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -28,6 +36,7 @@ import (
 	"time"
 
 	"github.com/alphauslabs/jupiter/internal/rebalance"
+	"github.com/alphauslabs/jupiter/internal/ring"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -129,6 +138,182 @@ type rbData struct {
 	push     []string
 	shortEnd time.Time // all short keys expired by then
 	total    int
+
+	// Hashed mode (fam != nil): every command of a key k — preload,
+	// clients, final checks — carries a trailing hash=fam(k), so k lives
+	// with its family (hash key) and must move with it; a command with
+	// several keys only combines keys of one family.
+	fam   func(k string) string
+	byFam map[string][]string // oracle string keys (seq and static) by family, for MGET
+}
+
+// rbFamilies is the number of families of the hashed variants: a few
+// hundred, so that each holds dozens of keys of every type, whose own slots
+// are (almost all) not the family's.
+const rbFamilies = 400
+
+// rbFamily is the hashed variants' family of a key: "fam:<n>", n a hash of
+// the name. The family key itself is never written.
+func rbFamily(k string) string {
+	h := fnv.New32a()
+	h.Write([]byte(k))
+	return "fam:" + strconv.Itoa(int(h.Sum32()%rbFamilies))
+}
+
+// ---------------------------------------------------------------------------
+// The commands of one key: go-redis's typed calls, or in hashed mode the
+// same commands with hash=<family> appended, built with redis.New*Cmd and
+// sent with Process (to a client or a pipeline) so that the replies are
+// still parsed by their types.
+
+// rbCmdable is a *redis.Client or a redis.Pipeliner.
+type rbCmdable interface {
+	redis.Cmdable
+	Process(ctx context.Context, cmd redis.Cmder) error
+}
+
+// hashed reports whether keys are written and read through hash=.
+func (d *rbData) hashed() bool { return d.fam != nil }
+
+// args appends hash=<family of k> to a command of k in hashed mode.
+func (d *rbData) args(k string, a ...any) []any {
+	if d.fam != nil {
+		a = append(a, "hash="+d.fam(k))
+	}
+	return a
+}
+
+// family is the one family of keys (a command with several keys must not
+// mix families: it would place some of them by another's hash key).
+func (d *rbData) family(keys ...string) string {
+	f := d.fam(keys[0])
+	for _, k := range keys[1:] {
+		if d.fam(k) != f {
+			panic(fmt.Sprintf("keys %q of families %s and %s in one command", keys, f, d.fam(k)))
+		}
+	}
+	return keys[0]
+}
+
+func rbProcess[C redis.Cmder](ctx context.Context, c rbCmdable, cmd C) C {
+	_ = c.Process(ctx, cmd) // the error is the command's
+	return cmd
+}
+
+// set is SET k v [PX ttl].
+func (d *rbData) set(ctx context.Context, c rbCmdable, k, v string, ttl time.Duration) *redis.StatusCmd {
+	if !d.hashed() {
+		return c.Set(ctx, k, v, ttl)
+	}
+	a := []any{"set", k, v}
+	if ttl > 0 {
+		a = append(a, "px", ttl.Milliseconds())
+	}
+	return rbProcess(ctx, c, redis.NewStatusCmd(ctx, d.args(k, a...)...))
+}
+
+func (d *rbData) get(ctx context.Context, c rbCmdable, k string) *redis.StringCmd {
+	if !d.hashed() {
+		return c.Get(ctx, k)
+	}
+	return rbProcess(ctx, c, redis.NewStringCmd(ctx, d.args(k, "get", k)...))
+}
+
+// mset is MSET k1 v1 k2 v2 …: keys of one family.
+func (d *rbData) mset(ctx context.Context, c rbCmdable, kv ...string) *redis.StatusCmd {
+	if !d.hashed() {
+		return c.MSet(ctx, rbAny(kv)...)
+	}
+	return rbProcess(ctx, c, redis.NewStatusCmd(ctx, d.args(d.family(rbEvery2(kv)...), append([]any{"mset"}, rbAny(kv)...)...)...))
+}
+
+// mget is MGET of keys of one family.
+func (d *rbData) mget(ctx context.Context, c rbCmdable, keys ...string) *redis.SliceCmd {
+	if !d.hashed() {
+		return c.MGet(ctx, keys...)
+	}
+	return rbProcess(ctx, c, redis.NewSliceCmd(ctx, d.args(d.family(keys...), append([]any{"mget"}, rbAny(keys)...)...)...))
+}
+
+// del is DEL of keys of one family.
+func (d *rbData) del(ctx context.Context, c rbCmdable, keys ...string) *redis.IntCmd {
+	if !d.hashed() {
+		return c.Del(ctx, keys...)
+	}
+	return rbProcess(ctx, c, redis.NewIntCmd(ctx, d.args(d.family(keys...), append([]any{"del"}, rbAny(keys)...)...)...))
+}
+
+// exists is EXISTS of keys of one family.
+func (d *rbData) exists(ctx context.Context, c rbCmdable, keys ...string) *redis.IntCmd {
+	if !d.hashed() {
+		return c.Exists(ctx, keys...)
+	}
+	return rbProcess(ctx, c, redis.NewIntCmd(ctx, d.args(d.family(keys...), append([]any{"exists"}, rbAny(keys)...)...)...))
+}
+
+func (d *rbData) incrBy(ctx context.Context, c rbCmdable, k string, n int64) *redis.IntCmd {
+	if !d.hashed() {
+		if n == 1 {
+			return c.Incr(ctx, k)
+		}
+		return c.IncrBy(ctx, k, n)
+	}
+	if n == 1 {
+		return rbProcess(ctx, c, redis.NewIntCmd(ctx, d.args(k, "incr", k)...))
+	}
+	return rbProcess(ctx, c, redis.NewIntCmd(ctx, d.args(k, "incrby", k, n)...))
+}
+
+func (d *rbData) rpush(ctx context.Context, c rbCmdable, k string, elems ...string) *redis.IntCmd {
+	if !d.hashed() {
+		return c.RPush(ctx, k, rbAny(elems)...)
+	}
+	return rbProcess(ctx, c, redis.NewIntCmd(ctx, d.args(k, append([]any{"rpush", k}, rbAny(elems)...)...)...))
+}
+
+func (d *rbData) sadd(ctx context.Context, c rbCmdable, k string, members ...string) *redis.IntCmd {
+	if !d.hashed() {
+		return c.SAdd(ctx, k, rbAny(members)...)
+	}
+	return rbProcess(ctx, c, redis.NewIntCmd(ctx, d.args(k, append([]any{"sadd", k}, rbAny(members)...)...)...))
+}
+
+func (d *rbData) hset(ctx context.Context, c rbCmdable, k string, fields map[string]string) *redis.IntCmd {
+	if !d.hashed() {
+		return c.HSet(ctx, k, fields)
+	}
+	a := []any{"hset", k}
+	for _, f := range slices.Sorted(maps.Keys(fields)) {
+		a = append(a, f, fields[f])
+	}
+	return rbProcess(ctx, c, redis.NewIntCmd(ctx, d.args(k, a...)...))
+}
+
+func (d *rbData) hgetall(ctx context.Context, c rbCmdable, k string) *redis.MapStringStringCmd {
+	if !d.hashed() {
+		return c.HGetAll(ctx, k)
+	}
+	return rbProcess(ctx, c, redis.NewMapStringStringCmd(ctx, d.args(k, "hgetall", k)...))
+}
+
+func (d *rbData) lrange(ctx context.Context, c rbCmdable, k string) *redis.StringSliceCmd {
+	if !d.hashed() {
+		return c.LRange(ctx, k, 0, -1)
+	}
+	return rbProcess(ctx, c, redis.NewStringSliceCmd(ctx, d.args(k, "lrange", k, 0, -1)...))
+}
+
+func (d *rbData) smembers(ctx context.Context, c rbCmdable, k string) *redis.StringSliceCmd {
+	if !d.hashed() {
+		return c.SMembers(ctx, k)
+	}
+	return rbProcess(ctx, c, redis.NewStringSliceCmd(ctx, d.args(k, "smembers", k)...))
+}
+
+// pttl is PTTL k as a generic command (what the unhashed checks always
+// sent: p.Do(ctx, "PTTL", k)).
+func (d *rbData) pttl(ctx context.Context, c rbCmdable, k string) *redis.Cmd {
+	return rbProcess(ctx, c, redis.NewCmd(ctx, d.args(k, "PTTL", k)...))
 }
 
 // rbTTL is a key's TTL and the window in which the SET that gave it ran.
@@ -154,10 +339,11 @@ func rbSetMembers(k string) []string { return []string{"m0", "m1", "m2", "m3:" +
 const rbCounterInit = 1000
 
 // rbPreload writes about n keys of every type through the pods (pipelines
-// alternating between them) and records them in the oracle.
-func rbPreload(t testing.TB, o *rbOracle, pods []*clPod, n int, rng *rand.Rand) *rbData {
+// alternating between them) and records them in the oracle. fam != nil:
+// the hashed mode (rbData.fam), every key written through hash=fam(k).
+func rbPreload(t testing.TB, o *rbOracle, pods []*clPod, n int, rng *rand.Rand, fam func(string) string) *rbData {
 	t.Helper()
-	d := &rbData{ttl: map[string]rbTTL{}}
+	d := &rbData{ttl: map[string]rbTTL{}, fam: fam}
 	per := n * 3 / 10 / rbWriters
 	for w := range rbWriters {
 		var ks []string
@@ -183,6 +369,13 @@ func rbPreload(t testing.TB, o *rbOracle, pods []*clPod, n int, rng *rand.Rand) 
 	d.push = names("rb:q:", n*3/200)
 	d.static = append(slices.Clone(persistKeys), ttlKeys...)
 	d.persist = slices.Concat(persistKeys, d.hashes, d.lists, d.sets, d.counters, d.push)
+	if d.hashed() {
+		d.byFam = map[string][]string{}
+		for _, k := range slices.Concat(slices.Concat(d.seq...), d.static) {
+			d.byFam[fam(k)] = append(d.byFam[fam(k)], k)
+		}
+	}
+	bg := context.Background()
 
 	type item struct {
 		key string
@@ -192,17 +385,17 @@ func rbPreload(t testing.TB, o *rbOracle, pods []*clPod, n int, rng *rand.Rand) 
 	var items []item
 	for _, ks := range d.seq {
 		for _, k := range ks {
-			items = append(items, item{k, func(p redis.Pipeliner) { p.Set(context.Background(), k, rbValue(k, 0), 0) },
+			items = append(items, item{k, func(p redis.Pipeliner) { d.set(bg, p, k, rbValue(k, 0), 0) },
 				func(_, _ time.Time, oi, od time.Duration) { o.Write(k, 0, false, oi, od, rbOK) }})
 		}
 	}
 	for _, k := range persistKeys {
-		items = append(items, item{k, func(p redis.Pipeliner) { p.Set(context.Background(), k, rbValue(k, 0), 0) },
+		items = append(items, item{k, func(p redis.Pipeliner) { d.set(bg, p, k, rbValue(k, 0), 0) },
 			func(_, _ time.Time, oi, od time.Duration) { o.Write(k, 0, false, oi, od, rbOK) }})
 	}
 	for _, k := range ttlKeys {
 		ttl := 10*time.Minute + time.Duration(rng.Int64N(int64(50*time.Minute))).Truncate(time.Millisecond)
-		items = append(items, item{k, func(p redis.Pipeliner) { p.Set(context.Background(), k, rbValue(k, 0), ttl) },
+		items = append(items, item{k, func(p redis.Pipeliner) { d.set(bg, p, k, rbValue(k, 0), ttl) },
 			func(inv, done time.Time, oi, od time.Duration) {
 				o.Write(k, 0, false, oi, od, rbOK)
 				d.ttl[k] = rbTTL{ttl, inv, done}
@@ -210,7 +403,7 @@ func rbPreload(t testing.TB, o *rbOracle, pods []*clPod, n int, rng *rand.Rand) 
 	}
 	for _, k := range d.short {
 		ttl := time.Second + time.Duration(rng.Int64N(int64(2*time.Second))).Truncate(time.Millisecond)
-		items = append(items, item{k, func(p redis.Pipeliner) { p.Set(context.Background(), k, "short", ttl) },
+		items = append(items, item{k, func(p redis.Pipeliner) { d.set(bg, p, k, "short", ttl) },
 			func(_, done time.Time, _, _ time.Duration) {
 				if e := done.Add(ttl); e.After(d.shortEnd) {
 					d.shortEnd = e
@@ -218,20 +411,20 @@ func rbPreload(t testing.TB, o *rbOracle, pods []*clPod, n int, rng *rand.Rand) 
 			}})
 	}
 	for _, k := range d.hashes {
-		items = append(items, item{k, func(p redis.Pipeliner) { p.HSet(context.Background(), k, rbHashFields(k)) }, nil})
+		items = append(items, item{k, func(p redis.Pipeliner) { d.hset(bg, p, k, rbHashFields(k)) }, nil})
 	}
 	for _, k := range d.lists {
-		items = append(items, item{k, func(p redis.Pipeliner) { p.RPush(context.Background(), k, rbAny(rbListElems(k))...) }, nil})
+		items = append(items, item{k, func(p redis.Pipeliner) { d.rpush(bg, p, k, rbListElems(k)...) }, nil})
 	}
 	for _, k := range d.sets {
-		items = append(items, item{k, func(p redis.Pipeliner) { p.SAdd(context.Background(), k, rbAny(rbSetMembers(k))...) }, nil})
+		items = append(items, item{k, func(p redis.Pipeliner) { d.sadd(bg, p, k, rbSetMembers(k)...) }, nil})
 	}
 	for _, k := range d.counters {
-		items = append(items, item{k, func(p redis.Pipeliner) { p.IncrBy(context.Background(), k, rbCounterInit) },
+		items = append(items, item{k, func(p redis.Pipeliner) { d.incrBy(bg, p, k, rbCounterInit) },
 			func(_, _ time.Time, _, _ time.Duration) { o.CounterInit(k, rbCounterInit) }})
 	}
 	for _, k := range d.push {
-		items = append(items, item{k, func(p redis.Pipeliner) { p.RPush(context.Background(), k, "init") },
+		items = append(items, item{k, func(p redis.Pipeliner) { d.rpush(bg, p, k, "init") },
 			func(_, _ time.Time, _, _ time.Duration) { o.ListInit(k, []string{"init"}) }})
 	}
 	rng.Shuffle(len(items), func(i, j int) { items[i], items[j] = items[j], items[i] })
@@ -263,6 +456,15 @@ func rbPreload(t testing.TB, o *rbOracle, pods []*clPod, n int, rng *rand.Rand) 
 		}
 	}
 	return d
+}
+
+// rbEvery2 is the keys of an MSET's k1 v1 k2 v2 … list.
+func rbEvery2(kv []string) []string {
+	out := make([]string, 0, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		out = append(out, kv[i])
+	}
+	return out
 }
 
 func rbAny(s []string) []any {
@@ -321,6 +523,7 @@ type rbWorkload struct {
 	paced   time.Duration
 
 	ops, tryAgainFinal, otherErrs, killedErrs atomic.Int64
+	multi                                     atomic.Int64 // hashed mode: MSET, MGET, DEL of 2+ keys of one family
 	stage                                     atomic.Int32 // index in rbStages of the cluster's stage, as last polled
 	opsByStage                                [len(rbStages)]atomic.Int64
 	wireTryAgain, wireTimeouts, dials         int64 // summed by finish
@@ -420,40 +623,90 @@ func (w *rbWorkload) loop(g int, body func(c *rbClients, rng *rand.Rand)) {
 
 // start runs the 8 client goroutines: 3 writers (SET <seq> and DEL on their
 // own partition), 3 readers, one INCR and one RPUSH + short-TTL SET client.
+// In hashed mode every command carries hash=<family>, and a quarter of the
+// writes (MSET, or DEL of several keys) and of the reads (MGET) take up to
+// 3 and 4 keys of one family.
 func (w *rbWorkload) start() {
+	d := w.d
 	g := 0
 	for p := range rbWriters {
-		keys := w.d.seq[p]
+		keys := d.seq[p]
 		seqs := make([]int64, len(keys))
+		var famIdx map[string][]int // this writer's keys by family
+		if d.hashed() {
+			famIdx = map[string][]int{}
+			for i, k := range keys {
+				famIdx[d.fam(k)] = append(famIdx[d.fam(k)], i)
+			}
+		}
 		gg := g
 		w.loop(g, func(c *rbClients, rng *rand.Rand) {
 			i := rng.IntN(len(keys))
-			k := keys[i]
-			seqs[i]++
-			seq := seqs[i]
+			group := []int{i}
+			if d.hashed() && rng.IntN(4) == 0 {
+				group = rbGroup(rng, famIdx[d.fam(keys[i])], i, 3)
+			}
 			del := i%5 == 0 && rng.IntN(10) < 3
+			if del { // only keys i%5 == 0 are ever deleted
+				group = slices.DeleteFunc(group, func(j int) bool { return j%5 != 0 })
+			}
+			ks := make([]string, len(group))
+			kv := make([]string, 0, 2*len(group))
+			gs := make([]int64, len(group))
+			for x, j := range group {
+				seqs[j]++
+				ks[x], gs[x] = keys[j], seqs[j]
+				kv = append(kv, keys[j], rbValue(keys[j], seqs[j]))
+			}
+			if len(group) > 1 {
+				w.multi.Add(1)
+			}
 			inv, done, out := w.exec(c, gg, func(ctx context.Context, rc *redis.Client) error {
-				if del {
-					return rc.Del(ctx, k).Err()
+				switch {
+				case del:
+					return d.del(ctx, rc, ks...).Err()
+				case len(ks) > 1:
+					return d.mset(ctx, rc, kv...).Err()
 				}
-				return rc.Set(ctx, k, rbValue(k, seq), 0).Err()
+				return d.set(ctx, rc, ks[0], kv[1], 0).Err()
 			})
-			w.o.Write(k, seq, del, inv, done, out)
+			for x, k := range ks {
+				w.o.Write(k, gs[x], del, inv, done, out)
+			}
 		})
 		g++
 	}
-	all := slices.Concat(w.d.seq...)
+	all := slices.Concat(d.seq...)
 	for range 3 {
 		gg := g
 		w.loop(g, func(c *rbClients, rng *rand.Rand) {
 			k := all[rng.IntN(len(all))]
 			if rng.IntN(5) == 0 {
-				k = w.d.static[rng.IntN(len(w.d.static))]
+				k = d.static[rng.IntN(len(d.static))]
+			}
+			if d.hashed() && rng.IntN(4) == 0 {
+				fk := d.byFam[d.fam(k)]
+				var ks []string
+				ks = append(ks, rbGroup(rng, fk, k, 4)...)
+				var vals []any
+				w.multi.Add(1)
+				inv, done, out := w.exec(c, gg, func(ctx context.Context, rc *redis.Client) error {
+					v, err := d.mget(ctx, rc, ks...).Result()
+					vals = v
+					return err
+				})
+				if out == rbOK {
+					for x, k := range ks {
+						v, ok := vals[x].(string)
+						w.o.Read(k, inv, done, v, !ok)
+					}
+				}
+				return
 			}
 			var val string
 			var isNil bool
 			inv, done, out := w.exec(c, gg, func(ctx context.Context, rc *redis.Client) error {
-				v, err := rc.Get(ctx, k).Result()
+				v, err := d.get(ctx, rc, k).Result()
 				val, isNil = v, errors.Is(err, redis.Nil)
 				return err
 			})
@@ -465,29 +718,29 @@ func (w *rbWorkload) start() {
 	}
 	gg := g
 	w.loop(g, func(c *rbClients, rng *rand.Rand) {
-		k := w.d.counters[rng.IntN(len(w.d.counters))]
-		_, _, out := w.exec(c, gg, func(ctx context.Context, rc *redis.Client) error { return rc.Incr(ctx, k).Err() })
+		k := d.counters[rng.IntN(len(d.counters))]
+		_, _, out := w.exec(c, gg, func(ctx context.Context, rc *redis.Client) error { return d.incrBy(ctx, rc, k, 1).Err() })
 		w.o.Incr(k, out)
 	})
 	g++
 	gm := g
-	pushSeq := make([]int64, len(w.d.push))
+	pushSeq := make([]int64, len(d.push))
 	n := 0
 	w.loop(g, func(c *rbClients, rng *rand.Rand) {
 		n++
 		if n%2 == 0 {
-			i := rng.IntN(len(w.d.push))
+			i := rng.IntN(len(d.push))
 			pushSeq[i]++
 			seq := pushSeq[i]
 			_, _, out := w.exec(c, gm, func(ctx context.Context, rc *redis.Client) error {
-				return rc.RPush(ctx, w.d.push[i], strconv.FormatInt(seq, 10)).Err()
+				return d.rpush(ctx, rc, d.push[i], strconv.FormatInt(seq, 10)).Err()
 			})
-			w.o.Push(w.d.push[i], seq, out)
+			w.o.Push(d.push[i], seq, out)
 			return
 		}
 		k := "rb:e:" + strconv.Itoa(n)
 		ttl := time.Second + time.Duration(rng.Int64N(int64(2*time.Second))).Truncate(time.Millisecond)
-		_, _, out := w.exec(c, gm, func(ctx context.Context, rc *redis.Client) error { return rc.Set(ctx, k, "eph", ttl).Err() })
+		_, _, out := w.exec(c, gm, func(ctx context.Context, rc *redis.Client) error { return d.set(ctx, rc, k, "eph", ttl).Err() })
 		if out != rbFailed {
 			end := time.Now().Add(ttl)
 			w.mu.Lock()
@@ -498,6 +751,21 @@ func (w *rbWorkload) start() {
 			w.mu.Unlock()
 		}
 	})
+}
+
+// rbGroup returns up to n of items (one family's keys or key indexes):
+// first, then others in random order.
+func rbGroup[T comparable](rng *rand.Rand, items []T, first T, n int) []T {
+	out := []T{first}
+	for _, p := range rng.Perm(len(items)) {
+		if len(out) == n {
+			break
+		}
+		if items[p] != first {
+			out = append(out, items[p])
+		}
+	}
+	return out
 }
 
 // finish stops the clients and sums what their connections saw.
@@ -513,6 +781,10 @@ func (w *rbWorkload) finish() {
 }
 
 func (w *rbWorkload) summary() string {
+	var hashed string
+	if w.d.hashed() {
+		hashed = fmt.Sprintf("; every command with hash=<family>, %d of them MSET/MGET/DEL of 2+ keys of one family", w.multi.Load())
+	}
 	if !w.stopped() {
 		var ta, to, di int64
 		w.mu.Lock()
@@ -520,12 +792,12 @@ func (w *rbWorkload) summary() string {
 			ta, to, di = ta+c.wire.tryAgain.Load(), to+c.wire.timeouts.Load(), di+c.wire.dials.Load()
 		}
 		w.mu.Unlock()
-		return fmt.Sprintf("so far: client ops %d (by stage at invoke: %s), TRYAGAIN on the wire %d (to the caller %d), other errors %d, killed-pod errors %d, read timeouts %d, dials %d",
-			w.ops.Load(), w.stageCounts(), ta, w.tryAgainFinal.Load(), w.otherErrs.Load(), w.killedErrs.Load(), to, di)
+		return fmt.Sprintf("so far: client ops %d (by stage at invoke: %s), TRYAGAIN on the wire %d (to the caller %d), other errors %d, killed-pod errors %d, read timeouts %d, dials %d%s",
+			w.ops.Load(), w.stageCounts(), ta, w.tryAgainFinal.Load(), w.otherErrs.Load(), w.killedErrs.Load(), to, di, hashed)
 	}
 	return fmt.Sprintf("client ops %d (by stage at invoke: %s): TRYAGAIN on the wire %d (returned to the caller after go-redis's retries %d), "+
-		"other errors %d, errors from a killed pod %d, read timeouts %d, dials %d",
-		w.ops.Load(), w.stageCounts(), w.wireTryAgain, w.tryAgainFinal.Load(), w.otherErrs.Load(), w.killedErrs.Load(), w.wireTimeouts, w.dials)
+		"other errors %d, errors from a killed pod %d, read timeouts %d, dials %d%s",
+		w.ops.Load(), w.stageCounts(), w.wireTryAgain, w.tryAgainFinal.Load(), w.otherErrs.Load(), w.killedErrs.Load(), w.wireTimeouts, w.dials, hashed)
 }
 
 // ---------------------------------------------------------------------------
@@ -848,19 +1120,19 @@ func rbVerify(t *testing.T, e *clEnv, w *rbWorkload, final []string, removed []s
 		bad++
 	}
 	for i, k := range d.hashes {
-		got, err := pods[i%len(pods)].rdb.HGetAll(ctx, k).Result()
+		got, err := d.hgetall(ctx, pods[i%len(pods)].rdb, k).Result()
 		if want := rbHashFields(k); err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
 			badf("hash %s = %v %v, want %v", k, got, err, want)
 		}
 	}
 	for i, k := range d.lists {
-		got, err := pods[i%len(pods)].rdb.LRange(ctx, k, 0, -1).Result()
+		got, err := d.lrange(ctx, pods[i%len(pods)].rdb, k).Result()
 		if want := rbListElems(k); err != nil || !slices.Equal(got, want) {
 			badf("list %s = %q %v, want %q", k, got, err, want)
 		}
 	}
 	for i, k := range d.sets {
-		got, err := pods[i%len(pods)].rdb.SMembers(ctx, k).Result()
+		got, err := d.smembers(ctx, pods[i%len(pods)].rdb, k).Result()
 		sort.Strings(got)
 		if want := rbSetMembers(k); err != nil || !slices.Equal(got, want) {
 			badf("set %s = %q %v, want %q", k, got, err, want)
@@ -881,7 +1153,7 @@ func rbVerify(t *testing.T, e *clEnv, w *rbWorkload, final []string, removed []s
 		p := pods[i%len(pods)].rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(ks))
 		for j, k := range ks {
-			cmds[j] = p.Do(ctx, "PTTL", k)
+			cmds[j] = d.pttl(ctx, p, k)
 		}
 		ci := time.Now()
 		p.Exec(ctx)
@@ -908,7 +1180,7 @@ func rbVerify(t *testing.T, e *clEnv, w *rbWorkload, final []string, removed []s
 		p := pods[i%len(pods)].rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(ks))
 		for j, k := range ks {
-			cmds[j] = p.Do(ctx, "PTTL", k)
+			cmds[j] = d.pttl(ctx, p, k)
 		}
 		p.Exec(ctx)
 		for j, k := range ks {
@@ -940,7 +1212,7 @@ func rbVerify(t *testing.T, e *clEnv, w *rbWorkload, final []string, removed []s
 		p := pods[i%len(pods)].rdb.Pipeline()
 		cmds := make([]*redis.IntCmd, len(ks))
 		for j, k := range ks {
-			cmds[j] = p.Exists(ctx, k)
+			cmds[j] = d.exists(ctx, p, k)
 		}
 		p.Exec(ctx)
 		for j, k := range ks {
@@ -957,12 +1229,24 @@ func rbVerify(t *testing.T, e *clEnv, w *rbWorkload, final []string, removed []s
 				alive++
 				t.Errorf("node %s still has %d of the short-TTL keys %s… after their deadline (%v)", a, n, ks[0], err)
 			}
+			if !d.hashed() {
+				continue
+			}
+			recs := make([]string, len(ks))
+			for j, k := range ks {
+				recs[j] = string(rebalance.PlaceKey([]byte(k)))
+			}
+			if n, err := rc.Exists(ctx, recs...).Result(); err != nil || n != 0 {
+				alive++
+				t.Errorf("node %s still has %d placement records of the short-TTL keys %s… after their deadline (%v)", a, n, ks[0], err)
+			}
 		}
 	}
 	t.Logf("short TTL: %d keys (%d preloaded, %d written during the run) all expired: %v", len(eph), len(d.short), len(eph)-len(d.short), alive == 0)
 
-	// 5. Markers: none on any node once the rebalance cleaned up.
-	rbNoMarkers(t, ctx, e, direct, 90*time.Second)
+	// 5. Markers: none on any node once the rebalance cleaned up
+	// (placement records are no markers: step 7 checks them).
+	rbNoMarkers(t, ctx, e, direct, 90*time.Second, d.hashed())
 
 	// 6. The removed nodes are drained.
 	for _, a := range removed {
@@ -980,29 +1264,161 @@ func rbVerify(t *testing.T, e *clEnv, w *rbWorkload, final []string, removed []s
 		}
 	}
 
-	// 7. Every key on its owner under the final ring, nothing elsewhere.
+	// 7. Every key on its owner under the final ring (in hashed mode: the
+	// owner of its family), nothing elsewhere; in hashed mode the
+	// placement records next to their keys (rbCheckRecords).
 	fr := clRing(t, 1, final...)
 	misplaced, markers := 0, 0
 	var dist []string
+	var rs rbRecordStats
 	for _, a := range final {
 		keys := rbScan(t, ctx, direct[a], "*", -1)
 		dist = append(dist, fmt.Sprintf("%s=%d", a, len(keys)))
+		var recs []string
 		for _, k := range keys {
+			if d.hashed() && rebalance.IsPlace([]byte(k)) {
+				recs = append(recs, k)
+				continue
+			}
 			if rebalance.IsMarker([]byte(k)) {
 				markers++
 				continue
 			}
-			if owner := fr.Node(fr.Owner([]byte(k))).Addr; owner != a {
+			place := k
+			if d.hashed() {
+				place = d.fam(k)
+			}
+			if owner := fr.Node(fr.Owner([]byte(place))).Addr; owner != a {
 				misplaced++
-				if misplaced <= 10 {
+				if misplaced > 10 {
+					continue
+				}
+				if d.hashed() {
+					t.Errorf("key %q (family %s) is on %s but its family's owner under the final ring is %s (leftover copy, or moved by its own slot)", k, place, a, owner)
+				} else {
 					t.Errorf("key %q is on %s but its owner under the final ring is %s (leftover copy)", k, a, owner)
 				}
 			}
+		}
+		if d.hashed() {
+			rbCheckRecords(t, ctx, direct[a], d, keys, recs, &rs)
 		}
 	}
 	t.Logf("keys per node at the end: %s; %d misplaced, %d markers", strings.Join(dist, " "), misplaced, markers)
 	if markers > 0 {
 		t.Errorf("%d marker keys left on the final nodes", markers)
+	}
+	if d.hashed() {
+		t.Logf("placement records: %v", &rs)
+		if rs.bad() > 0 {
+			t.Errorf("%d placement record violations: %v", rs.bad(), &rs)
+		}
+	}
+}
+
+// rbRecordSkew bounds how far a placement record's expiry may be from its
+// key's (the record is set at the key's deadline give or take a
+// millisecond or two; both PTTLs are read in one MULTI).
+const rbRecordSkew = 10 * time.Millisecond
+
+// rbRecordStats sums rbCheckRecords over the final nodes.
+type rbRecordStats struct {
+	keys, records, sameSlot          int           // live keys, records, keys whose own slot is their family's
+	missing, orphan, wrong, ttl      int           // violations
+	minDiff, maxDiff                 time.Duration // record PTTL - key PTTL over keys with a TTL
+	withTTL, persistent, examplesOut int
+}
+
+func (r *rbRecordStats) bad() int { return r.missing + r.orphan + r.wrong + r.ttl }
+
+func (r *rbRecordStats) String() string {
+	return fmt.Sprintf("%d live keys (%d in their family's slot: record optional), %d records; %d keys without their record, "+
+		"%d records without their key, %d naming another family, %d with a TTL unlike their key's (%d expiring keys: record PTTL - key PTTL in %v..%v; %d persistent)",
+		r.keys, r.sameSlot, r.records, r.missing, r.orphan, r.wrong, r.ttl, r.withTTL, r.minDiff, r.maxDiff, r.persistent)
+}
+
+// rbCheckRecords checks the placement records on one node (keys: all its
+// keys, recs: the records among them) in hashed mode: every live key whose
+// own slot is not its family's has its record on the same node, naming its
+// family, with the key's expiry (±rbRecordSkew) or none if the key has none;
+// no record is without its key (a deleted or expired key's record is gone).
+// Records elsewhere than their key are records without their key there.
+func rbCheckRecords(t *testing.T, ctx context.Context, rc *redis.Client, d *rbData, keys, recs []string, rs *rbRecordStats) {
+	t.Helper()
+	addr := rc.Options().Addr
+	have := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		have[k] = true
+	}
+	bad := func(format string, args ...any) {
+		if rs.examplesOut < 10 {
+			t.Errorf(format, args...)
+		}
+		rs.examplesOut++
+	}
+	for _, k := range keys {
+		if rebalance.IsMarker([]byte(k)) {
+			continue
+		}
+		rs.keys++
+		if ring.Slot([]byte(k)) == ring.Slot([]byte(d.fam(k))) {
+			rs.sameSlot++ // a record is allowed (MSET with other keys) but not needed
+			continue
+		}
+		if !have[string(rebalance.PlaceKey([]byte(k)))] {
+			rs.missing++
+			bad("key %q (family %s) on %s has no placement record: the next rebalance moves it by its own slot", k, d.fam(k), addr)
+		}
+	}
+	rs.records += len(recs)
+	for _, ch := range rbChunks(recs, 500) {
+		p := rc.TxPipeline() // each batch at one instant: PTTLs comparable
+		vals := make([]*redis.StringCmd, len(ch))
+		kt := make([]*redis.DurationCmd, len(ch)) // -1: persistent, -2: missing (go-redis keeps those as is)
+		rt := make([]*redis.DurationCmd, len(ch))
+		for i, r := range ch {
+			k, _ := rebalance.PlacedKey([]byte(r))
+			vals[i] = p.Get(ctx, r)
+			kt[i] = p.PTTL(ctx, string(k))
+			rt[i] = p.PTTL(ctx, r)
+		}
+		if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatalf("records on %s: %v", addr, err)
+		}
+		for i, r := range ch {
+			kb, _ := rebalance.PlacedKey([]byte(r))
+			k := string(kb)
+			v, _ := vals[i].Result()
+			kms, rms := kt[i].Val(), rt[i].Val()
+			switch {
+			case !have[k] || kms == -2:
+				rs.orphan++
+				bad("placement record %q (= %q) on %s without its key %q there (deleted or moved without its record?)", r, v, addr, k)
+			case v != d.fam(k):
+				rs.wrong++
+				bad("placement record of %q on %s names %q, want its family %s", k, addr, v, d.fam(k))
+			case kms < 0 || rms < 0:
+				if kms != rms {
+					rs.ttl++
+					bad("key %q on %s: PTTL %v, its record's %v; want both persistent", k, addr, kms, rms)
+				} else {
+					rs.persistent++
+				}
+			default:
+				diff := rms - kms
+				if rs.withTTL == 0 || diff < rs.minDiff {
+					rs.minDiff = diff
+				}
+				if rs.withTTL == 0 || diff > rs.maxDiff {
+					rs.maxDiff = diff
+				}
+				rs.withTTL++
+				if diff < -rbRecordSkew || diff > rbRecordSkew {
+					rs.ttl++
+					bad("key %q on %s: PTTL %v, its record's %v; want the record to expire with the key (±%v)", k, addr, kms, rms, rbRecordSkew)
+				}
+			}
+		}
 	}
 }
 
@@ -1018,7 +1434,7 @@ func rbFinalReads(t *testing.T, ctx context.Context, pods []*clPod, w *rbWorkloa
 		p := pods[i%len(pods)].rdb.Pipeline()
 		cmds := make([]*redis.StringCmd, len(ks))
 		for j, k := range ks {
-			cmds[j] = p.Get(ctx, k)
+			cmds[j] = d.get(ctx, p, k)
 		}
 		inv := o.Now()
 		p.Exec(ctx)
@@ -1032,14 +1448,14 @@ func rbFinalReads(t *testing.T, ctx context.Context, pods []*clPod, w *rbWorkloa
 		}
 	}
 	for i, k := range d.counters {
-		v, err := pods[i%len(pods)].rdb.Get(ctx, k).Int64()
+		v, err := d.get(ctx, pods[i%len(pods)].rdb, k).Int64()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			t.Fatalf("final GET %s: %v", k, err)
 		}
 		o.CounterFinal(k, v, errors.Is(err, redis.Nil))
 	}
 	for i, k := range d.push {
-		v, err := pods[i%len(pods)].rdb.LRange(ctx, k, 0, -1).Result()
+		v, err := d.lrange(ctx, pods[i%len(pods)].rdb, k).Result()
 		if err != nil {
 			t.Fatalf("final LRANGE %s: %v", k, err)
 		}
@@ -1051,11 +1467,22 @@ func rbFinalReads(t *testing.T, ctx context.Context, pods []*clPod, w *rbWorkloa
 // time taken and the last reason (empty on success).
 // rbNoMarkers checks, on every node directly (direct by address), that no
 // rebalance marker is left within the given time after the last rebalance.
-func rbNoMarkers(t *testing.T, ctx context.Context, e *clEnv, direct map[string]*redis.Client, within time.Duration) {
+// With records, placement records (keys written with hash=) are not
+// counted; without, they count as markers too.
+func rbNoMarkers(t *testing.T, ctx context.Context, e *clEnv, direct map[string]*redis.Client, within time.Duration, records bool) {
 	t.Helper()
 	took, why := rbPoll(within, func() string {
 		for _, r := range e.redis {
-			if ks := rbScan(t, ctx, direct[r.Addr], rebalance.MarkerPrefix+"*", 5); len(ks) > 0 {
+			limit := 5
+			if records {
+				limit = -1 // scan them all: records are most of what matches
+			}
+			ks := rbScan(t, ctx, direct[r.Addr], rebalance.MarkerPrefix+"*", limit)
+			if records {
+				ks = slices.DeleteFunc(ks, func(k string) bool { return rebalance.IsPlace([]byte(k)) })
+			}
+			if len(ks) > 0 {
+				ks = ks[:min(len(ks), 5)]
 				return fmt.Sprintf("%s still has markers, e.g. %q", r.Addr, ks)
 			}
 		}
@@ -1167,24 +1594,31 @@ func rbPodAddrs(pods []*clPod) []string {
 // node and no key lives outside its owner; no client error other than
 // TRYAGAIN.
 //
-// Two variants: Default (the pods' default migrator settings: each
-// migration takes well under a second here) and Throttled
+// Three variants: Default (the pods' default migrator settings: each
+// migration takes well under a second here), Throttled
 // (--migrate-keys-per-sec 500 per source node: each migration takes
 // several seconds, so the clients run many more operations against moving
-// keys in stage migrating).
+// keys in stage migrating) and Hashed: 10,000 keys, every one written and
+// read only through hash=<family> (rbFamily: 400 families, keys whose own
+// slots are not their family's), throttled to 300 keys/s so that the
+// clients keep at it through seconds of migrating; the end state must
+// also have every key on its family's owner with its placement record
+// next to it (rbCheckRecords).
 func TestRebalanceAddRemoveOracle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long end-to-end rebalance test; skipped with -short")
 	}
-	t.Run("Default", func(t *testing.T) { rbAddRemove(t, false) })
-	t.Run("Throttled", func(t *testing.T) { rbAddRemove(t, true, "--migrate-keys-per-sec", "500") })
+	t.Run("Default", func(t *testing.T) { rbAddRemove(t, false, 20000, nil) })
+	t.Run("Throttled", func(t *testing.T) { rbAddRemove(t, true, 20000, nil, "--migrate-keys-per-sec", "500") })
+	t.Run("Hashed", func(t *testing.T) { rbAddRemove(t, true, 10000, rbFamily, "--migrate-keys-per-sec", "300") })
 }
 
-// rbAddRemove runs TestRebalanceAddRemoveOracle; slow (a throttled
+// rbAddRemove runs TestRebalanceAddRemoveOracle with about n preloaded
+// keys (fam != nil: in hashed mode, see rbData.fam); slow (a throttled
 // migrator) adds operator controls during the REMOVE's migration: ABORT
 // must be refused once keys move, PAUSE must stop the migrator (moved keys
 // stay put while the clients go on), RESUME must let it finish.
-func rbAddRemove(t *testing.T, slow bool, podArgs ...string) {
+func rbAddRemove(t *testing.T, slow bool, n int, fam func(string) string, podArgs ...string) {
 	start := time.Now()
 	e := startClEnv(t, 4)
 	seeds := e.addrs(0, 1, 2)
@@ -1195,7 +1629,7 @@ func rbAddRemove(t *testing.T, slow bool, podArgs ...string) {
 	o := newRBOracle()
 	rng := rand.New(rand.NewPCG(1, 2))
 	s := time.Now()
-	d := rbPreload(t, o, e.pods, 20000, rng)
+	d := rbPreload(t, o, e.pods, n, rng, fam)
 	t.Logf("preloaded %d keys in %v; per node: %s", d.total, time.Since(s).Round(time.Millisecond), rbNodeKeys(t, e))
 
 	w := newRBWorkload(o, d, rbPodAddrs(e.pods))
@@ -1251,17 +1685,28 @@ func rbAddRemove(t *testing.T, slow bool, podArgs ...string) {
 // leader) must resume and finish the rebalance; the oracle and the end-state
 // checks are those of TestRebalanceAddRemoveOracle. Client errors are
 // allowed only on the killed pod (its connections die with it).
+//
+// Two variants: Default (20,000 plain keys) and Hashed (10,000 keys, all
+// through hash=<family> as in TestRebalanceAddRemoveOracle/Hashed: the
+// new leader must go on moving them by their placement records).
 func TestRebalanceLeaderKilledMidMigration(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long end-to-end rebalance test; skipped with -short")
 	}
+	// Throttled so that the migration takes a few seconds (about 5,000
+	// moving keys from 3 sources at 1,000 keys/s each; hashed: about
+	// 2,500 at 300 keys/s) and the kill lands in the middle of it on any
+	// machine.
+	t.Run("Default", func(t *testing.T) { rbLeaderKilled(t, 20000, nil, "--migrate-keys-per-sec", "1000") })
+	t.Run("Hashed", func(t *testing.T) { rbLeaderKilled(t, 10000, rbFamily, "--migrate-keys-per-sec", "300") })
+}
+
+// rbLeaderKilled runs TestRebalanceLeaderKilledMidMigration with about n
+// preloaded keys (fam != nil: hashed mode, see rbData.fam).
+func rbLeaderKilled(t *testing.T, n int, fam func(string) string, podArgs ...string) {
 	start := time.Now()
 	e := startClEnv(t, 4)
 	seeds := e.addrs(0, 1, 2)
-	// Throttled so that the migration takes a few seconds (about 5,000
-	// moving keys from 3 sources at 1,000 keys/s each) and the kill lands
-	// in the middle of it on any machine.
-	podArgs := []string{"--migrate-keys-per-sec", "1000"}
 	for range 2 {
 		e.startPod(seeds, podArgs...)
 	}
@@ -1269,7 +1714,7 @@ func TestRebalanceLeaderKilledMidMigration(t *testing.T) {
 	o := newRBOracle()
 	rng := rand.New(rand.NewPCG(3, 4))
 	s := time.Now()
-	d := rbPreload(t, o, e.pods, 20000, rng)
+	d := rbPreload(t, o, e.pods, n, rng, fam)
 	t.Logf("preloaded %d keys in %v; per node: %s", d.total, time.Since(s).Round(time.Millisecond), rbNodeKeys(t, e))
 
 	w := newRBWorkload(o, d, rbPodAddrs(e.pods))
@@ -1385,7 +1830,7 @@ func TestRebalanceRemapOracleCatchesLoss(t *testing.T) {
 	}
 	rbSettle(t, e, seeds)
 	o := newRBOracle()
-	d := rbPreload(t, o, e.pods, 8000, rand.New(rand.NewPCG(5, 6)))
+	d := rbPreload(t, o, e.pods, 8000, rand.New(rand.NewPCG(5, 6)), nil)
 	w := newRBWorkload(o, d, rbPodAddrs(e.pods))
 	w.start()
 	defer func() {

@@ -772,7 +772,7 @@ func TestRebalanceTxAndBlocking(t *testing.T) {
 	for _, r := range e.redis {
 		direct[r.Addr] = clClient(t, r.Addr)
 	}
-	rbNoMarkers(t, ctx, e, direct, 60*time.Second)
+	rbNoMarkers(t, ctx, e, direct, 60*time.Second, false)
 	for _, pat := range []string{"{wc:*", "{tp:*", "{bq:*"} {
 		if ks := rbScan(t, ctx, direct[removed], pat, 10); len(ks) > 0 {
 			t.Errorf("the removed node %s still holds keys %s, e.g. %q", removed, pat, ks)
