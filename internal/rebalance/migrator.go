@@ -185,7 +185,10 @@ type Migrator struct {
 	consecutive   atomic.Int32 // batch-level failures in a row
 	sampleScanned int64        // keys scanned and found moving in PhaseScan (under mu)
 	sampleMoving  int64
-	passFailed    int64 // keys that failed in the current pass (under mu)
+	// sampleInternal counts the markers and placement records among
+	// sampleScanned: DBSIZE counts them, the estimate must not.
+	sampleInternal int64
+	passFailed     int64 // keys that failed in the current pass (under mu)
 }
 
 // NewMigrator validates cfg and returns a migrator ready to Run.
@@ -274,10 +277,15 @@ func (m *Migrator) snapshotLocked() Progress {
 	p := m.p
 	p.StuckKeys = append([]string(nil), m.p.StuckKeys...)
 	p.Paused = m.paused
-	if p.MovingFraction == 0 && m.sampleScanned > 0 {
-		p.MovingFraction = float64(m.sampleMoving) / float64(m.sampleScanned)
+	data := m.sampleScanned - m.sampleInternal
+	if p.MovingFraction == 0 && data > 0 {
+		p.MovingFraction = float64(m.sampleMoving) / float64(data)
 	}
-	p.TotalEstimate = int64(float64(p.SourceKeys)*p.MovingFraction + 0.5)
+	keys := float64(p.SourceKeys)
+	if m.sampleScanned > 0 {
+		keys *= float64(data) / float64(m.sampleScanned)
+	}
+	p.TotalEstimate = int64(keys*p.MovingFraction + 0.5)
 	if h := p.Handled(); p.TotalEstimate < h {
 		p.TotalEstimate = h
 	}
@@ -458,8 +466,8 @@ func (m *Migrator) Run(ctx context.Context) (p Progress, err error) {
 			p.Passes++
 			switch p.Phase {
 			case PhaseScan:
-				if p.MovingFraction == 0 && m.sampleScanned > 0 {
-					p.MovingFraction = float64(m.sampleMoving) / float64(m.sampleScanned)
+				if data := m.sampleScanned - m.sampleInternal; p.MovingFraction == 0 && data > 0 {
+					p.MovingFraction = float64(m.sampleMoving) / float64(data)
 				}
 				p.Phase = PhaseVerify
 			case PhaseVerify:
@@ -610,9 +618,14 @@ func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
 	if _, err := gc(ctx, m.cfg.Source, recs); err != nil {
 		m.noteError(fmt.Errorf("placement records: %w", err))
 	}
-	var moving int64
+	var moving, internal int64
 	for _, g := range groups {
 		moving += int64(len(g))
+	}
+	for _, k := range keys {
+		if IsMarker(k) {
+			internal++
+		}
 	}
 	m.update(func(p *Progress) {
 		p.KeysScanned += int64(len(keys))
@@ -620,6 +633,7 @@ func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
 		if p.Phase == PhaseScan {
 			m.sampleScanned += int64(len(keys))
 			m.sampleMoving += moving
+			m.sampleInternal += internal
 		}
 	})
 	for _, d := range order {
