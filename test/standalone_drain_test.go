@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -61,6 +62,63 @@ func TestStandaloneDrainPipelineInFlight(t *testing.T) {
 	}
 	if code := e.c.Jupiter.ExitCode(); code != 0 {
 		t.Fatalf("jupiter exit code %d after SIGTERM:\n%s", code, e.c.Jupiter.Log())
+	}
+}
+
+// TestStandaloneDrainBlockedCall (#14): a client blocked in BLPOP k 0 at
+// SIGTERM keeps waiting while jupiter drains; shortly before
+// --shutdown-timeout runs out it gets a clean Redis error reply, -UNBLOCKED
+// naming the shutdown (not a connection reset or an EOF), with nothing
+// popped; jupiter then exits 0 with every connection drained, inside the
+// shutdown timeout.
+func TestStandaloneDrainBlockedCall(t *testing.T) {
+	e := startEnv(t, "--shutdown-timeout", "3s")
+	ctx := ctxT(t)
+	const key = "drain:queue"
+	got := make(chan error, 1)
+	go func() {
+		// go-redis default options: the error is what the application sees.
+		_, err := e.j.BLPop(ctx, 0, key).Result()
+		got <- err
+	}()
+	waitBlocked(t, "BLPOP blocked", e.nodes, 1, 20*time.Second)
+	home := -1
+	for i, n := range e.nodes {
+		if blockedClients(t, n) == 1 {
+			home = i
+		}
+	}
+	e.c.Jupiter.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("BLPOP still blocked after SIGTERM:\n%s", e.c.Jupiter.Log())
+	}
+	const want = "UNBLOCKED force unblock from blocking operation, jupiter is shutting down"
+	if err == nil || err.Error() != want {
+		t.Fatalf("BLPOP at shutdown returned %v, want the error reply %q", err, want)
+	}
+	select {
+	case <-e.c.Jupiter.Exited():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("jupiter did not exit after the drain:\n%s", e.c.Jupiter.Log())
+	}
+	if code := e.c.Jupiter.ExitCode(); code != 0 {
+		t.Fatalf("jupiter exit code %d after SIGTERM:\n%s", code, e.c.Jupiter.Log())
+	}
+	if log := e.c.Jupiter.Log(); strings.Contains(log, "drain did not finish in time") || !strings.Contains(log, `"msg":"clients drained"`) {
+		t.Fatalf("the drain did not close every connection within --shutdown-timeout:\n%s", log)
+	}
+	// The node let the BLPOP go: an element pushed now stays (a BLPOP
+	// still waiting there would take it, with nobody to hand it to).
+	waitBlocked(t, "the node to unblock the BLPOP", e.nodes, 0, 20*time.Second)
+	n := e.nodes[home]
+	if err := n.RPush(ctx, key, "kept").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := n.LRange(ctx, key, 0, -1).Result(); err != nil || len(v) != 1 || v[0] != "kept" {
+		t.Fatalf("%s on its node = %v, %v; want [kept]", key, v, err)
 	}
 }
 

@@ -155,11 +155,16 @@ func drainDelay(cfg config.Config, log *slog.Logger) {
 
 // drain stops accepting and closes every client connection at its next
 // command boundary (a pipeline, transaction or blocked command in progress
-// completes first), bounded by ctx.
+// completes first; a command still blocked shortly before ctx's deadline
+// gets -UNBLOCKED), bounded by ctx.
 func (f *frontEnds) drain(ctx context.Context, log *slog.Logger) {
-	if err := f.srv.Shutdown(ctx); err != nil {
-		log.Warn("drain did not finish in time; closed remaining clients", "err", err)
+	err := f.srv.Shutdown(ctx)
+	drained := f.srv.Stats.Drained.Load()
+	if err != nil {
+		log.Warn("drain did not finish in time; closed remaining clients", "err", err, "closed_at_boundary", drained)
+		return
 	}
+	log.Info("clients drained", "closed_at_boundary", drained)
 }
 
 // close stops the admin listener and joins both goroutines (briefly: they

@@ -28,9 +28,14 @@ import (
 // one are kept and run after it, as Redis does). wait ends with the reply,
 // or early when:
 //
-//   - the client disconnects or the proxy shuts down: the node is told to
+//   - the client disconnects or the proxy closes it: the node is told to
 //     unblock the connection (CLIENT UNBLOCK, where the node allows CLIENT;
 //     else the connection is closed), and the connection is given back;
+//   - the proxy's drain reaches its last phase, shortly before
+//     --shutdown-timeout runs out (Server.drainLast): the same, and the
+//     client gets -UNBLOCKED … jupiter is shutting down (errShutdown),
+//     then the connection closes; until then a blocked command may
+//     complete as usual while the proxy drains;
 //   - another client sends CLIENT UNBLOCK <id> [TIMEOUT|ERROR] naming this
 //     client's jupiter id: the same, answering as Redis would (nil, or
 //     -UNBLOCKED);
@@ -50,6 +55,11 @@ import (
 
 const (
 	errUnblocked = "UNBLOCKED client unblocked via CLIENT UNBLOCK"
+	// errShutdown answers a command still blocked when jupiter's drain
+	// reaches its last phase (Server.drainLast). Redis says UNBLOCKED
+	// when it must force a blocked client out (a failover); the command
+	// ran nowhere, so a client may retry it on another connection.
+	errShutdown = "UNBLOCKED force unblock from blocking operation, jupiter is shutting down"
 	// unblockWait bounds the wait for a blocked command's reply after the
 	// node was told to unblock it.
 	unblockWait = 5 * time.Second
@@ -57,9 +67,10 @@ const (
 
 // Why a blocked command was cancelled (blockState.why).
 const (
-	whyGone    int32 = iota + 1 // the client disconnected, or shutdown
-	whyTimeout                  // CLIENT UNBLOCK … TIMEOUT
-	whyError                    // CLIENT UNBLOCK … ERROR
+	whyGone     int32 = iota + 1 // the client disconnected, or its session ended
+	whyTimeout                   // CLIENT UNBLOCK … TIMEOUT
+	whyError                     // CLIENT UNBLOCK … ERROR
+	whyShutdown                  // the drain's last phase (Server.drainLast)
 )
 
 // blockState is one blocked command, shared by the session and its wait
@@ -142,6 +153,9 @@ func (s *session) startBlock(v *view, op connOp, id int32) {
 	}
 	s.state().blk = b
 	s.srv.blockedAdd(b)
+	if s.srv.drainFinal.Load() {
+		b.stop(whyShutdown) // after blockedAdd: drainLast either saw b or set the flag first
+	}
 	s.srv.wg.Add(1)
 	go b.wait(v)
 }
@@ -224,6 +238,11 @@ func (b *blockState) run(v *view) []byte {
 		}
 		if v.ring == nil {
 			return redcon.AppendError(nil, errNoRing)
+		}
+		select {
+		case <-b.cancel: // not sent to a node yet
+			return b.cancelled()
+		default:
 		}
 		args := b.args
 		if !b.until.IsZero() && tries > 0 {
@@ -369,11 +388,15 @@ func (b *blockState) interrupt(d *backend.Dedicated, cid int64, got chan blockRe
 	return <-got
 }
 
-// cancelled is the reply for a command cancelled by CLIENT UNBLOCK (or by a
-// disconnect, when nobody reads it).
+// cancelled is the reply for a command cancelled by CLIENT UNBLOCK, by the
+// drain's last phase, or by a disconnect (when nobody reads it).
 func (b *blockState) cancelled() []byte {
-	if b.why.Load() == whyError {
+	switch b.why.Load() {
+	case whyError:
 		return redcon.AppendError(nil, errUnblocked)
+	case whyShutdown:
+		b.srv.Stats.ErrReplies.Add(1)
+		return redcon.AppendError(nil, errShutdown)
 	}
 	return b.nilReply()
 }

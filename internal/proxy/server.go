@@ -219,9 +219,14 @@ type Server struct {
 	subs   map[*pubsub]struct{}
 	closed bool
 	// draining: Shutdown runs; sessions leave at their next command
-	// boundary (session.drainNow).
-	draining atomic.Bool
-	wg       sync.WaitGroup // one per session, dormant or not
+	// boundary (session.drainNow). drainFinal: its last phase runs
+	// (drainLast).
+	draining   atomic.Bool
+	drainFinal atomic.Bool
+	// lingering counts the sessions closed at a boundary that wait for
+	// their clients' own close (closeGracefully).
+	lingering atomic.Int64
+	wg        sync.WaitGroup // one per session, dormant or not
 	// dorm watches dormant sessions' sockets; started by the first
 	// session to go dormant (nil before, or if it could not start).
 	dorm       *dormancy
@@ -372,9 +377,12 @@ func (s *Server) goSession(ss *session, how int) {
 			ss.endTx()    // gives back a WATCH's dedicated connection
 			ss.endBlock() // unblocks a blocked command
 			ss.endPubSub()
+			ss.flushHeld() // replies held back while draining
 			if ss.graceful {
 				s.Stats.Drained.Add(1)
+				s.lingering.Add(1)
 				closeGracefully(ss.nc)
+				s.lingering.Add(-1)
 			}
 			ss.nc.Close()
 			s.Stats.Connected.Add(-1)
@@ -411,6 +419,17 @@ func (s *Server) sleep(ss *session) bool {
 
 // Shutdown stops accepting, lets sessions finish the batch they are
 // executing, closes them, and waits for them, bounded by ctx.
+//
+// Each session closes at a command boundary once its client waits for
+// replies (session.drainNow): a pipeline, transaction or blocked command
+// in progress completes first. When ctx has a deadline, the drain's last
+// phase (drainLast) starts shortly before it: blocked commands are
+// cancelled with errShutdown, and sessions whose clients never paused
+// close at their next boundary. At the deadline the sessions left (a
+// transaction still open, a client that stopped reading, a node that does
+// not answer) are closed where they are, and Shutdown returns ctx's
+// error; sessions already closed at a boundary that only wait for their
+// clients' own close (closeGracefully) are closed without it.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -432,6 +451,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if dorm != nil {
 		defer dorm.close()
 	}
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		last := time.AfterFunc(left-min(left/4, drainLastLead), s.drainLast)
+		defer last.Stop()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	defer s.ctl.Close() // a session still running past ctx gets errors from it, not a hang
@@ -441,6 +465,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
+		// A lingering session was drained: its client has every reply
+		// and the end of stream, only its own close is awaited.
+		active := len(s.sessions) - int(s.lingering.Load())
 		for ss := range s.sessions {
 			ss.stop()
 			// Close unblocks the session's reads and writes at once, but
@@ -449,9 +476,35 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			go ss.nc.Close()
 		}
 		s.mu.Unlock()
+		if active <= 0 {
+			return nil
+		}
 		return ctx.Err()
 	}
 }
+
+// drainLast is the drain's last phase (see Shutdown): from now on sessions
+// close at their next command boundary without waiting for their clients
+// to be quiet, and blocked commands are cancelled. Their clients get
+// errShutdown (or the element the node handed out just before the
+// cancel), then the close; the command ran nowhere, and the client can
+// retry it on another connection.
+func (s *Server) drainLast() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drainFinal.Store(true)
+	for _, b := range s.blockedBy {
+		b.stop(whyShutdown)
+	}
+	for ss := range s.sessions {
+		_ = ss.nc.SetReadDeadline(time.Now()) // look again now (drainNow)
+	}
+}
+
+// drainLastLead is how long before Shutdown's deadline its last phase
+// starts, at most (a quarter of the time left, if that is less): enough to
+// unblock a command on its node, write the reply, and see the client close.
+const drainLastLead = 2 * time.Second
 
 // closeGracefully ends a client connection without losing what was sent
 // to it: a FIN after the last reply, then whatever the client still sends

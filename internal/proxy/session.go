@@ -147,9 +147,9 @@ type session struct {
 	// using is the view of the batch being executed (nil between batches),
 	// so ApplyStage can wait for batches routed by an older view.
 	using atomic.Pointer[view]
-	// serveRaw's state (unix nanos): the last bytes received, the read
-	// deadline set on the socket (0: none), the end-of-stream check's
-	// interval.
+	// serveRaw's state (unix nanos): the last bytes received (serve's
+	// too), the read deadline set on the socket (0: none), the
+	// end-of-stream check's interval.
 	rawLast, rawDeadline int64
 	rawCheck             time.Duration
 	// rawConn is the plain-TCP client's socket, which flush writes
@@ -165,22 +165,91 @@ func (s *session) stop() {
 // drainNow reports (and records) that the session should end now because
 // the server drains and it is at a command boundary: nothing received that
 // is not executed and answered, no transaction or WATCH open, no blocked
-// command. A subscriber is at a boundary between messages: it reconnects
-// and resubscribes elsewhere.
+// command, no bytes waiting in the socket, and the client waiting for us:
+// it sent nothing for drainQuiet since its last bytes arrived and since
+// the replies of its last batch were held back (hold). A client sending
+// one batch in several writes sends the next write without waiting for
+// replies, so a client that stays quiet with its replies held has sent
+// all it meant to: the connection closes right after them, and whatever
+// the client sends later is a new request, which it retries elsewhere.
+// A busy request/response client is quiet too, since it waits for its
+// replies; a client that never pauses is closed at a boundary in the
+// drain's last phase (Server.drainFinal), without the quiet. A subscriber
+// is at a boundary between messages: it reconnects and resubscribes
+// elsewhere.
 func (s *session) drainNow() bool {
-	if !s.srv.draining.Load() || s.rs != s.re || s.blocked() {
-		return false
-	}
-	// Quiet for a moment too: a pipeline still arriving (its next segment
-	// a few microseconds away) must not be cut between two commands.
-	if s.rawConn != nil && time.Now().UnixNano()-s.rawLast < int64(drainQuiet) {
+	srv := s.srv
+	if !srv.draining.Load() || s.rs != s.re || s.blocked() {
 		return false
 	}
 	if s.cs != nil && (s.cs.tx.multi || s.cs.tx.watch != nil) {
 		return false
 	}
+	if !srv.drainFinal.Load() && time.Now().UnixNano()-s.quietSince() < int64(drainQuiet) {
+		return false
+	}
+	if s.rawConn != nil && s.pending() {
+		return false
+	}
 	s.graceful = true
 	return true
+}
+
+// quietSince is when the client last had reason to send without waiting:
+// its last bytes arrived, or its last replies were held back.
+func (s *session) quietSince() int64 {
+	if s.cs != nil {
+		return max(s.rawLast, s.cs.heldAt)
+	}
+	return s.rawLast
+}
+
+// pending reports whether the client's socket holds bytes not read yet.
+func (s *session) pending() bool {
+	p := false
+	_ = s.rawConn.Control(func(fd uintptr) { p = rawio.Pending(fd) })
+	return p
+}
+
+// holdable reports whether the replies of a batch that consumed every byte
+// received are held back (hold) rather than written: while the server
+// drains (before its last phase), by a session drainNow may end: no
+// transaction or WATCH open (its client waits for replies and stays open
+// anyway), no blocked command, no subscription (whose messages the nodes'
+// readers write to the client themselves).
+func (s *session) holdable() bool {
+	srv := s.srv
+	if !srv.draining.Load() || srv.drainFinal.Load() || s.closing || s.blocked() {
+		return false
+	}
+	cs := s.cs
+	return cs == nil || (!cs.tx.multi && cs.tx.watch == nil && cs.ps == nil)
+}
+
+// hold keeps the batch's replies in the session instead of writing them,
+// while the server drains: a client that then sends nothing for drainQuiet
+// waits for them, so its batch is complete, and drainNow closes the
+// connection right after writing them (flushHeld). Bytes arriving first
+// write them at once (drain) and run as usual.
+func (s *session) hold() {
+	cs := s.state()
+	cs.held = append(cs.held, s.out...)
+	cs.heldAt = time.Now().UnixNano()
+	s.out = s.out[:0]
+}
+
+// flushHeld writes the replies hold kept, as the session ends.
+func (s *session) flushHeld() {
+	if s.cs == nil || len(s.cs.held) == 0 {
+		return
+	}
+	if !s.writeFailed {
+		_ = s.nc.SetWriteDeadline(time.Now().Add(drainLinger))
+		if _, err := s.nc.Write(s.cs.held); err != nil {
+			s.writeFailed = true
+		}
+	}
+	s.cs.held = nil
 }
 
 // serve runs the session until it ends, or until it went dormant (true):
@@ -207,6 +276,15 @@ func (s *session) serve() bool {
 				return false // Shutdown's immediate deadline may have just been overwritten
 			}
 		}
+		if s.srv.draining.Load() && !s.blocked() {
+			// Look again once the client was quiet long enough (drainNow).
+			if d := s.quietSince() + int64(drainQuiet); d > time.Now().UnixNano() {
+				_ = s.nc.SetReadDeadline(time.Unix(0, d))
+				if s.stopping.Load() || s.drainNow() {
+					return false
+				}
+			}
+		}
 		if s.oneCmd {
 			// A client that sends one command at a time is still reading
 			// our reply: reading now would almost always find nothing (a
@@ -219,6 +297,9 @@ func (s *session) serve() bool {
 		n, err := s.nc.Read(s.buf[s.re:])
 		filled := n > 0 && s.re+n == len(s.buf)
 		s.re += n
+		if n > 0 {
+			s.rawLast = time.Now().UnixNano()
+		}
 		if n > 0 && !s.drain(lim) {
 			return false
 		}
@@ -311,7 +392,7 @@ func (s *session) serveRaw(rc syscall.RawConn) (dormant bool) {
 		if s.stopping.Load() {
 			return false
 		}
-		if after := s.srv.opts.DormantAfter; after > 0 && now-s.rawLast >= int64(after) && s.rs == s.re {
+		if after := s.srv.opts.DormantAfter; after > 0 && now-s.rawLast >= int64(after) && s.rs == s.re && (s.cs == nil || len(s.cs.held) == 0) {
 			// Silent, with no partial command: sleep without a goroutine
 			// and without a grown read buffer. The watcher's level-
 			// triggered registration stands in for the end-of-stream
@@ -402,7 +483,7 @@ func (s *session) park(skipped bool) bool {
 	}
 	if s.srv.draining.Load() {
 		// Look again once the client was quiet long enough (drainNow).
-		if d := s.rawLast + int64(drainQuiet); d > now && (want == 0 || d < want) {
+		if d := s.quietSince() + int64(drainQuiet); d > now && (want == 0 || d < want) {
 			want = d
 		}
 	}
@@ -496,6 +577,15 @@ func (s *session) drain(lim resp.Limits) bool {
 		s.srv.putBatch(s.batch)
 		s.batch = nil
 	}()
+	if s.cs != nil && len(s.cs.held) > 0 {
+		// The client sent more while its replies were held (hold): they
+		// go out now, ahead of the new ones.
+		s.out = append(s.out, s.cs.held...)
+		s.cs.held = s.cs.held[:0]
+		if !s.flush() {
+			return false
+		}
+	}
 	for {
 		v := s.acquire()
 		s.begin(len(v.nodes))
@@ -537,7 +627,9 @@ func (s *session) drain(lim resp.Limits) bool {
 			s.srv.Stats.ProtoErrors.Add(1)
 			s.out = redcon.AppendError(s.out, protoErr.Error())
 		}
-		if !s.flush() {
+		if protoErr == nil && s.rs == s.re && s.holdable() {
+			s.hold()
+		} else if !s.flush() {
 			return false
 		}
 		if protoErr != nil || s.closing {

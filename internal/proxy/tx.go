@@ -62,6 +62,10 @@ type connState struct {
 	blk   *blockState // the blocking command being waited for
 	ps    *pubsub     // subscriptions
 	resp3 bool        // HELLO 3
+	// held: replies kept back while the server drains (session.hold),
+	// since heldAt (unix nanos).
+	held   []byte
+	heldAt int64
 }
 
 func (s *session) state() *connState {

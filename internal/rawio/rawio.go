@@ -54,3 +54,18 @@ func Write(fd uintptr, p []byte) (int, error) {
 		return int(n), nil
 	}
 }
+
+// Pending reports whether a non-blocking socket has bytes waiting to be
+// read (recv(2) with MSG_PEEK: nothing is consumed). An end of stream or an
+// error counts as nothing pending.
+func Pending(fd uintptr) bool {
+	var b [1]byte
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		return e == 0 && n > 0
+	}
+}

@@ -128,3 +128,43 @@ func TestFullSocketDoesNotBlock(t *testing.T) {
 		t.Fatalf("after %d bytes to a peer that never reads: %v; want EAGAIN", total, err)
 	}
 }
+
+// TestPending: Pending sees bytes without consuming them, and reports
+// nothing for an empty socket or one at its end of stream.
+func TestPending(t *testing.T) {
+	a, b := pair(t)
+	var p bool
+	on(t, b, func(fd uintptr) { p = Pending(fd) })
+	if p {
+		t.Fatal("Pending on an empty socket")
+	}
+	if _, err := a.Write([]byte("PING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !p; time.Sleep(time.Millisecond) {
+		on(t, b, func(fd uintptr) { p = Pending(fd) })
+		if time.Now().After(deadline) {
+			t.Fatal("Pending never saw the bytes written")
+		}
+	}
+	got := make([]byte, 64)
+	n, err := b.Read(got)
+	if err != nil || string(got[:n]) != "PING\r\n" {
+		t.Fatalf("Read after Pending = %q, %v: the peek consumed bytes", got[:n], err)
+	}
+	on(t, b, func(fd uintptr) { p = Pending(fd) })
+	if p {
+		t.Fatal("Pending after every byte was read")
+	}
+	if err := a.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := b.Read(got); err == nil {
+		t.Fatal("no end of stream after CloseWrite")
+	}
+	on(t, b, func(fd uintptr) { p = Pending(fd) })
+	if p {
+		t.Fatal("Pending at the end of stream")
+	}
+}
