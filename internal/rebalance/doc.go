@@ -69,8 +69,8 @@
 //	                new: MULTI; EXISTS mk; DEL k; SET mk 1 PX T; EXEC
 //	                old: UNLINK k
 //	ReadRule        new: MULTI; EXISTS k; EXISTS mk; <read>; EXEC
-//	                old: MULTI; EXISTS k; <read>; EXEC   (if new had neither)
-//	                new: as the first probe                (if old had no k)
+//	                old: MULTI; EXISTS k; <read>; EXEC   (at the same time)
+//	                new: as the first probe    (if new had neither, old no k)
 //	Migrator        source: DBSIZE; SCAN <cursor> COUNT 1000; MGET pk…; then
 //	                MoveBatch; EVAL <GCScript> … for records whose key is gone
 //	Cleanup         node: SCAN <cursor> MATCH <MarkerPattern(epoch)> COUNT 1000; UNLINK …
@@ -97,8 +97,9 @@
 //     mk in the same transaction, before old is touched (I1; R3 needs the
 //     tombstone before the UNLINK, R5 needs the marker to outlive the
 //     value).
-//   - ReadRule: new, old, new (R6): a key that exists throughout is never
-//     reported missing, and a tombstone on new hides a stale copy on old.
+//   - ReadRule: new and old at once, then new (R6): a key that exists
+//     throughout is never reported missing, and a tombstone on new hides a
+//     stale copy on old.
 //   - Migrator: one full SCAN pass sees every key still on the source (I2);
 //     the verification passes make COMMIT exact (I3): Run returns nil only
 //     after a full pass that found no moving key. Progress is checkpointed

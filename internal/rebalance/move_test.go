@@ -653,10 +653,15 @@ func TestReadRule(t *testing.T) {
 	if err != nil || string(r) != "-ERR wrong number of arguments for 'get' command\r\n" {
 		t.Errorf("read with a bad command: %q, %v", r, err)
 	}
-	// R6: the key moves between the first (new) and second (old) probe.
+	// R6: the key moves after the probe of new and before the probe of
+	// old (the two run at once: old's waits here for new's to finish).
 	do(t, old, "SET", "m", "moving")
 	mover := &Mover{Old: old, New: new, Epoch: 6}
+	probed := make(chan struct{})
+	var once sync.Once
+	m.New = execHookNode{Node: new, after: func() { once.Do(func() { close(probed) }) }}
 	m.Old = hookNode{Node: old, before: func() {
+		<-probed
 		if _, err := mover.Move(ctx, []byte("m")); err != nil {
 			t.Error(err)
 		}
@@ -674,6 +679,27 @@ type hookNode struct {
 func (h hookNode) TxPipeline() redis.Pipeliner {
 	h.before()
 	return h.Node.TxPipeline()
+}
+
+// execHookNode runs after() once each of its transactions has run.
+type execHookNode struct {
+	Node
+	after func()
+}
+
+func (h execHookNode) TxPipeline() redis.Pipeliner {
+	return execHook{h.Node.TxPipeline(), h.after}
+}
+
+type execHook struct {
+	redis.Pipeliner
+	after func()
+}
+
+func (e execHook) Exec(ctx context.Context) ([]redis.Cmder, error) {
+	r, err := e.Pipeliner.Exec(ctx)
+	e.after()
+	return r, err
 }
 
 func TestCommandsText(t *testing.T) {
