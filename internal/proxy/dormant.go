@@ -5,7 +5,9 @@ package proxy
 import (
 	"errors"
 	"os"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -40,6 +42,13 @@ type dormancy struct {
 	rc   syscall.RawConn
 	done chan struct{}
 
+	// Stack reclaim (see reclaim): sessions gone dormant so far and when
+	// the last one did (unix nanos); the thresholds; the reclaimer's stop
+	// and end.
+	slept, lastSlept       atomic.Int64
+	policy                 reclaimPolicy
+	stopReclaim, reclaimed chan struct{}
+
 	mu       sync.Mutex
 	sleeping map[uint32]sleeper // by session id, the epoll events' data
 	closed   bool
@@ -60,9 +69,58 @@ func newDormancy(srv *Server) (*dormancy, error) {
 		ep.Close()
 		return nil, err
 	}
-	d := &dormancy{srv: srv, epfd: fd, ep: ep, rc: rc, done: make(chan struct{}), sleeping: map[uint32]sleeper{}}
+	d := &dormancy{srv: srv, epfd: fd, ep: ep, rc: rc, done: make(chan struct{}), sleeping: map[uint32]sleeper{},
+		policy:      reclaimPolicy{after: 1024, quiet: 2 * time.Second, every: 30 * time.Second, tick: time.Second},
+		stopReclaim: make(chan struct{}), reclaimed: make(chan struct{})}
+	if p := srv.opts.reclaim; p != nil {
+		d.policy = *p
+	}
 	go d.run()
+	go d.reclaim()
 	return d, nil
+}
+
+// reclaimPolicy: reclaim after this many sessions went dormant, the last
+// one quiet ago, at most once per every, looking each tick.
+type reclaimPolicy struct {
+	after              int64
+	quiet, every, tick time.Duration
+}
+
+// reclaim returns the stacks of sessions that went dormant to the OS once
+// a burst of them has settled. A session's goroutine ends when it goes
+// dormant, but its 4 KiB stack stays in the runtime's free lists until the
+// next garbage collection, and an idle proxy allocates too little to start
+// one (Go forces one every 2 minutes): 10,000 connections that arrive at
+// once and go quiet kept ~6 KB each instead of ~2. So when at least
+// policy.after (1024) sessions went dormant since the last reclaim, the
+// last of them policy.quiet (2s) ago, and no reclaim ran for policy.every
+// (30s), one forced collection with scavenging (debug.FreeOSMemory) gives
+// the stacks back. Its cost, a full GC cycle, is paid at most once per
+// policy.every and only after such a burst; the request path is not
+// involved.
+func (d *dormancy) reclaim() {
+	defer close(d.reclaimed)
+	p := d.policy
+	t := time.NewTicker(p.tick)
+	defer t.Stop()
+	var base int64
+	var last time.Time
+	for {
+		select {
+		case <-d.stopReclaim:
+			return
+		case <-t.C:
+		}
+		n := d.slept.Load()
+		quiet := time.Duration(time.Now().UnixNano() - d.lastSlept.Load())
+		if n-base < p.after || quiet < p.quiet || time.Since(last) < p.every {
+			continue
+		}
+		debug.FreeOSMemory()
+		base, last = n, time.Now()
+		d.srv.Stats.StackReclaims.Add(1)
+	}
 }
 
 // sleep registers s, whose goroutine is about to end, and reports whether
@@ -89,6 +147,8 @@ func (d *dormancy) sleep(s *session) bool {
 	d.sleeping[s.id] = sl
 	d.srv.Stats.Dormant.Add(1)
 	d.mu.Unlock()
+	d.slept.Add(1)
+	d.lastSlept.Store(time.Now().UnixNano())
 	// Shutdown stops a session after setting stopping, then wakes it if it
 	// sleeps: either it found s here, or s sees stopping now and takes
 	// itself back (and ends, like any stopped session).
@@ -202,8 +262,11 @@ func (d *dormancy) wakeAll() {
 	}
 }
 
-// close wakes any sleeper left, stops run and waits for it.
+// close wakes any sleeper left, stops run and the reclaimer and waits for
+// them.
 func (d *dormancy) close() {
+	close(d.stopReclaim)
+	<-d.reclaimed // bounded: a FreeOSMemory in progress, then the select
 	d.wakeAll()
 	d.ep.Close() // returns once run is out of the file's read
 	select {

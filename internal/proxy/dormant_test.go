@@ -230,3 +230,41 @@ func TestDormantRaces(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestDormantStackReclaim: once a burst of sessions went dormant and
+// settled, one forced collection returns their stacks (StackReclaims),
+// not before the burst is quiet, and not again without a new burst.
+func TestDormantStackReclaim(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server")
+	}
+	px := startProxyRing(t, ringOf(t, 1, testenv.StartRedis(t).Addr), backend.Options{},
+		Options{HashPrefix: "hash=", DormantAfter: 20 * time.Millisecond,
+			reclaim: &reclaimPolicy{after: 40, quiet: 300 * time.Millisecond, every: 0, tick: 20 * time.Millisecond}})
+	reclaims := px.srv.Stats.StackReclaims.Load
+	var cs []*client
+	for range 30 {
+		c := dial(t, px.addr)
+		c.do("PING")
+		cs = append(cs, c)
+	}
+	waitStat(t, "dormant", px.srv.Stats.Dormant.Load, 30)
+	time.Sleep(500 * time.Millisecond)
+	if n := reclaims(); n != 0 {
+		t.Fatalf("%d reclaims after 30 sessions went dormant (threshold 40)", n)
+	}
+	for range 20 {
+		c := dial(t, px.addr)
+		c.do("PING")
+		cs = append(cs, c)
+	}
+	waitStat(t, "dormant", px.srv.Stats.Dormant.Load, 50)
+	waitStat(t, "stack reclaims", reclaims, 1)
+	time.Sleep(500 * time.Millisecond)
+	if n := reclaims(); n != 1 {
+		t.Fatalf("%d reclaims without a new burst", n)
+	}
+	for _, c := range cs {
+		c.nc.Close()
+	}
+}

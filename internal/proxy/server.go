@@ -147,7 +147,9 @@ type Options struct {
 	IdleTimeout time.Duration // 0 = never close idle clients
 	// DormantAfter: a plain-TCP client silent this long gives up its
 	// goroutine until it sends again (dormant.go); default 1s, < 0 never.
-	DormantAfter  time.Duration
+	DormantAfter time.Duration
+	// reclaim overrides the stack reclaim's thresholds (tests).
+	reclaim       *reclaimPolicy
 	AdminTimeout  time.Duration // bound for one JUPITER command (default 10s)
 	Version       string        // reported by INFO
 	RedisVersion  string        // redis_version reported by INFO (clients gate features on it)
@@ -181,6 +183,9 @@ type Stats struct {
 	TryAgain  atomic.Int64
 	// Dormant: open client connections without a goroutine (dormant.go).
 	Dormant atomic.Int64
+	// StackReclaims counts the forced collections that returned the stacks
+	// of a burst of sessions gone dormant to the OS (dormancy.reclaim).
+	StackReclaims atomic.Int64
 	// Drained: client connections closed at a command boundary by a
 	// graceful Shutdown.
 	Drained atomic.Int64
