@@ -546,7 +546,9 @@ func (srv *Server) mover(v *view, old, dest int, resp3 bool) (*rebalance.Mover, 
 	if err != nil {
 		return nil, err
 	}
-	return &rebalance.Mover{Old: o, New: n, Epoch: v.mig.epoch, MarkerTTL: srv.opts.MarkerTTL}, nil
+	// LeaveOld: a client command does not wait for old's copy to be
+	// unlinked; the migrator does that (rebalance.Mover.LeaveOld).
+	return &rebalance.Mover{Old: o, New: n, Epoch: v.mig.epoch, MarkerTTL: srv.opts.MarkerTTL, LeaveOld: true}, nil
 }
 
 // ctlPoolSize is each control client's connection pool: the rebalance path

@@ -101,6 +101,14 @@ type Mover struct {
 	// without a record gets one naming Place. nil for keys placed by their
 	// own names.
 	Place []byte
+	// LeaveOld skips the UNLINK of old's copy after a move (Ensure) or a
+	// write on new (WriteMarked, UpdateMarked, MultiMarked): one round
+	// trip less for a client command. The copy is stale but harmless: new
+	// holds the key or its marker, which the read rule, SCAN/KEYS and
+	// every mover prefer, and the migrator unlinks it when its SCAN meets
+	// it (its restore is refused: AlreadyOnNew). Never set it on a
+	// migrator's movers, which must empty the source.
+	LeaveOld bool
 	// BatchKeys and BatchBytes bound one MoveBatch pipeline (snapshot
 	// pipelines by keys, and by bytes after the first chunk; restore
 	// pipelines by payload bytes); 0 means the defaults (200 keys, 4 MiB).
@@ -302,6 +310,9 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
 	var gone [][]byte
 	var idx []int
 	for i, o := range out {
+		if m.LeaveOld && o.Result != Expired {
+			continue // new is authoritative: the migrator unlinks the stale copy
+		}
 		if o.Err == nil && (o.Result == Moved || o.Result == AlreadyOnNew || o.Result == Expired) {
 			gone = append(gone, o.Key)
 			idx = append(idx, i)

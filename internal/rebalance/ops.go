@@ -210,6 +210,9 @@ func (m *Mover) writeMarked(ctx context.Context, keys [][]byte, write Command) (
 		return nil, fmt.Errorf("write on new: %w", err)
 	}
 	reply := rawReply(r[0])
+	if m.LeaveOld {
+		return reply, nil
+	}
 	if err := m.Old.Do(ctx, onOld.args()...).Err(); err != nil {
 		return reply, fmt.Errorf("%w: %v", ErrUnlink, err)
 	}
