@@ -60,7 +60,9 @@
 //	                UNLINK k1 … kn pk1 … pkn
 //	Ensure(k)       new: EXISTS k mk   (> 0: done) — else Move(k)
 //	WriteMarked     new: MULTI; <write>; SET mk 1 PX T; EXEC
-//	                old: UNLINK k   (after EXEC succeeded)
+//	                old: UNLINK k   (after EXEC succeeded; not with
+//	                Mover.LeaveOld, which the proxy sets: the migrator
+//	                unlinks the stale copy, and Ensure's Move skips it too)
 //	UpdateMarked    Ensure(k), then WriteMarked
 //	MultiMarked     Ensure(k1) … Ensure(kn), then
 //	                new: MULTI; <cmd>; SET mk1 1 PX T; …; SET mkn 1 PX T; EXEC
