@@ -255,6 +255,7 @@ func (d *dormancy) wakeAll() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true
+	d.srv.noSleep.Store(true)
 	for _, sl := range d.sleeping {
 		if d.takeLocked(sl.s) {
 			d.srv.goSession(sl.s, runResume)

@@ -12,7 +12,7 @@ import (
 // rebalance moves the keys with X (see internal/rebalance/place.go). On
 // the multiplexed connection the write goes as
 //
-//	MULTI; <mirror>; <write>; EXEC        (SET, EXPIRE, DEL, INCR, HSET…)
+//	<mirror>; <write>                     (SET, EXPIRE, DEL, INCR, HSET…)
 //	MULTI; <write>; <sync>; EXEC          (pops, RENAME, EVAL…)
 //
 // in one contiguous payload (rebalance.RecordCommand says which), and the
@@ -65,45 +65,52 @@ func (s *session) placedKeys(spec *command.Spec, args [][]byte, hkey []byte) [][
 	return keys
 }
 
-// placedWrite sends a placed write to node on the multiplexed path:
-// MULTI, the records' mirror and the write (or the write and the records'
-// sync), EXEC.
+// placedWrite sends a placed write to node on the multiplexed path. A
+// mirror goes right before the write, with no MULTI: the record then
+// exists whenever the key does, and its deadline is no later than the
+// key's, whatever comes between the two (a MULTI would cost the node two
+// more commands per write: TestRecordCommandsMirror checks the plain
+// pair). A sync must see the write's effect and so follows it inside
+// MULTI … EXEC, where no other client's command can see the key without
+// its record.
 func (s *session) placedWrite(node int, args [][]byte, keys [][]byte, hkey []byte) {
 	rc, before := rebalance.RecordCommand(args, keys, hkey)
+	sh := &s.shares[node]
+	if before {
+		s.newCall(node) // the mirror's reply is not the client's
+		c0 := s.ncall
+		s.newCall(node)
+		sh.payload = resp.AppendCommand(sh.payload, rc...)
+		sh.payload = resp.AppendCommand(sh.payload, args...)
+		s.cmds = append(s.cmds, entry{kind: kForward, c0: int32(c0), cn: 1})
+		return
+	}
 	c0 := s.ncall
 	for range 4 {
 		s.newCall(node)
 	}
-	sh := &s.shares[node]
 	sh.payload = append(sh.payload, "*1\r\n$5\r\nMULTI\r\n"...)
-	at := int32(0) // the write's element in EXEC's reply
-	if before {
-		sh.payload = resp.AppendCommand(sh.payload, rc...)
-		at = 1
-	}
 	sh.payload = resp.AppendCommand(sh.payload, args...)
-	if !before {
-		sh.payload = resp.AppendCommand(sh.payload, rc...)
-	}
+	sh.payload = resp.AppendCommand(sh.payload, rc...)
 	sh.payload = append(sh.payload, "*1\r\n$4\r\nEXEC\r\n"...)
-	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policyPlaced, c0: int32(c0), cn: 4, aux: at})
+	s.cmds = append(s.cmds, entry{kind: kMerge, policy: policyPlaced, c0: int32(c0), cn: 4})
 }
 
-// placedReply is the client's reply to a placed write from the replies to
-// MULTI, the two queued commands and EXEC; at is the write's position
-// among the two.
-func placedReply(dst []byte, parts [][]byte, at int) []byte {
-	if q := parts[1+at]; resp.IsError(q) { // the write refused when queued: nothing ran
+// placedReply is the client's reply to a write followed by its records'
+// sync in MULTI: from the replies to MULTI, the write and the sync when
+// queued, and EXEC.
+func placedReply(dst []byte, parts [][]byte) []byte {
+	if q := parts[1]; resp.IsError(q) { // the write refused when queued: nothing ran
 		return append(dst, q...)
 	}
-	if q := parts[2-at]; resp.IsError(q) {
+	if q := parts[2]; resp.IsError(q) {
 		return append(dst, q...)
 	}
 	elems, _, ok := resp.Elements(parts[3], nil)
 	if !ok || len(elems) != 2 {
 		return append(dst, parts[3]...) // EXEC's error (EXECABORT, OOM…)
 	}
-	return append(dst, elems[at]...)
+	return append(dst, elems[0]...)
 }
 
 // placedSync is the encoded SyncCommand of a queued or blocking command's

@@ -236,6 +236,9 @@ type Server struct {
 	// session to go dormant (nil before, or if it could not start).
 	dorm       *dormancy
 	dormFailed bool
+	// noSleep: sessions cannot go dormant (dormancy unavailable or
+	// stopped), so a session must not wake up just to try.
+	noSleep atomic.Bool
 }
 
 // New returns a server routing by router and answering JUPITER with admin.
@@ -413,6 +416,7 @@ func (s *Server) sleep(ss *session) bool {
 		d, err := newDormancy(s)
 		if err != nil {
 			s.dormFailed = true
+			s.noSleep.Store(true)
 			s.log.Warn("idle clients keep their goroutines: dormancy unavailable", "err", err)
 		}
 		s.dorm = d

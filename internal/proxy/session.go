@@ -143,6 +143,7 @@ type session struct {
 	rawWait     bool // serveRaw: the last read drained the socket
 	gone        bool // the client closed or reset the connection (seen while blocked)
 	graceful    bool // leaving at a command boundary while the server drains: FIN first
+	sleepFailed bool // going dormant failed since the client's last bytes
 
 	// using is the view of the batch being executed (nil between batches),
 	// so ApplyStage can wait for batches routed by an older view.
@@ -401,6 +402,7 @@ func (s *session) serveRaw(rc syscall.RawConn) (dormant bool) {
 			if s.srv.sleep(s) {
 				return true
 			}
+			s.sleepFailed = true // no immediate retry until the client sends again (park)
 		}
 	}
 }
@@ -436,7 +438,7 @@ func (s *session) rawStep(fd uintptr) bool {
 			s.gone = true
 			return true // reset, or the client closed
 		}
-		s.rawLast, s.rawCheck = time.Now().UnixNano(), eofCheckMin
+		s.rawLast, s.rawCheck, s.sleepFailed = time.Now().UnixNano(), eofCheckMin, false
 		filled := s.re+n == len(s.buf)
 		s.re += n
 		if !s.drain(s.srv.opts.Limits) {
@@ -470,9 +472,16 @@ func (s *session) park(skipped bool) bool {
 		now = time.Now().UnixNano()
 	}
 	if after := s.srv.opts.DormantAfter; after > 0 {
-		// Wake up to go dormant; not when that moment has passed (the
-		// session could not sleep then: a partial command, or no epoll).
-		if d := s.rawLast + int64(after); d > now && (want == 0 || d < want) {
+		// Wake up to go dormant. When that moment has passed, it was
+		// either while the session could not sleep (a partial command, no
+		// epoll: no wake-up for it then) or while it was busy or not
+		// scheduled after an early wake-up: then look again at once, or
+		// it would wait without a deadline and never sleep.
+		d := s.rawLast + int64(after)
+		if d <= now && s.rs == s.re && (s.cs == nil || len(s.cs.held) == 0) && !s.sleepFailed && !s.srv.noSleep.Load() {
+			d = now + 1
+		}
+		if d > now && (want == 0 || d < want) {
 			want = d
 		}
 	}
@@ -873,7 +882,7 @@ func (s *session) merge(v *view, dst []byte, e *entry) []byte {
 	case policyRandomKey:
 		dst = randomKeyReply(dst, s.parts[0], s.resp3())
 	case policyPlaced:
-		dst = placedReply(dst, s.parts, int(e.aux))
+		dst = placedReply(dst, s.parts)
 	case policyExecPrefix:
 		dst = execCut(dst, s.parts[0], int(e.aux))
 	default:

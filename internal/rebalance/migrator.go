@@ -593,17 +593,13 @@ func scanOnce(ctx context.Context, n Node, cursor uint64, match string, count in
 }
 
 // handle moves the moving keys among one SCAN reply, grouped by destination.
-// A key with a placement record moves by the record's hash key; records
-// whose key is gone are deleted (GCScript).
+// A key with a placement record moves by the record's hash key (the move
+// carries the record).
 func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
 	groups := map[int][][]byte{}
 	var order []int
-	var recs [][]byte
 	for i, k := range keys {
 		if IsMarker(k) {
-			if IsPlace(k) {
-				recs = append(recs, k)
-			}
 			continue
 		}
 		d, ok := m.cfg.Moving(placeOr(k, places[i]))
@@ -614,9 +610,6 @@ func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
 			order = append(order, d)
 		}
 		groups[d] = append(groups[d], k)
-	}
-	if _, err := gc(ctx, m.cfg.Source, recs); err != nil {
-		m.noteError(fmt.Errorf("placement records: %w", err))
 	}
 	var moving, internal int64
 	for _, g := range groups {

@@ -17,10 +17,10 @@ import (
 // `GET k hash=X` misses. So every write with hash=X of a key whose slot
 // differs from X's keeps a placement record next to the key, on the same
 // node: the string key PlaceKey(k) = MarkerPrefix + "p:" + k, holding X,
-// with k's expiry and deleted with k. The proxy updates it in the same
-// MULTI as the write (RecordCommands: a plain mirror of the write, or
-// SyncScript), so a record exists exactly while its key does; commands
-// without hash= never touch records.
+// with k's expiry and deleted with k. The proxy keeps it with the write
+// (RecordCommand: a plain mirror sent right before it, or SyncScript right
+// after it in one MULTI), so a record exists whenever its key does;
+// commands without hash= never touch records.
 //
 // The migrator and RemoveLeftovers read the records of the keys SCAN
 // returns (one MGET per SCAN batch) and place each key by its record's X;
@@ -34,8 +34,10 @@ import (
 // A record is an ordinary key: under an eviction policy it can be evicted
 // apart from its key, which then moves by its own slot on the next
 // rebalance and misses like an evicted key. A record whose key is gone
-// (deleted without hash=, evicted) is removed by GCScript when a migrator
-// or RemoveLeftovers meets it.
+// (deleted without hash=, evicted) stays where its hash key lives (nothing
+// can tell it from one whose key is being written: the proxy sends the
+// record first); RemoveLeftovers deletes those of hash keys placed
+// elsewhere, and everything on a removed node.
 
 // placeInfix follows MarkerPrefix in a placement record's name. A marker
 // has a decimal epoch there, so the two never collide and MarkerPattern
@@ -121,10 +123,9 @@ end
 return #KEYS / 2
 `
 
-// GCScript deletes the placement records whose key no longer exists,
-// atomically: a write in the proxy's MULTI either ran before (the key
-// exists: the record stays) or runs after (and writes the record again).
-// KEYS = [k1, PlaceKey(k1), …]. Returns how many were deleted.
+// GCScript deletes the placement records whose key no longer exists
+// (RemoveLeftovers: only records of keys the proxy does not write on that
+// node). KEYS = [k1, PlaceKey(k1), …]. Returns how many were deleted.
 const GCScript = `local n = 0
 for i = 1, #KEYS, 2 do
   if redis.call('EXISTS', KEYS[i]) == 0 then n = n + redis.call('DEL', KEYS[i+1]) end
@@ -208,11 +209,11 @@ func withRecords(keys [][]byte) [][]byte {
 // RecordCommand returns the command that keeps the placement records of
 // keys (every key argument of write, in order, duplicates included; write
 // is a command carrying hash=place with its override removed) in line with
-// the keys, run in one MULTI with write: right BEFORE it when before is
-// true, else right after it. A "before" command mirrors with plain
-// commands what write does to its keys' existence and expiry, which costs
-// a Redis node far less than a script; the others are SyncCommand, which
-// reads the keys' expiry after the fact:
+// the keys: sent right BEFORE write when before is true (no MULTI needed),
+// else right after it in one MULTI with it. A "before" command mirrors with
+// plain commands what write does to its keys' existence and expiry, which
+// costs a Redis node far less than a script; the others are SyncCommand,
+// which reads the keys' expiry after the fact:
 //
 //	DEL/UNLINK k…                 DEL pk…
 //	SET k v [opts]                SET pk X [the same opts]
@@ -231,11 +232,13 @@ func withRecords(keys [][]byte) [][]byte {
 //	*STORE, LMOVE, RESTORE, EVAL,
 //	FCALL, several keys …)
 //
-// A mirror runs first so its relative expiry starts no later than the
-// key's (a node's clock may tick between two commands of a MULTI): a
-// record may expire a millisecond before its key, never after it. Its
-// conditions (NX, XX, GT…) see the record in the state the key is in. A
-// record thus exists exactly while its key does (TestRecordCommandsMirror).
+// A mirror runs first, so the record exists before the key does and its
+// relative expiry starts no later than the key's (a node's clock ticks
+// between two commands): a record may expire a millisecond before its
+// key, never after it. Its conditions (NX, XX, GT…) see the record in the
+// state the key is in. A record thus exists exactly while its key does
+// (TestRecordCommandsMirror), whatever another client runs between the
+// two.
 // c is nil when write has no keys.
 func RecordCommand(write Command, keys [][]byte, place []byte) (c Command, before bool) {
 	if len(keys) == 0 || len(write) == 0 {

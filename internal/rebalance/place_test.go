@@ -151,8 +151,8 @@ func TestPlacedKeysMoveWithHashKey(t *testing.T) {
 	if kt < 500000 || rt > kt+1 || rt < kt-50 {
 		t.Errorf("after the move: key PTTL %d, record PTTL %d (want ~600000, the record's no later than the key's)", kt, rt)
 	}
-	if exists(t, owner(A, stayingH[0]), string(PlaceKey([]byte(orphan)))) {
-		t.Errorf("orphan record not collected")
+	if !exists(t, owner(A, stayingH[0]), string(PlaceKey([]byte(orphan)))) {
+		t.Errorf("an orphan record placed on its node was deleted (a write may be between its record and its key)")
 	}
 
 	// RemoveLeftovers: a stray copy of a placed key on a node that is not
@@ -167,6 +167,8 @@ func TestPlacedKeysMoveWithHashKey(t *testing.T) {
 		}
 	}
 	placedWrite(t, other, stray.place, []string{stray.key}, "SET", stray.key, "stale")
+	lost := string(PlaceKey([]byte("member:lost"))) // a record without its key, placed elsewhere
+	do(t, other, "SET", lost, stray.place)
 	for _, n := range ns {
 		addr := n.srv.Addr
 		if _, err := RemoveLeftovers(ctx, n.c, func(k []byte) bool { return B.Node(B.Owner(k)).Name != addr }); err != nil {
@@ -175,6 +177,12 @@ func TestPlacedKeysMoveWithHashKey(t *testing.T) {
 	}
 	if exists(t, other, stray.key) || exists(t, other, string(PlaceKey([]byte(stray.key)))) {
 		t.Errorf("stray placed copy or its record survived RemoveLeftovers")
+	}
+	if exists(t, other, lost) {
+		t.Errorf("a record without its key, placed on another node, survived RemoveLeftovers")
+	}
+	if !exists(t, owner(B, stayingH[0]), string(PlaceKey([]byte(orphan)))) {
+		t.Errorf("RemoveLeftovers deleted a record placed on its node")
 	}
 	for _, p := range all {
 		c := owner(B, p.place)
@@ -185,7 +193,8 @@ func TestPlacedKeysMoveWithHashKey(t *testing.T) {
 }
 
 // TestRecordCommandsMirror runs random writes on a few keys, each as the
-// proxy sends a write with hash=X (MULTI; write; RecordCommands; EXEC), on
+// proxy sends a write with hash=X (RecordCommand's mirror and the write,
+// or MULTI; write; sync; EXEC), on
 // a real Redis, and checks after every one that each key's record exists
 // exactly while the key does, names X, and expires when the key does.
 func TestRecordCommandsMirror(t *testing.T) {
@@ -259,9 +268,12 @@ func TestRecordCommandsMirror(t *testing.T) {
 				ks = append(ks, []byte(a))
 			}
 		}
+		// As the proxy sends it: mirror and write pipelined, or write and
+		// sync in one MULTI.
 		rc, before := RecordCommand(write, ks, place)
 		pipe := c.TxPipeline()
 		if before {
+			pipe = c.Pipeline()
 			pipe.Do(ctx, rc.args()...)
 		}
 		pipe.Do(ctx, write.args()...)

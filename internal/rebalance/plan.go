@@ -153,25 +153,46 @@ func Cleanup(ctx context.Context, node Node, epoch uint64) (int64, error) {
 // brought back after their UNLINK was lost), with its placement record.
 // foreign is typically "the owner under the new ring is not this node"; it
 // is asked about a key's placement (its record's hash key, or the key
-// itself). Records whose key is gone are deleted too (GCScript). Run only
-// after the COMMIT barrier. Commands: `SCAN cursor COUNT 1000`, `MGET pk…`,
-// `UNLINK k… pk…`, `EVAL <GCScript> …`. It returns the number of keys
-// unlinked (records not counted).
+// itself). A record whose key is gone is deleted too (GCScript) when its
+// hash key is foreign: the proxy never writes such a key here, so nothing
+// can be creating it; records placed here are left alone (a write with
+// hash= puts the record before the key, and could be between the two).
+// Run only after the COMMIT barrier. Commands: `SCAN cursor COUNT 1000`,
+// `MGET pk…` (the keys' records), `MGET` (the records' own values),
+// `UNLINK k…`, `EVAL <GCScript> …`. It returns the number of keys unlinked
+// (records not counted).
 func RemoveLeftovers(ctx context.Context, node Node, foreign func(key []byte) bool) (int64, error) {
 	return sweep(ctx, node, "", func(keys [][]byte) (del, recs [][]byte, err error) {
 		places, err := placesOf(ctx, node, keys)
 		if err != nil {
 			return nil, nil, err
 		}
+		var own [][]byte // the records SCAN returned
 		for i, k := range keys {
 			switch {
 			case IsPlace(k):
-				recs = append(recs, k)
+				own = append(own, k)
 			case IsMarker(k):
 			case foreign(placeOr(k, places[i])):
 				// The record goes with its key: GCScript runs after the UNLINK.
 				del = append(del, k)
 				recs = append(recs, PlaceKey(k))
+			}
+		}
+		if len(own) > 0 {
+			args := make([]any, 0, 1+len(own))
+			args = append(args, "MGET")
+			for _, r := range own {
+				args = append(args, r)
+			}
+			v, err := node.Do(ctx, args...).Slice()
+			if err != nil {
+				return nil, nil, fmt.Errorf("MGET placement records: %w", err)
+			}
+			for j, x := range v {
+				if s, ok := x.(string); ok && j < len(own) && foreign([]byte(s)) {
+					recs = append(recs, own[j])
+				}
 			}
 		}
 		return del, recs, nil
