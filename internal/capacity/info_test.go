@@ -91,3 +91,15 @@ func FuzzParseInfo(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseInfo(b *testing.B) {
+	text, err := os.ReadFile("testdata/info-redis7.txt")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := string(text)
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		ParseInfo(s)
+	}
+}
