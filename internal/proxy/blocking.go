@@ -266,7 +266,7 @@ func (b *blockState) run(v *view) []byte {
 		}
 		payload = resp.AppendCommand(payload, args...)
 		var cid int64
-		if err := d.Send(payload, time.Now().Add(srv.opts.ControlTimeout)); err == nil {
+		if err = d.Send(payload, time.Now().Add(srv.opts.ControlTimeout)); err == nil {
 			var r []byte
 			if r, err = d.Receive(time.Now().Add(srv.opts.ControlTimeout)); err == nil && len(r) > 1 && r[0] == ':' {
 				cid, _ = strconv.ParseInt(string(bytes.TrimSpace(r[1:])), 10, 64)
