@@ -37,6 +37,25 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	health := &telemetry.Health{}
 	controls := newControlClients(backendSecurity(cfg), cfg.RequestTimeout)
 	defer controls.Close()
+	gath := newGatherer(cfg, router, true, log)
+	opts := cluster.Options{
+		ControlNode: controls.Node,
+		Migrator:    rebalance.Config{KeysPerSec: cfg.MigrateKeysPerSec, BytesPerSec: cfg.MigrateBytesPerSec},
+		Seed:        seed,
+		Pinger:      pinger(cfg), // the leader checks new nodes with the backend AUTH/TLS settings
+		// Every ring the Syncer applies goes to the data path before the
+		// pod reports its version; the first one makes the pod ready.
+		Publish: func(st *cluster.State) {
+			router.ApplyStage(st.Ring, migrationOf(st))
+			health.SetReady(true)
+		},
+		Logger: log,
+	}
+	if gath != nil {
+		// The leader sums every pod's request rates per node once per
+		// capacity interval and hands the sums back (ops_fleet).
+		opts.PodLoad, opts.FleetLoad, opts.LoadInterval = gath.PodOps, gath.SetFleet, cfg.CapacityInterval
+	}
 
 	cl, err := cluster.Open(cluster.Config{
 		SpannerDB:     cfg.SpannerDB,
@@ -52,19 +71,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		Immediate:     cfg.Rebalance == "remap",
 		MemberLease:   cfg.MemberLease,
 		FreezeTimeout: cfg.FreezeTimeout,
-	}, cluster.Options{
-		ControlNode: controls.Node,
-		Migrator:    rebalance.Config{KeysPerSec: cfg.MigrateKeysPerSec, BytesPerSec: cfg.MigrateBytesPerSec},
-		Seed:        seed,
-		Pinger:      pinger(cfg), // the leader checks new nodes with the backend AUTH/TLS settings
-		// Every ring the Syncer applies goes to the data path before the
-		// pod reports its version; the first one makes the pod ready.
-		Publish: func(st *cluster.State) {
-			router.ApplyStage(st.Ring, migrationOf(st))
-			health.SetReady(true)
-		},
-		Logger: log,
-	})
+	}, opts)
 	if err != nil {
 		_ = pool.Close(context.Background())
 		return err
@@ -82,7 +89,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		closeAll()
 		return err
 	}
-	ctl := &cluster.AdminController{C: cl, NodeUp: router.NodeUp}
+	ctl := &cluster.AdminController{C: cl, NodeUp: router.NodeUp, Capacity: capacitySource(gath)}
 	srv := proxy.New(proxyOptions(cfg), router, adminHandler(cfg, ctl), log)
 
 	reg := prometheus.NewRegistry()
@@ -90,12 +97,15 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	registerStage(reg, func() string { return cl.Status().Stage })
 	registerClusterMetrics(reg, cl)
 	registerRebalanceMetrics(reg, ctl)
+	registerCapacity(reg, gath)
 	hs, err := openAdmin(cfg, health, reg, ctl, log)
 	if err != nil {
 		ln.Close()
 		closeAll()
 		return err
 	}
+	startGatherer(gath)
+	defer stopGatherer(gath) // also on the early return below
 	fe := startFrontEnds(srv, ln, hs)
 	// The member outlives ctx (SIGTERM): the pod keeps following ring
 	// changes while it drains, and is stopped explicitly below.
@@ -122,6 +132,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		log.Warn("hedge member did not stop in time", "err", err)
 	}
 	mcancel()
+	stopGatherer(gath)
 	if err := pool.Close(sctx); err != nil {
 		log.Warn("backend connections did not close in time", "err", err)
 	}

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -30,7 +32,13 @@ commands:
                           --watch: poll until the stage is stable, printing a
                           progress bar; exits 0 once stable, 1 on errors or when
                           --timeout (default 1h with --watch) runs out
-  nodes                   one line per ring node: addr weight slots up
+  nodes                   one line per ring node: addr weight slots up, then
+                          its capacity figures (memory, keys, hits, ops/s…)
+  top [--once] [--interval 1s]
+                          live view of the nodes' capacity, nearest to full
+                          first (used/maxmemory, else share of the keys),
+                          redrawn every interval until Ctrl-C; --once prints
+                          one frame
   add <host:port> [w]     add a Redis node (weight w, default 1)
   remove <host:port>      remove a Redis node
   weight <host:port> <w>  change a node's weight
@@ -54,9 +62,10 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	addr := fs.String("addr", "127.0.0.1:6379", "RESP address (host:port) of any jupiter pod")
 	user := fs.String("user", "", `AUTH user: "admin" for ring changes when the pods have --admin-password`)
 	password := fs.String("password", "", "AUTH password (default $JUPITER_CTL_PASSWORD)")
-	timeout := fs.Duration("timeout", 15*time.Second, "bound on the whole request (a change waits for the leader); with --watch default 1h")
+	timeout := fs.Duration("timeout", 15*time.Second, "bound on the whole request (a change waits for the leader); with --watch default 1h; top runs until Ctrl-C unless given")
 	watch := fs.Bool("watch", false, "status: poll until the stage is stable, with a progress bar")
-	interval := fs.Duration("interval", time.Second, "status --watch: time between polls")
+	interval := fs.Duration("interval", time.Second, "status --watch, top: time between polls")
+	once := fs.Bool("once", false, "top: print one frame and exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), ctlUsage)
 		fs.PrintDefaults()
@@ -83,7 +92,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	sub := strings.ToLower(pos[0])
 	rest := pos[1:]
 	argc := map[string][2]int{"status": {0, 0}, "nodes": {0, 0}, "add": {1, 2}, "remove": {1, 1}, "weight": {2, 2},
-		"plan": {2, 3}, "rebalance": {0, 1}}
+		"plan": {2, 3}, "rebalance": {0, 1}, "top": {0, 0}}
 	if sub == "help" {
 		fs.SetOutput(stdout)
 		fs.Usage()
@@ -100,7 +109,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if msg := checkCtlArgs(sub, rest, *watch, *interval); msg != "" {
+	if msg := checkCtlArgs(sub, rest, *watch, *once, *interval); msg != "" {
 		fmt.Fprintf(stderr, "jupiter ctl: %s\n", msg)
 		fs.Usage()
 		return 2
@@ -113,6 +122,10 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 			*timeout = time.Hour
 		}
 		readTimeout = min(*timeout, 15*time.Second)
+	}
+	live := sub == "top" && !*once // runs until Ctrl-C (or --timeout when given)
+	if live {
+		readTimeout = min(*timeout, watchPollTimeout)
 	}
 
 	redis.SetLogger(quietLogger{}) // errors are reported below, once
@@ -134,8 +147,20 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	})
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	if live {
+		cancel()
+		sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		ctx, cancel = sctx, stop
+		if timeoutSet {
+			ctx, cancel = context.WithTimeout(sctx, *timeout)
+		}
+	}
 	defer cancel()
 
+	if sub == "top" {
+		return runTop(ctx, rdb, *addr, *interval, *once, stdout, stderr)
+	}
 	if *watch {
 		return watchStatus(ctx, rdb, *addr, *interval, *timeout, stdout, stderr)
 	}
@@ -187,11 +212,14 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 }
 
 // checkCtlArgs validates what the argument counts cannot ("" when fine).
-func checkCtlArgs(sub string, rest []string, watch bool, interval time.Duration) string {
+func checkCtlArgs(sub string, rest []string, watch, once bool, interval time.Duration) string {
 	if watch && sub != "status" {
 		return "--watch applies to status only"
 	}
-	if watch && interval <= 0 {
+	if once && sub != "top" {
+		return "--once applies to top only"
+	}
+	if (watch || sub == "top") && interval <= 0 {
 		return "--interval must be positive"
 	}
 	switch sub {

@@ -282,6 +282,9 @@ func TestCtlUsage(t *testing.T) {
 		{[]string{"rebalance", "pause", "now"}, "wrong number of arguments for rebalance"},
 		{[]string{"nodes", "--watch"}, "--watch applies to status only"},
 		{[]string{"status", "--watch", "--interval", "0s"}, "--interval must be positive"},
+		{[]string{"top", "--interval", "0s"}, "--interval must be positive"},
+		{[]string{"nodes", "--once"}, "--once applies to top only"},
+		{[]string{"top", "x"}, "wrong number of arguments for top"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 	} {
 		code, _, errs := runCtlT(append([]string{"--addr", "127.0.0.1:1"}, c.args...)...)
@@ -290,7 +293,7 @@ func TestCtlUsage(t *testing.T) {
 		}
 	}
 	code, out, _ := runCtlT("help")
-	for _, part := range []string{"plan add <host:port> [w]", "rebalance abort|pause|resume", "status [--watch [--interval 1s]]", "-interval"} {
+	for _, part := range []string{"plan add <host:port> [w]", "rebalance abort|pause|resume", "status [--watch [--interval 1s]]", "-interval", "top [--once]"} {
 		if code != 0 || !strings.Contains(out, part) {
 			t.Errorf("help lacks %q", part)
 		}

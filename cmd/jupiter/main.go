@@ -4,7 +4,7 @@
 //
 //	jupiter serve --backends a:6379,b:6379   run the proxy (standalone mode)
 //	jupiter serve --spanner-db … --hedge-addr host:port   run a cluster-mode pod
-//	jupiter ctl status|nodes|add|remove|weight  admin client (RESP, any pod)
+//	jupiter ctl status|nodes|top|add|remove|weight  admin client (RESP, any pod)
 //	jupiter ddl [--apply --spanner-db …]     print or apply the Spanner schema
 //	jupiter commands                         print the supported-command table (Markdown)
 //	jupiter version                          print the version
@@ -78,7 +78,7 @@ func usage(w io.Writer) {
   jupiter serve [flags]     run the proxy (jupiter serve -h lists the flags;
                             each flag is also JUPITER_<NAME> in the environment;
                             --spanner-db and --hedge-addr select cluster mode)
-  jupiter ctl <command>     admin client: status, nodes, add, remove, weight
+  jupiter ctl <command>     admin client: status, nodes, top, add, remove, weight
                             (jupiter ctl -h for details)
   jupiter ddl [flags]       print the Spanner schema, or --apply it
   jupiter commands          print the supported-command table (Markdown)

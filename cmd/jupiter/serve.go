@@ -6,6 +6,7 @@ import (
 
 	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/backend"
+	"github.com/alphauslabs/jupiter/internal/capacity"
 	"github.com/alphauslabs/jupiter/internal/config"
 	"github.com/alphauslabs/jupiter/internal/proxy"
 	"github.com/alphauslabs/jupiter/internal/ring"
@@ -39,19 +40,22 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	self := ln.Addr().String()
 	controls := newControlClients(backendSecurity(cfg), cfg.RequestTimeout)
 	defer controls.Close()
-	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg), DBSize: controls.DBSize}
+	gath := newGatherer(cfg, router, false, log)
+	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg), DBSize: controls.DBSize, Capacity: capacitySource(gath)}
 	srv := proxy.New(proxyOptions(cfg), router, adminHandler(cfg, ctl), log)
 
 	health := &telemetry.Health{}
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
 	registerStage(reg, func() string { return "stable" })
+	registerCapacity(reg, gath)
 	hs, err := openAdmin(cfg, health, reg, ctl, log)
 	if err != nil {
 		ln.Close()
 		_ = pool.Close(context.Background())
 		return err
 	}
+	startGatherer(gath)
 	fe := startFrontEnds(srv, ln, hs)
 	health.SetReady(true)
 	log.Info("jupiter serving", "mode", "standalone", "listen", self, "admin", cfg.AdminListen,
@@ -63,6 +67,7 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	fe.drain(sctx, log)
+	stopGatherer(gath)
 	if err := pool.Close(sctx); err != nil {
 		log.Warn("backend connections did not close in time", "err", err)
 	}
@@ -112,6 +117,28 @@ func registerMetrics(reg *prometheus.Registry, srv *proxy.Server, router *proxy.
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_ring_version",
 			Help: "Version of the ring this pod routes by."}, func() float64 { return float64(router.Ring().Version()) }),
 	)
+}
+
+// registerCapacity exports the capacity gatherer's figures (jupiter_node_*),
+// read from its last round at scrape time; nothing when it is off.
+func registerCapacity(reg *prometheus.Registry, g *capacity.Gatherer) {
+	if g != nil {
+		reg.MustRegister(telemetry.NewCapacityCollector(g))
+	}
+}
+
+func startGatherer(g *capacity.Gatherer) {
+	if g != nil {
+		g.Start()
+	}
+}
+
+// stopGatherer stops the gatherer and waits for it (at most one INFO
+// timeout); it closes the gatherer's connections.
+func stopGatherer(g *capacity.Gatherer) {
+	if g != nil {
+		g.Stop()
+	}
 }
 
 // stages are the values jupiter_ring_stage reports (one series each, 1 for

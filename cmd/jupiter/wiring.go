@@ -14,9 +14,12 @@ import (
 
 	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/backend"
+	"github.com/alphauslabs/jupiter/internal/capacity"
 	"github.com/alphauslabs/jupiter/internal/config"
 	"github.com/alphauslabs/jupiter/internal/proxy"
+	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/resp"
+	"github.com/redis/go-redis/v9"
 )
 
 // The pieces both modes build the same way from the Config.
@@ -67,6 +70,44 @@ func proxyOptions(cfg config.Config) proxy.Options {
 
 func adminHandler(cfg config.Config, ctl admin.Controller) admin.Handler {
 	return admin.Handler{C: ctl, RequireAdmin: cfg.Security.AdminPassword != ""}
+}
+
+// newGatherer builds the capacity gatherer (nil with --capacity-interval
+// 0): INFO on every node of the router's ring once per interval, over its
+// own connections with the data path's AUTH/TLS, and the pod's request
+// rates from the pool's per-node reply counters. cluster: the fleet's
+// rates come from the leader (cluster.LoadExchange).
+func newGatherer(cfg config.Config, router *proxy.Router, cluster bool, log *slog.Logger) *capacity.Gatherer {
+	if cfg.CapacityInterval <= 0 {
+		return nil
+	}
+	sec := backendSecurity(cfg)
+	timeout := min(cfg.RequestTimeout, cfg.CapacityInterval)
+	clients := capacity.NewClients(func(addr string) (*redis.Options, error) {
+		return rebalance.ClientOptions(addr, sec, timeout)
+	})
+	return capacity.New(capacity.Config{
+		Interval: cfg.CapacityInterval,
+		Timeout:  timeout,
+		Ring:     router.Ring,
+		Requests: func() map[string]uint64 {
+			out := map[string]uint64{}
+			router.Nodes(func(addr string, n *backend.Node) { out[addr] = n.Stats.Count.Load() })
+			return out
+		},
+		Info:    clients,
+		Cluster: cluster,
+		Logger:  log,
+	})
+}
+
+// capacitySource is g as the admin and metrics interfaces take it: a nil
+// interface when the gatherer is off.
+func capacitySource(g *capacity.Gatherer) admin.CapacitySource {
+	if g == nil {
+		return nil
+	}
+	return g
 }
 
 // listen opens the RESP listener, with TLS when --tls-cert is set.

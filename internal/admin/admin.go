@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/alphauslabs/jupiter/internal/capacity"
 	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/tidwall/redcon"
 )
@@ -30,6 +31,9 @@ type NodeStatus struct {
 	Weight int    `json:"weight"`
 	Slots  int    `json:"slots"`
 	Up     bool   `json:"up"`
+	// Capacity is what the capacity gatherer last saw of the node (nil
+	// when it is off, --capacity-interval 0).
+	Capacity *capacity.Figures `json:"capacity,omitempty"`
 }
 
 // Status is what JUPITER STATUS and /v1/status report.
@@ -139,7 +143,7 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 	case "HELP":
 		lines := []string{
 			"JUPITER STATUS                  - this pod's view: self, leader, ring_version, stage, nodes…",
-			"JUPITER NODES                   - one line per ring node: addr weight slots up",
+			"JUPITER NODES                   - one line per ring node: addr weight slots up, then memory, keys, hits, ops/s… (key=value)",
 			"JUPITER ADD <host:port> [weight] - add a Redis node to the ring",
 			"JUPITER REMOVE <host:port>      - remove a node from the ring",
 			"JUPITER WEIGHT <host:port> <w>  - change a node's weight (slot share)",
@@ -279,11 +283,22 @@ func FormatStatus(st Status) string {
 	return b.String()
 }
 
-// FormatNode renders one JUPITER NODES line.
+// FormatNode renders one JUPITER NODES line: "addr weight=W slots=S
+// up=0|1", then, when the capacity gatherer runs, the node's figures as
+// key=value fields (capacityFields; -1 and "unknown" are unknown).
 func FormatNode(n NodeStatus) string {
 	up := "0"
 	if n.Up {
 		up = "1"
 	}
-	return n.Addr + " weight=" + strconv.Itoa(n.Weight) + " slots=" + strconv.Itoa(n.Slots) + " up=" + up
+	line := n.Addr + " weight=" + strconv.Itoa(n.Weight) + " slots=" + strconv.Itoa(n.Slots) + " up=" + up
+	if n.Capacity == nil {
+		return line
+	}
+	var b strings.Builder
+	b.WriteString(line)
+	for _, f := range capacityFields {
+		b.WriteString(" " + f.key + "=" + f.format(n.Capacity))
+	}
+	return b.String()
 }

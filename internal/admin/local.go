@@ -33,13 +33,18 @@ type Local struct {
 	// nil: Pinger's DBSize method if it has one (DBSizer), else every
 	// node's size is unknown and Plan reports slots only.
 	DBSize func(ctx context.Context, addr string) (int64, error)
+	// Capacity, if set, adds each node's capacity figures to Status (and
+	// so to JUPITER NODES and GET /v1/nodes).
+	Capacity CapacitySource
 
 	mu sync.Mutex // serialises changes: version N+1 is always built from N
 }
 
 // Status implements Controller.
 func (l *Local) Status(context.Context) Status {
-	return StatusOf("standalone", l.Self, "self", l.Router.Ring(), l.Router.NodeUp(), []string{l.Self})
+	st := StatusOf("standalone", l.Self, "self", l.Router.Ring(), l.Router.NodeUp(), []string{l.Self})
+	AddCapacity(&st, l.Capacity)
+	return st
 }
 
 // StatusOf builds a Status from a ring and the reachability of its nodes.

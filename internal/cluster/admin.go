@@ -39,6 +39,8 @@ type AdminController struct {
 	// NodeUp reports per node address whether the data path reaches it
 	// (proxy.Router.NodeUp). nil: every node is reported down.
 	NodeUp func() map[string]bool
+	// Capacity, if set, adds each node's capacity figures to Status.
+	Capacity admin.CapacitySource
 }
 
 // Status implements admin.Controller. Besides the contract fields (mode,
@@ -75,6 +77,7 @@ func (a *AdminController) Status(context.Context) admin.Status {
 	if st := a.C.State(); st != nil && st.Target != nil {
 		s.Extra = append(s.Extra, [2]string{"target_nodes", RingText(st.Target.Nodes())})
 	}
+	admin.AddCapacity(&s, a.Capacity)
 	return s
 }
 

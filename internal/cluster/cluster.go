@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/alphauslabs/jupiter/internal/capacity"
 	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/ring"
 	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
@@ -49,6 +50,12 @@ type Options struct {
 	ControlNode func(addr string) (rebalance.Node, error)
 	// Migrator is the base migrator configuration (rates, batch sizes).
 	Migrator rebalance.Config
+	// PodLoad, if set, runs the fleet load exchange (LoadExchange) every
+	// LoadInterval: PodLoad is this pod's request rate per node, FleetLoad
+	// receives the fleet-wide sums. Both are required together.
+	PodLoad      func() map[string]float64
+	FleetLoad    func(capacity.Fleet)
+	LoadInterval time.Duration
 }
 
 // Cluster is cluster mode assembled: the hedge Member, the Spanner ring
@@ -64,6 +71,9 @@ type Cluster struct {
 	// Config.Immediate or without Options.ControlNode).
 	Rebalancer *Rebalancer
 	Holder     *ring.Holder
+	// Load sums the pods' request rates per node (nil without
+	// Options.PodLoad).
+	Load *LoadExchange
 
 	controlNode func(addr string) (rebalance.Node, error)
 	log         *slog.Logger
@@ -130,6 +140,15 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	var load *LoadExchange
+	if o.PodLoad != nil {
+		load, err = NewLoadExchange(LoadConfig{Interval: o.LoadInterval, Self: m.Self(), IsLeader: m.IsLeader,
+			Broadcast: m.Broadcast, PodLoad: o.PodLoad, SetFleet: o.FleetLoad, Logger: lg})
+		if err != nil {
+			m.Stop()
+			return nil, err
+		}
+	}
 	m.SetHandlers(Handlers{
 		Leader: func(ctx context.Context, msg []byte) ([]byte, error) {
 			ctx, cancel := context.WithTimeout(ctx, LeaderHandlerTimeout)
@@ -137,10 +156,15 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 			return ctl.HandleLeaderMessage(ctx, msg), nil
 		},
 		Broadcast: func(ctx context.Context, msg []byte) ([]byte, error) {
+			if load != nil {
+				if rep, ok := load.Handle(msg); ok {
+					return rep, nil
+				}
+			}
 			return sy.HandleBroadcast(ctx, msg), nil
 		},
 	})
-	return &Cluster{Member: m, Store: store, Controller: ctl, Syncer: sy, Rebalancer: reb, Holder: o.Holder,
+	return &Cluster{Member: m, Store: store, Controller: ctl, Syncer: sy, Rebalancer: reb, Holder: o.Holder, Load: load,
 		controlNode: o.ControlNode, log: lg.With("component", "cluster")}, nil
 }
 
@@ -164,6 +188,13 @@ func (c *Cluster) Start(ctx context.Context) error {
 		go func() {
 			defer c.wg.Done()
 			c.Rebalancer.Run(sctx)
+		}()
+	}
+	if c.Load != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.Load.Run(sctx)
 		}()
 	}
 	return nil

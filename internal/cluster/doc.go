@@ -73,6 +73,13 @@
 // read, so a barrier that does not see a pod cannot be overtaken by it.
 // Config.Immediate (--rebalance=remap) keeps the old one-step switch.
 //
+// Fleet load (load.go): with Options.PodLoad set (the capacity gatherer
+// runs), the leader broadcasts a CapacityPoll every capacity interval and
+// sums the per-node request rates every pod answers with; the next poll
+// carries the sums to every pod, so JUPITER NODES ops_fleet on any pod is
+// the whole fleet's rate, at most about two intervals old. It rides on
+// hedge Broadcast only: no Spanner traffic.
+//
 // History: every version is appended to the history table (default
 // jupiter_ring_history) in the same transaction as the ring row, with a
 // human-readable ring_text and change, so operators audit with plain SQL.

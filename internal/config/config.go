@@ -58,6 +58,12 @@ type Config struct {
 	// write to a moving key waits for MIGRATING before -TRYAGAIN.
 	RebalanceHoldMax time.Duration
 
+	// CapacityInterval is how often the capacity gatherer asks every node
+	// for INFO (JUPITER NODES figures, jupiter_node_* metrics, ctl top);
+	// 0 turns it off. In cluster mode the leader also sums the pods'
+	// request rates this often.
+	CapacityInterval time.Duration
+
 	Security Security // client/admin/backend auth and TLS (security.go)
 
 	ShutdownTimeout time.Duration // bound on the SIGTERM drain
@@ -102,6 +108,7 @@ func Default() Config {
 		LogFormat:       "auto",
 
 		RebalanceHoldMax: 500 * time.Millisecond, // below go-redis's 3s read timeout, with room for a retry
+		CapacityInterval: 5 * time.Second,        // one INFO per node per pod every 5s: figures a few seconds old, negligible load
 	}
 }
 
@@ -208,6 +215,9 @@ func (c Config) Validate() error {
 	if c.RebalanceHoldMax < 10*time.Millisecond || c.RebalanceHoldMax > 10*time.Second {
 		bad("rebalance-hold-max", "%v, want 10ms..10s (keep it below clients' read timeout)", c.RebalanceHoldMax)
 	}
+	if c.CapacityInterval != 0 && (c.CapacityInterval < 250*time.Millisecond || c.CapacityInterval > 10*time.Minute) {
+		bad("capacity-interval", "%v, want 0 (off) or 250ms..10m", c.CapacityInterval)
+	}
 	if c.MaxArgs < 16 {
 		bad("max-args", "%d, want >= 16", c.MaxArgs)
 	}
@@ -297,6 +307,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxArgs, "max-args", c.MaxArgs, "most arguments accepted in one command")
 	fs.IntVar(&c.MaxPipeline, "max-pipeline", c.MaxPipeline, "most commands of one client run as one batch; longer pipelines run in several (bounds buffered replies)")
 	fs.DurationVar(&c.RebalanceHoldMax, "rebalance-hold-max", c.RebalanceHoldMax, "during a rebalance's freeze, the longest a write to a moving key is held before -TRYAGAIN (10ms..10s)")
+	fs.DurationVar(&c.CapacityInterval, "capacity-interval", c.CapacityInterval, "how often every node is asked for INFO (JUPITER NODES capacity figures, jupiter_node_* metrics, ctl top); 0 = off")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on the graceful drain after SIGTERM")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "after SIGTERM, keep serving this long with /readyz failing before closing client connections at command boundaries")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")

@@ -68,6 +68,8 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		{[]string{"--backends", "a:1", "--max-arg-bytes", "10", "--log-level", "loud"}, []string{"--max-arg-bytes", "--log-level"}},
 		{[]string{"--backends", "a:1", "--rebalance-hold-max", "1ms"}, []string{"--rebalance-hold-max"}},
 		{[]string{"--backends", "a:1", "--rebalance-hold-max", "1m"}, []string{"--rebalance-hold-max"}},
+		{[]string{"--backends", "a:1", "--capacity-interval", "10ms"}, []string{"--capacity-interval"}},
+		{[]string{"--backends", "a:1", "--capacity-interval", "-1s"}, []string{"--capacity-interval"}},
 		{[]string{"--spanner-db", "projects/p"}, []string{"--spanner-db", "--hedge-addr"}},
 		{[]string{"--spanner-db", "projects/p/instances/i/databases/d", "--hedge-addr", "10.0.0.1:7070", "--lock-table", "bad-name"}, []string{"--lock-table"}},
 	}
@@ -92,5 +94,19 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 func TestEnvName(t *testing.T) {
 	if got := EnvName("admin-listen"); got != "JUPITER_ADMIN_LISTEN" {
 		t.Fatal(got)
+	}
+}
+
+func TestCapacityInterval(t *testing.T) {
+	if d := Default().CapacityInterval; d != 5*time.Second {
+		t.Errorf("default capacity interval %v, want 5s", d)
+	}
+	for _, v := range []string{"0", "250ms", "10m"} {
+		c, err := load(t, []string{"--backends", "a:1"}, map[string]string{"JUPITER_CAPACITY_INTERVAL": v})
+		if err != nil {
+			t.Errorf("JUPITER_CAPACITY_INTERVAL=%s: %v", v, err)
+		} else if want, _ := time.ParseDuration(v); c.CapacityInterval != want {
+			t.Errorf("JUPITER_CAPACITY_INTERVAL=%s gave %v", v, c.CapacityInterval)
+		}
 	}
 }

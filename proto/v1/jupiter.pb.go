@@ -910,6 +910,181 @@ func (x *RingAck) GetError() string {
 	return ""
 }
 
+// NodeLoad is one backend node's request rate: requests per second that
+// one pod sent it (CapacityReport), or all pods together (CapacityPoll).
+type NodeLoad struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addr          string                 `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	OpsPerSec     float64                `protobuf:"fixed64,2,opt,name=ops_per_sec,json=opsPerSec,proto3" json:"ops_per_sec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeLoad) Reset() {
+	*x = NodeLoad{}
+	mi := &file_v1_jupiter_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeLoad) ProtoMessage() {}
+
+func (x *NodeLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeLoad.ProtoReflect.Descriptor instead.
+func (*NodeLoad) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *NodeLoad) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *NodeLoad) GetOpsPerSec() float64 {
+	if x != nil {
+		return x.OpsPerSec
+	}
+	return 0
+}
+
+// CapacityPoll is the leader's periodic request for every pod's per-node
+// request rates (the fleet load exchange). It carries the sums the previous
+// round produced, so every pod learns the fleet-wide rates one round later.
+type CapacityPoll struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// fleet is the previous round's sums per node (empty on the first round).
+	Fleet []*NodeLoad `protobuf:"bytes,1,rep,name=fleet,proto3" json:"fleet,omitempty"`
+	// pods is how many pods' reports those sums hold.
+	Pods int32 `protobuf:"varint,2,opt,name=pods,proto3" json:"pods,omitempty"`
+	// age_ms is how old the sums are as the leader sends them (pods subtract
+	// it from their own clock: no clock agreement needed).
+	AgeMs         int64 `protobuf:"varint,3,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapacityPoll) Reset() {
+	*x = CapacityPoll{}
+	mi := &file_v1_jupiter_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapacityPoll) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapacityPoll) ProtoMessage() {}
+
+func (x *CapacityPoll) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapacityPoll.ProtoReflect.Descriptor instead.
+func (*CapacityPoll) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CapacityPoll) GetFleet() []*NodeLoad {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
+}
+
+func (x *CapacityPoll) GetPods() int32 {
+	if x != nil {
+		return x.Pods
+	}
+	return 0
+}
+
+func (x *CapacityPoll) GetAgeMs() int64 {
+	if x != nil {
+		return x.AgeMs
+	}
+	return 0
+}
+
+// CapacityReport is a pod's answer to CapacityPoll: what it sent each node
+// per second over its last capacity round.
+type CapacityReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pod           string                 `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	Nodes         []*NodeLoad            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapacityReport) Reset() {
+	*x = CapacityReport{}
+	mi := &file_v1_jupiter_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapacityReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapacityReport) ProtoMessage() {}
+
+func (x *CapacityReport) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapacityReport.ProtoReflect.Descriptor instead.
+func (*CapacityReport) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CapacityReport) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *CapacityReport) GetNodes() []*NodeLoad {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 // LeaderMessage is everything a pod sends to the leader.
 type LeaderMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -923,7 +1098,7 @@ type LeaderMessage struct {
 
 func (x *LeaderMessage) Reset() {
 	*x = LeaderMessage{}
-	mi := &file_v1_jupiter_proto_msgTypes[11]
+	mi := &file_v1_jupiter_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1110,7 @@ func (x *LeaderMessage) String() string {
 func (*LeaderMessage) ProtoMessage() {}
 
 func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[11]
+	mi := &file_v1_jupiter_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1123,7 @@ func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderMessage.ProtoReflect.Descriptor instead.
 func (*LeaderMessage) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{11}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LeaderMessage) GetMsg() isLeaderMessage_Msg {
@@ -990,7 +1165,7 @@ type LeaderReply struct {
 
 func (x *LeaderReply) Reset() {
 	*x = LeaderReply{}
-	mi := &file_v1_jupiter_proto_msgTypes[12]
+	mi := &file_v1_jupiter_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1177,7 @@ func (x *LeaderReply) String() string {
 func (*LeaderReply) ProtoMessage() {}
 
 func (x *LeaderReply) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[12]
+	mi := &file_v1_jupiter_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1190,7 @@ func (x *LeaderReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderReply.ProtoReflect.Descriptor instead.
 func (*LeaderReply) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{12}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LeaderReply) GetMsg() isLeaderReply_Msg {
@@ -1050,6 +1225,7 @@ type BroadcastMessage struct {
 	// Types that are valid to be assigned to Msg:
 	//
 	//	*BroadcastMessage_RingUpdated
+	//	*BroadcastMessage_CapacityPoll
 	Msg           isBroadcastMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1057,7 +1233,7 @@ type BroadcastMessage struct {
 
 func (x *BroadcastMessage) Reset() {
 	*x = BroadcastMessage{}
-	mi := &file_v1_jupiter_proto_msgTypes[13]
+	mi := &file_v1_jupiter_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1245,7 @@ func (x *BroadcastMessage) String() string {
 func (*BroadcastMessage) ProtoMessage() {}
 
 func (x *BroadcastMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[13]
+	mi := &file_v1_jupiter_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1258,7 @@ func (x *BroadcastMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastMessage.ProtoReflect.Descriptor instead.
 func (*BroadcastMessage) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{13}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BroadcastMessage) GetMsg() isBroadcastMessage_Msg {
@@ -1101,6 +1277,15 @@ func (x *BroadcastMessage) GetRingUpdated() *RingUpdated {
 	return nil
 }
 
+func (x *BroadcastMessage) GetCapacityPoll() *CapacityPoll {
+	if x != nil {
+		if x, ok := x.Msg.(*BroadcastMessage_CapacityPoll); ok {
+			return x.CapacityPoll
+		}
+	}
+	return nil
+}
+
 type isBroadcastMessage_Msg interface {
 	isBroadcastMessage_Msg()
 }
@@ -1109,7 +1294,13 @@ type BroadcastMessage_RingUpdated struct {
 	RingUpdated *RingUpdated `protobuf:"bytes,1,opt,name=ring_updated,json=ringUpdated,proto3,oneof"`
 }
 
+type BroadcastMessage_CapacityPoll struct {
+	CapacityPoll *CapacityPoll `protobuf:"bytes,2,opt,name=capacity_poll,json=capacityPoll,proto3,oneof"`
+}
+
 func (*BroadcastMessage_RingUpdated) isBroadcastMessage_Msg() {}
+
+func (*BroadcastMessage_CapacityPoll) isBroadcastMessage_Msg() {}
 
 // BroadcastReply is a pod's answer to a BroadcastMessage.
 type BroadcastReply struct {
@@ -1117,6 +1308,7 @@ type BroadcastReply struct {
 	// Types that are valid to be assigned to Msg:
 	//
 	//	*BroadcastReply_RingAck
+	//	*BroadcastReply_CapacityReport
 	Msg           isBroadcastReply_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1124,7 +1316,7 @@ type BroadcastReply struct {
 
 func (x *BroadcastReply) Reset() {
 	*x = BroadcastReply{}
-	mi := &file_v1_jupiter_proto_msgTypes[14]
+	mi := &file_v1_jupiter_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1328,7 @@ func (x *BroadcastReply) String() string {
 func (*BroadcastReply) ProtoMessage() {}
 
 func (x *BroadcastReply) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[14]
+	mi := &file_v1_jupiter_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1341,7 @@ func (x *BroadcastReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastReply.ProtoReflect.Descriptor instead.
 func (*BroadcastReply) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{14}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BroadcastReply) GetMsg() isBroadcastReply_Msg {
@@ -1168,6 +1360,15 @@ func (x *BroadcastReply) GetRingAck() *RingAck {
 	return nil
 }
 
+func (x *BroadcastReply) GetCapacityReport() *CapacityReport {
+	if x != nil {
+		if x, ok := x.Msg.(*BroadcastReply_CapacityReport); ok {
+			return x.CapacityReport
+		}
+	}
+	return nil
+}
+
 type isBroadcastReply_Msg interface {
 	isBroadcastReply_Msg()
 }
@@ -1176,7 +1377,13 @@ type BroadcastReply_RingAck struct {
 	RingAck *RingAck `protobuf:"bytes,1,opt,name=ring_ack,json=ringAck,proto3,oneof"`
 }
 
+type BroadcastReply_CapacityReport struct {
+	CapacityReport *CapacityReport `protobuf:"bytes,2,opt,name=capacity_report,json=capacityReport,proto3,oneof"`
+}
+
 func (*BroadcastReply_RingAck) isBroadcastReply_Msg() {}
+
+func (*BroadcastReply_CapacityReport) isBroadcastReply_Msg() {}
 
 var File_v1_jupiter_proto protoreflect.FileDescriptor
 
@@ -1239,18 +1446,30 @@ const file_v1_jupiter_proto_rawDesc = "" +
 	"\aRingAck\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12'\n" +
 	"\x0fapplied_version\x18\x02 \x01(\x04R\x0eappliedVersion\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"H\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\">\n" +
+	"\bNodeLoad\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x1e\n" +
+	"\vops_per_sec\x18\x02 \x01(\x01R\topsPerSec\"e\n" +
+	"\fCapacityPoll\x12*\n" +
+	"\x05fleet\x18\x01 \x03(\v2\x14.jupiter.v1.NodeLoadR\x05fleet\x12\x12\n" +
+	"\x04pods\x18\x02 \x01(\x05R\x04pods\x12\x15\n" +
+	"\x06age_ms\x18\x03 \x01(\x03R\x05ageMs\"N\n" +
+	"\x0eCapacityReport\x12\x10\n" +
+	"\x03pod\x18\x01 \x01(\tR\x03pod\x12*\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x14.jupiter.v1.NodeLoadR\x05nodes\"H\n" +
 	"\rLeaderMessage\x120\n" +
 	"\x05admin\x18\x01 \x01(\v2\x18.jupiter.v1.AdminRequestH\x00R\x05adminB\x05\n" +
 	"\x03msg\"D\n" +
 	"\vLeaderReply\x12.\n" +
 	"\x05admin\x18\x01 \x01(\v2\x16.jupiter.v1.AdminReplyH\x00R\x05adminB\x05\n" +
-	"\x03msg\"W\n" +
+	"\x03msg\"\x98\x01\n" +
 	"\x10BroadcastMessage\x12<\n" +
-	"\fring_updated\x18\x01 \x01(\v2\x17.jupiter.v1.RingUpdatedH\x00R\vringUpdatedB\x05\n" +
-	"\x03msg\"I\n" +
+	"\fring_updated\x18\x01 \x01(\v2\x17.jupiter.v1.RingUpdatedH\x00R\vringUpdated\x12?\n" +
+	"\rcapacity_poll\x18\x02 \x01(\v2\x18.jupiter.v1.CapacityPollH\x00R\fcapacityPollB\x05\n" +
+	"\x03msg\"\x90\x01\n" +
 	"\x0eBroadcastReply\x120\n" +
-	"\bring_ack\x18\x01 \x01(\v2\x13.jupiter.v1.RingAckH\x00R\aringAckB\x05\n" +
+	"\bring_ack\x18\x01 \x01(\v2\x13.jupiter.v1.RingAckH\x00R\aringAck\x12E\n" +
+	"\x0fcapacity_report\x18\x02 \x01(\v2\x1a.jupiter.v1.CapacityReportH\x00R\x0ecapacityReportB\x05\n" +
 	"\x03msg*\xf5\x01\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
@@ -1275,7 +1494,7 @@ func file_v1_jupiter_proto_rawDescGZIP() []byte {
 }
 
 var file_v1_jupiter_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_v1_jupiter_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_v1_jupiter_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_v1_jupiter_proto_goTypes = []any{
 	(ErrorCode)(0),           // 0: jupiter.v1.ErrorCode
 	(*Node)(nil),             // 1: jupiter.v1.Node
@@ -1289,10 +1508,13 @@ var file_v1_jupiter_proto_goTypes = []any{
 	(*AdminReply)(nil),       // 9: jupiter.v1.AdminReply
 	(*RingUpdated)(nil),      // 10: jupiter.v1.RingUpdated
 	(*RingAck)(nil),          // 11: jupiter.v1.RingAck
-	(*LeaderMessage)(nil),    // 12: jupiter.v1.LeaderMessage
-	(*LeaderReply)(nil),      // 13: jupiter.v1.LeaderReply
-	(*BroadcastMessage)(nil), // 14: jupiter.v1.BroadcastMessage
-	(*BroadcastReply)(nil),   // 15: jupiter.v1.BroadcastReply
+	(*NodeLoad)(nil),         // 12: jupiter.v1.NodeLoad
+	(*CapacityPoll)(nil),     // 13: jupiter.v1.CapacityPoll
+	(*CapacityReport)(nil),   // 14: jupiter.v1.CapacityReport
+	(*LeaderMessage)(nil),    // 15: jupiter.v1.LeaderMessage
+	(*LeaderReply)(nil),      // 16: jupiter.v1.LeaderReply
+	(*BroadcastMessage)(nil), // 17: jupiter.v1.BroadcastMessage
+	(*BroadcastReply)(nil),   // 18: jupiter.v1.BroadcastReply
 }
 var file_v1_jupiter_proto_depIdxs = []int32{
 	1,  // 0: jupiter.v1.RingState.nodes:type_name -> jupiter.v1.Node
@@ -1305,15 +1527,19 @@ var file_v1_jupiter_proto_depIdxs = []int32{
 	7,  // 7: jupiter.v1.AdminRequest.rebalance:type_name -> jupiter.v1.Rebalance
 	2,  // 8: jupiter.v1.AdminReply.ring:type_name -> jupiter.v1.RingState
 	0,  // 9: jupiter.v1.AdminReply.code:type_name -> jupiter.v1.ErrorCode
-	8,  // 10: jupiter.v1.LeaderMessage.admin:type_name -> jupiter.v1.AdminRequest
-	9,  // 11: jupiter.v1.LeaderReply.admin:type_name -> jupiter.v1.AdminReply
-	10, // 12: jupiter.v1.BroadcastMessage.ring_updated:type_name -> jupiter.v1.RingUpdated
-	11, // 13: jupiter.v1.BroadcastReply.ring_ack:type_name -> jupiter.v1.RingAck
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	12, // 10: jupiter.v1.CapacityPoll.fleet:type_name -> jupiter.v1.NodeLoad
+	12, // 11: jupiter.v1.CapacityReport.nodes:type_name -> jupiter.v1.NodeLoad
+	8,  // 12: jupiter.v1.LeaderMessage.admin:type_name -> jupiter.v1.AdminRequest
+	9,  // 13: jupiter.v1.LeaderReply.admin:type_name -> jupiter.v1.AdminReply
+	10, // 14: jupiter.v1.BroadcastMessage.ring_updated:type_name -> jupiter.v1.RingUpdated
+	13, // 15: jupiter.v1.BroadcastMessage.capacity_poll:type_name -> jupiter.v1.CapacityPoll
+	11, // 16: jupiter.v1.BroadcastReply.ring_ack:type_name -> jupiter.v1.RingAck
+	14, // 17: jupiter.v1.BroadcastReply.capacity_report:type_name -> jupiter.v1.CapacityReport
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_v1_jupiter_proto_init() }
@@ -1328,17 +1554,19 @@ func file_v1_jupiter_proto_init() {
 		(*AdminRequest_Status)(nil),
 		(*AdminRequest_Rebalance)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[11].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[14].OneofWrappers = []any{
 		(*LeaderMessage_Admin)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[12].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[15].OneofWrappers = []any{
 		(*LeaderReply_Admin)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[13].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[16].OneofWrappers = []any{
 		(*BroadcastMessage_RingUpdated)(nil),
+		(*BroadcastMessage_CapacityPoll)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[14].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[17].OneofWrappers = []any{
 		(*BroadcastReply_RingAck)(nil),
+		(*BroadcastReply_CapacityReport)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1346,7 +1574,7 @@ func file_v1_jupiter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_v1_jupiter_proto_rawDesc), len(file_v1_jupiter_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
