@@ -102,8 +102,9 @@ const (
 )
 
 // Item is one key of a report. Count and Bytes are the sketch's estimates
-// (upper bounds, scaled by the sampling rate); Reads and Writes split the
-// commands counted since the key entered the ranking (scaled too).
+// (upper bounds, scaled by the sampling rate); Reads and Writes split Count
+// in the proportion of reads and writes seen since the key entered the
+// ranking.
 type Item struct {
 	Key      string `json:"key"`
 	KeyBytes int    `json:"key_bytes"` // the key's full length (Key holds at most MaxKeyBytes)
@@ -265,8 +266,12 @@ func (s *Sketch) Top(n int, by Rank) []Item {
 		if cnt == 0 && byt == 0 {
 			continue
 		}
-		out = append(out, Item{Key: string(c.key), KeyBytes: c.keyLen, Node: c.node,
-			Count: uint64(cnt) * sc, Bytes: byt * sc, Reads: c.reads * sc, Writes: c.writes * sc})
+		it := Item{Key: string(c.key), KeyBytes: c.keyLen, Node: c.node, Count: uint64(cnt) * sc, Bytes: byt * sc}
+		if seen := c.reads + c.writes; seen > 0 {
+			it.Reads = uint64(float64(it.Count) * float64(c.reads) / float64(seen))
+			it.Writes = it.Count - it.Reads
+		}
+		out = append(out, it)
 	}
 	slices.SortStableFunc(out, func(a, b Item) int {
 		x, y := a.Count, b.Count
