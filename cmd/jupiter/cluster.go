@@ -83,14 +83,15 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		return err
 	}
 	ctl := &cluster.AdminController{C: cl, NodeUp: router.NodeUp}
-	srv := proxy.New(proxyOptions(cfg), router, adminHandler(cfg, ctl), log)
+	obs := observers(cfg)
+	srv := proxy.New(proxyOptions(cfg, obs), router, adminHandler(cfg, ctl, obs), log)
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
 	registerStage(reg, func() string { return cl.Status().Stage })
 	registerClusterMetrics(reg, cl)
 	registerRebalanceMetrics(reg, ctl)
-	hs, err := openAdmin(cfg, health, reg, ctl, log)
+	hs, err := openAdmin(cfg, health, reg, ctl, obs, log)
 	if err != nil {
 		ln.Close()
 		closeAll()

@@ -40,13 +40,14 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	controls := newControlClients(backendSecurity(cfg), cfg.RequestTimeout)
 	defer controls.Close()
 	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg), DBSize: controls.DBSize}
-	srv := proxy.New(proxyOptions(cfg), router, adminHandler(cfg, ctl), log)
+	obs := observers(cfg)
+	srv := proxy.New(proxyOptions(cfg, obs), router, adminHandler(cfg, ctl, obs), log)
 
 	health := &telemetry.Health{}
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
 	registerStage(reg, func() string { return "stable" })
-	hs, err := openAdmin(cfg, health, reg, ctl, log)
+	hs, err := openAdmin(cfg, health, reg, ctl, obs, log)
 	if err != nil {
 		ln.Close()
 		_ = pool.Close(context.Background())
