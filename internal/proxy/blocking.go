@@ -266,7 +266,10 @@ func (b *blockState) run(v *view) []byte {
 		}
 		payload = resp.AppendCommand(payload, args...)
 		var cid int64
-		if err := d.Send(payload, time.Now().Add(srv.opts.ControlTimeout)); err == nil {
+		// err, not a new one: a failed or late CLIENT ID or preset must
+		// reach the check below, or the blocking read would take its
+		// late reply for the command's.
+		if err = d.Send(payload, time.Now().Add(srv.opts.ControlTimeout)); err == nil {
 			var r []byte
 			if r, err = d.Receive(time.Now().Add(srv.opts.ControlTimeout)); err == nil && len(r) > 1 && r[0] == ':' {
 				cid, _ = strconv.ParseInt(string(bytes.TrimSpace(r[1:])), 10, 64)
