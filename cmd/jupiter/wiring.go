@@ -118,7 +118,7 @@ func openAdmin(cfg config.Config, health *telemetry.Health, reg *prometheus.Regi
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 	admin.HTTP{C: ctl, AdminPassword: cfg.Security.HTTPAdminPassword()}.Register(hs)
-	obs.Register(hs)
+	obs.Register(hs, cfg.Security.HTTPAdminPassword())
 	return hs, nil
 }
 

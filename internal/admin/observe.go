@@ -253,8 +253,17 @@ type BigKeysJSON struct {
 //	GET /v1/slowlog[?n=N]            this pod's slow log, newest first (SlowlogJSON; default all)
 //	GET /v1/hotkeys[?n=N&by=bytes]   hottest keys by commands or bytes (HotKeysJSON; default 10)
 //	GET /v1/bigkeys[?n=N]            biggest commands by key (BigKeysJSON; default 10)
-func (o Observers) Register(mux Mux) {
-	mux.Handle("GET /v1/slowlog", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+//
+// They show key names and command arguments — the applications' data — so
+// when adminPassword is set they need it, as the ring changes do (HTTP
+// Basic "admin" or Bearer); on RESP, JUPITER SLOWLOG/HOTKEYS/BIGKEYS are
+// open to authenticated clients, as Redis's SLOWLOG is.
+func (o Observers) Register(mux Mux, adminPassword string) {
+	h := HTTP{AdminPassword: adminPassword}
+	handle := func(pattern string, f http.HandlerFunc) {
+		mux.Handle(pattern, h.guard(f, "key names and command arguments need the admin password (curl -u admin:<admin-password>)"))
+	}
+	handle("GET /v1/slowlog", func(w http.ResponseWriter, r *http.Request) {
 		n, ok := queryCount(w, r, -1)
 		if !ok {
 			return
@@ -268,8 +277,8 @@ func (o Observers) Register(mux Mux) {
 			out.Entries = []slowlog.Entry{}
 		}
 		writeJSON(w, http.StatusOK, out)
-	}))
-	mux.Handle("GET /v1/hotkeys", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	})
+	handle("GET /v1/hotkeys", func(w http.ResponseWriter, r *http.Request) {
 		n, ok := queryCount(w, r, defaultShown)
 		if !ok {
 			return
@@ -288,8 +297,8 @@ func (o Observers) Register(mux Mux) {
 			out.Keys = keys
 		}
 		writeJSON(w, http.StatusOK, out)
-	}))
-	mux.Handle("GET /v1/bigkeys", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	})
+	handle("GET /v1/bigkeys", func(w http.ResponseWriter, r *http.Request) {
 		n, ok := queryCount(w, r, defaultShown)
 		if !ok {
 			return
@@ -299,7 +308,7 @@ func (o Observers) Register(mux Mux) {
 			out.Keys = keys
 		}
 		writeJSON(w, http.StatusOK, out)
-	}))
+	})
 }
 
 // queryCount reads ?n= (0 or -1: all; absent: def); a bad value is

@@ -112,7 +112,7 @@ func TestObserveCommands(t *testing.T) {
 
 func TestObserveHTTP(t *testing.T) {
 	mux := http.NewServeMux()
-	observed().Register(mux)
+	observed().Register(mux, "")
 	get := func(path string, v any) int {
 		t.Helper()
 		w := httptest.NewRecorder()
@@ -152,9 +152,24 @@ func TestObserveHTTP(t *testing.T) {
 			t.Errorf("%s = %d, want 400", bad, code)
 		}
 	}
+	// With an admin password: 401 without it, 200 with it.
+	mux = http.NewServeMux()
+	observed().Register(mux, "adm")
+	for _, path := range []string{"/v1/slowlog", "/v1/hotkeys", "/v1/bigkeys"} {
+		if code := get(path, nil); code != http.StatusUnauthorized {
+			t.Errorf("%s without the admin password = %d, want 401", path, code)
+		}
+		req := httptest.NewRequest("GET", path, nil)
+		req.SetBasicAuth("admin", "adm")
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, req)
+		if w.Code != 200 || !strings.Contains(w.Body.String(), `"keys"`) && !strings.Contains(w.Body.String(), `"entries"`) {
+			t.Errorf("%s with the admin password = %d %s", path, w.Code, w.Body)
+		}
+	}
 	// Off: valid, empty replies.
 	mux = http.NewServeMux()
-	Observers{}.Register(mux)
+	Observers{}.Register(mux, "")
 	if code := get("/v1/hotkeys", &hk); code != 200 || hk.Sample != 0 || hk.Keys == nil || len(hk.Keys) != 0 {
 		t.Errorf("/v1/hotkeys off = %d %+v", code, hk)
 	}
