@@ -129,6 +129,9 @@ func (b *batch) trim() {
 	if len(b.calls) > 4096 {
 		b.calls, b.callNode = nil, nil
 	}
+	// Arguments parsed again for the observers point into the session's
+	// read buffer, which must not outlive it here.
+	clear(b.obsArgv[:cap(b.obsArgv)])
 }
 
 // session is one client connection. All its state is owned by the one
