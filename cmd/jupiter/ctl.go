@@ -70,9 +70,14 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(fs.Output(), ctlUsage)
 		fs.PrintDefaults()
 	}
-	// Flags may come before or after the command and its arguments.
+	// Flags may come before or after the command and its arguments; a
+	// negative number (slowlog -1) is an argument, not a flag.
 	var pos []string
 	for {
+		if len(args) > 0 && len(pos) > 0 && negativeInt(args[0]) {
+			pos, args = append(pos, args[0]), args[1:]
+			continue
+		}
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return 0
@@ -197,6 +202,12 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, v)
 	}
 	return 0
+}
+
+// negativeInt reports whether s is a negative decimal integer.
+func negativeInt(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil && strings.HasPrefix(s, "-")
 }
 
 // slowlogLine renders one entry of a node's SLOWLOG GET (id, unix time,
