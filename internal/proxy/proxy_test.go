@@ -730,7 +730,10 @@ func TestRandomChunksMatchRedis(t *testing.T) {
 // reserves at most maxAhead).
 func TestLargeArgumentBuffer(t *testing.T) {
 	be := startStaticBackend(t)
-	px := startProxy(t, []string{be}, backend.Options{})
+	// 8 MiB through a race-instrumented stand-in backend on a loaded
+	// machine (a cold `make test` compiles while it runs) can take longer
+	// than the 2s default; what is tested is the allocation.
+	px := startProxy(t, []string{be}, backend.Options{RequestTimeout: 30 * time.Second})
 	const size = 8<<20 + 1024 // just over a power of two, where doubling would overshoot most
 	p := dial(t, px.addr)
 	p.do("PING")
