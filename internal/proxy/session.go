@@ -237,7 +237,7 @@ func (s *session) serve() bool {
 		n, err := s.nc.Read(s.buf[s.re:])
 		filled := n > 0 && s.re+n == len(s.buf)
 		s.re += n
-		if n > 0 && !s.drain(lim, s.stamp()) {
+		if n > 0 && !s.drain(lim) {
 			return false
 		}
 		if filled && len(s.buf) < keptReadBuf {
@@ -376,7 +376,7 @@ func (s *session) rawStep(fd uintptr) bool {
 		s.rawLast, s.rawCheck = time.Now().UnixNano(), eofCheckMin
 		filled := s.re+n == len(s.buf)
 		s.re += n
-		if !s.drain(s.srv.opts.Limits, s.rawLast) {
+		if !s.drain(s.srv.opts.Limits) {
 			return true
 		}
 		if filled && len(s.buf) < keptReadBuf {
@@ -504,9 +504,18 @@ func (s *session) resetBuf() {
 }
 
 // drain executes every complete command in the read buffer, in batches. It
-// returns false when the connection must be closed. start is when the
-// bytes arrived (unix nanos; only the slow log reads it).
-func (s *session) drain(lim resp.Limits, start int64) bool {
+// returns false when the connection must be closed.
+func (s *session) drain(lim resp.Limits) bool {
+	start := s.rawLast // a plain-TCP client's last read
+	if s.rawConn == nil {
+		start = s.stamp()
+	}
+	return s.drainFrom(lim, start)
+}
+
+// drainFrom is drain for bytes that arrived at start (unix nanos; only the
+// slow log reads it).
+func (s *session) drainFrom(lim resp.Limits, start int64) bool {
 	if s.blocked() {
 		return true // the bytes wait until the blocking command is answered
 	}
