@@ -90,7 +90,8 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		return err
 	}
 	ctl := &cluster.AdminController{C: cl, NodeUp: router.NodeUp, Capacity: capacitySource(gath)}
-	srv := proxy.New(proxyOptions(cfg), router, adminHandler(cfg, ctl), log)
+	obs := observers(cfg)
+	srv := proxy.New(proxyOptions(cfg, obs), router, adminHandler(cfg, ctl, obs), log)
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
@@ -98,7 +99,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	registerClusterMetrics(reg, cl)
 	registerRebalanceMetrics(reg, ctl)
 	registerCapacity(reg, gath)
-	hs, err := openAdmin(cfg, health, reg, ctl, log)
+	hs, err := openAdmin(cfg, health, reg, ctl, obs, log)
 	if err != nil {
 		ln.Close()
 		closeAll()

@@ -48,6 +48,15 @@ commands:
   rebalance [status]      the running rebalance: stage, moved/total keys, rate, ETA
   rebalance abort|pause|resume
                           control the running rebalance (admin)
+  slowlog [n|-1] | len | reset
+                          this pod's slow log, newest first: one line per
+                          command with its time through jupiter, the node
+                          wait, the proxy's time and the nodes
+  slowlog nodes [get [n]] | len | reset
+                          the nodes' own slow logs, merged
+  hotkeys [count|bytes] [n] | reset
+                          this pod's hottest keys (sampled, estimated)
+  bigkeys [n] | reset     this pod's biggest requests and replies by key
 
 Exit status: 0 on success, 1 when the pod refused the request (its -ERR
 message is printed) or could not be reached, 2 on a usage error.
@@ -70,9 +79,14 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(fs.Output(), ctlUsage)
 		fs.PrintDefaults()
 	}
-	// Flags may come before or after the command and its arguments.
+	// Flags may come before or after the command and its arguments; a
+	// negative number (slowlog -1) is an argument, not a flag.
 	var pos []string
 	for {
+		if len(args) > 0 && len(pos) > 0 && negativeInt(args[0]) {
+			pos, args = append(pos, args[0]), args[1:]
+			continue
+		}
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return 0
@@ -92,7 +106,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	sub := strings.ToLower(pos[0])
 	rest := pos[1:]
 	argc := map[string][2]int{"status": {0, 0}, "nodes": {0, 0}, "add": {1, 2}, "remove": {1, 1}, "weight": {2, 2},
-		"plan": {2, 3}, "rebalance": {0, 1}, "top": {0, 0}}
+		"plan": {2, 3}, "rebalance": {0, 1}, "top": {0, 0}, "slowlog": {0, 3}, "hotkeys": {0, 2}, "bigkeys": {0, 1}}
 	if sub == "help" {
 		fs.SetOutput(stdout)
 		fs.Usage()
@@ -203,12 +217,49 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		}
 	case []any:
 		for _, e := range v {
+			if entry, ok := e.([]any); ok {
+				fmt.Fprintln(stdout, slowlogLine(entry)) // slowlog nodes: Redis's entries
+				continue
+			}
 			fmt.Fprintln(stdout, e)
 		}
 	default:
 		fmt.Fprintln(stdout, v)
 	}
 	return 0
+}
+
+// negativeInt reports whether s is a negative decimal integer.
+func negativeInt(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil && strings.HasPrefix(s, "-")
+}
+
+// slowlogLine renders one entry of a node's SLOWLOG GET (id, unix time,
+// microseconds, arguments, client address, client name) as a line like
+// JUPITER SLOWLOG's.
+func slowlogLine(e []any) string {
+	var b strings.Builder
+	for i, k := range []string{"id", "time", "duration_us"} {
+		if i < len(e) {
+			fmt.Fprintf(&b, "%s=%v ", k, e[i])
+		}
+	}
+	if len(e) >= 6 {
+		fmt.Fprintf(&b, "client=%v name=%v ", e[4], e[5])
+	}
+	b.WriteString("cmd=")
+	if len(e) > 3 {
+		if args, ok := e[3].([]any); ok {
+			for i, a := range args {
+				if i > 0 {
+					b.WriteByte(' ')
+				}
+				b.WriteString(admin.Quote(fmt.Sprint(a)))
+			}
+		}
+	}
+	return b.String()
 }
 
 // checkCtlArgs validates what the argument counts cannot ("" when fine).

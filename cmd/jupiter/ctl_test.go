@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/alphauslabs/jupiter/internal/admin"
+	"github.com/alphauslabs/jupiter/internal/hotkeys"
 	"github.com/alphauslabs/jupiter/internal/ring"
+	"github.com/alphauslabs/jupiter/internal/slowlog"
 	"github.com/tidwall/redcon"
 )
 
@@ -293,7 +295,8 @@ func TestCtlUsage(t *testing.T) {
 		}
 	}
 	code, out, _ := runCtlT("help")
-	for _, part := range []string{"plan add <host:port> [w]", "rebalance abort|pause|resume", "status [--watch [--interval 1s]]", "-interval", "top [--once]"} {
+	for _, part := range []string{"plan add <host:port> [w]", "rebalance abort|pause|resume", "status [--watch [--interval 1s]]", "-interval", "top [--once]",
+		"slowlog [n|-1]", "hotkeys [count|bytes] [n]", "bigkeys [n]"} {
 		if code != 0 || !strings.Contains(out, part) {
 			t.Errorf("help lacks %q", part)
 		}
@@ -315,5 +318,40 @@ func TestProgressLine(t *testing.T) {
 		if got := progressLine(c.st); got != c.want {
 			t.Errorf("progressLine(%+v)\n = %q\nwant %q", c.st, got, c.want)
 		}
+	}
+}
+
+// TestCtlObserve: slowlog, hotkeys and bigkeys print the pod's lines.
+func TestCtlObserve(t *testing.T) {
+	s := newScripted(t)
+	s.stages = []string{"stable"}
+	obs := admin.Observers{Slowlog: slowlog.New(0, 8), HotKeys: hotkeys.New(hotkeys.Config{HalfLife: -1}), BigKeys: hotkeys.NewBig(10, 4)}
+	obs.Slowlog.Add(slowlog.Entry{Time: 1700000000, DurationUS: 12000, NodeUS: 11000, ProxyUS: 1000,
+		Nodes: []string{"10.0.0.1:6379"}, Args: []string{"GET", "k"}, Client: "1.2.3.4:5"})
+	obs.HotKeys.Add(hotkeys.Sample{Key: []byte("hot"), Node: "10.0.0.1:6379", Bytes: 7}, 0)
+	obs.BigKeys.Add([]byte("blob"), "set", "10.0.0.2:6379", 20, false, 1700000001)
+	addr := serveRESP(t, admin.Handler{C: s, Obs: obs}, "")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"slowlog"}, "id=0 time=1700000000 duration_us=12000 node_us=11000 proxy_us=1000 nodes=10.0.0.1:6379 client=1.2.3.4:5 name= cmd=\"GET\" \"k\"\n"},
+		{[]string{"slowlog", "len"}, "1\n"},
+		{[]string{"slowlog", "-1", "--timeout", "5s"}, "id=0 time=1700000000 duration_us=12000 node_us=11000 proxy_us=1000 nodes=10.0.0.1:6379 client=1.2.3.4:5 name= cmd=\"GET\" \"k\"\n"},
+		{[]string{"hotkeys", "bytes", "5"}, "key=\"hot\" count=1 bytes=7 reads=1 writes=0 node=10.0.0.1:6379\n"},
+		{[]string{"bigkeys"}, "key=\"blob\" command=set size=20 dir=request count=1 node=10.0.0.2:6379 last=1700000001\n"},
+	} {
+		code, out, errs := runCtlT(append([]string{"--addr", addr}, c.args...)...)
+		if code != 0 || out != c.want {
+			t.Errorf("ctl %q = %d %q %q, want %q", c.args, code, out, errs, c.want)
+		}
+	}
+	if code, _, errs := runCtlT("--addr", addr, "slowlog", "bogus"); code != 1 || !strings.Contains(errs, "usage") {
+		t.Errorf("ctl slowlog bogus = %d %q", code, errs)
+	}
+	// A node's SLOWLOG GET entry (slowlog nodes) as one line.
+	got := slowlogLine([]any{int64(3), int64(1700000000), int64(15), []any{"SET", "a b"}, "1.2.3.4:5", "app"})
+	if want := `id=3 time=1700000000 duration_us=15 client=1.2.3.4:5 name=app cmd="SET" "a b"`; got != want {
+		t.Errorf("slowlogLine = %q, want %q", got, want)
 	}
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/alphauslabs/jupiter/internal/command"
+	"github.com/alphauslabs/jupiter/internal/config"
 )
 
 const (
@@ -38,4 +40,44 @@ func TestREADMECommandTable(t *testing.T) {
 		return
 	}
 	t.Fatal("README.md's command table is out of date: go test ./cmd/jupiter -run README -update")
+}
+
+// TestREADMEFlagsTable: every flag of `jupiter serve` has a row in the
+// README's flags table, and the table names no flag that does not exist.
+func TestREADMEFlagsTable(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	i := strings.Index(doc, "\n## Flags\n")
+	if i < 0 {
+		t.Fatal("README.md lacks a ## Flags section")
+	}
+	sec := doc[i+1:]
+	if j := strings.Index(sec[3:], "\n## "); j >= 0 {
+		sec = sec[:j+3]
+	}
+	documented := map[string]bool{}
+	for _, line := range strings.Split(sec, "\n") {
+		if !strings.HasPrefix(line, "| `--") {
+			continue
+		}
+		first := strings.Split(line, "|")[1]
+		for _, f := range strings.Split(first, ",") {
+			documented[strings.Trim(strings.TrimSpace(f), "`")] = true
+		}
+	}
+	c := config.Default()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	c.Bind(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		if !documented["--"+f.Name] {
+			t.Errorf("flag --%s is not in the README's flags table", f.Name)
+		}
+		delete(documented, "--"+f.Name)
+	})
+	for f := range documented {
+		t.Errorf("the README's flags table documents %s, which jupiter serve does not have", f)
+	}
 }

@@ -42,14 +42,15 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	defer controls.Close()
 	gath := newGatherer(cfg, router, false, log)
 	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg), DBSize: controls.DBSize, Capacity: capacitySource(gath)}
-	srv := proxy.New(proxyOptions(cfg), router, adminHandler(cfg, ctl), log)
+	obs := observers(cfg)
+	srv := proxy.New(proxyOptions(cfg, obs), router, adminHandler(cfg, ctl, obs), log)
 
 	health := &telemetry.Health{}
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
 	registerStage(reg, func() string { return "stable" })
 	registerCapacity(reg, gath)
-	hs, err := openAdmin(cfg, health, reg, ctl, log)
+	hs, err := openAdmin(cfg, health, reg, ctl, obs, log)
 	if err != nil {
 		ln.Close()
 		_ = pool.Close(context.Background())

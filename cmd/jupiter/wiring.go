@@ -16,9 +16,11 @@ import (
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/capacity"
 	"github.com/alphauslabs/jupiter/internal/config"
+	"github.com/alphauslabs/jupiter/internal/hotkeys"
 	"github.com/alphauslabs/jupiter/internal/proxy"
 	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/resp"
+	"github.com/alphauslabs/jupiter/internal/slowlog"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -45,7 +47,23 @@ func pinger(cfg config.Config) backend.Pinger {
 	return backend.Pinger{Security: backendSecurity(cfg), Timeout: cfg.DialTimeout}
 }
 
-func proxyOptions(cfg config.Config) proxy.Options {
+// observers are the pod's slow log, hot keys and big keys, per the flags;
+// the proxy feeds them, JUPITER SLOWLOG/HOTKEYS/BIGKEYS and /v1/… read them.
+func observers(cfg config.Config) admin.Observers {
+	o := admin.Observers{Slowlog: slowlog.New(time.Duration(cfg.SlowlogSlowerThan)*time.Microsecond, cfg.SlowlogMaxLen)}
+	if cfg.HotkeysSample > 0 {
+		o.HotKeys = hotkeys.New(hotkeys.Config{Scale: uint64(cfg.HotkeysSample), HalfLife: int64(cfg.HotkeysHalfLife)})
+	}
+	if cfg.BigkeysThreshold > 0 {
+		o.BigKeys = hotkeys.NewBig(cfg.BigkeysThreshold, bigKeysKept)
+	}
+	return o
+}
+
+// bigKeysKept is how many key/command pairs JUPITER BIGKEYS remembers.
+const bigKeysKept = 64
+
+func proxyOptions(cfg config.Config, obs admin.Observers) proxy.Options {
 	lim := resp.DefaultLimits
 	lim.MaxBulk = cfg.MaxArgBytes
 	lim.MaxArgs = cfg.MaxArgs
@@ -65,11 +83,13 @@ func proxyOptions(cfg config.Config) proxy.Options {
 		HoldMax:         cfg.RebalanceHoldMax,
 		BackendSecurity: backendSecurity(cfg),
 		ControlTimeout:  cfg.RequestTimeout,
+
+		Obs: obs,
 	}
 }
 
-func adminHandler(cfg config.Config, ctl admin.Controller) admin.Handler {
-	return admin.Handler{C: ctl, RequireAdmin: cfg.Security.AdminPassword != ""}
+func adminHandler(cfg config.Config, ctl admin.Controller, obs admin.Observers) admin.Handler {
+	return admin.Handler{C: ctl, RequireAdmin: cfg.Security.AdminPassword != "", Obs: obs}
 }
 
 // newGatherer builds the capacity gatherer (nil with --capacity-interval
@@ -127,8 +147,10 @@ func listen(cfg config.Config) (net.Listener, error) {
 }
 
 // openAdmin builds the HTTP admin server on --admin-listen (nil when empty):
-// probes, metrics, status and the node API over ctl.
-func openAdmin(cfg config.Config, health *telemetry.Health, reg *prometheus.Registry, ctl admin.Controller, log *slog.Logger) (*telemetry.Server, error) {
+// probes, metrics, status, the node API over ctl, and the slow log and hot
+// and big keys of obs.
+func openAdmin(cfg config.Config, health *telemetry.Health, reg *prometheus.Registry, ctl admin.Controller,
+	obs admin.Observers, log *slog.Logger) (*telemetry.Server, error) {
 	if cfg.AdminListen == "" {
 		return nil, nil
 	}
@@ -137,6 +159,7 @@ func openAdmin(cfg config.Config, health *telemetry.Health, reg *prometheus.Regi
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 	admin.HTTP{C: ctl, AdminPassword: cfg.Security.HTTPAdminPassword()}.Register(hs)
+	obs.Register(hs, cfg.Security.HTTPAdminPassword())
 	return hs, nil
 }
 

@@ -73,6 +73,8 @@ type Handler struct {
 	// RequireAdmin makes ring changes need an admin-authorized context
 	// (Authorize): set when an admin password is configured.
 	RequireAdmin bool
+	// Obs is what JUPITER SLOWLOG, HOTKEYS and BIGKEYS read.
+	Obs Observers
 }
 
 type adminKey struct{}
@@ -126,6 +128,12 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 		return redcon.AppendOK(nil)
 	case "REBALANCE":
 		return h.rebalance(ctx, rest)
+	case "SLOWLOG":
+		return h.Obs.slowlogCommand(rest)
+	case "HOTKEYS":
+		return h.Obs.hotkeysCommand(rest)
+	case "BIGKEYS":
+		return h.Obs.bigkeysCommand(rest)
 	case "PLAN":
 		c, err := ParsePlanArgs(rest)
 		if err != nil {
@@ -150,6 +158,10 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 			"JUPITER REBALANCE [STATUS]      - rebalance progress: stage, epoch, moved/total keys, rate, ETA, sources",
 			"JUPITER REBALANCE ABORT|PAUSE|RESUME - control the running rebalance",
 			"JUPITER PLAN ADD <host:port> [weight] | REMOVE <host:port> | WEIGHT <host:port> <w> - dry run: slots/keys that would move (changes nothing)",
+			"JUPITER SLOWLOG [GET] [n|-1] | LEN | RESET - this pod's slow log: one line per command, with node wait and proxy time",
+			"JUPITER SLOWLOG NODES [GET [n]] | LEN | RESET - the nodes' own slow logs, merged",
+			"JUPITER HOTKEYS [COUNT|BYTES] [n] | RESET - this pod's hottest keys by commands or bytes (sampled, estimated)",
+			"JUPITER BIGKEYS [n] | RESET     - this pod's biggest requests/replies by key",
 		}
 		b := redcon.AppendArray(nil, len(lines))
 		for _, l := range lines {

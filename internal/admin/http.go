@@ -194,6 +194,12 @@ func (h HTTP) Register(mux Mux) {
 
 // admin wraps a changing endpoint with the admin password check.
 func (h HTTP) admin(f http.HandlerFunc) http.Handler {
+	return h.guard(f, "ring changes need the admin password (curl -u admin:<admin-password>)")
+}
+
+// guard requires the admin password (when set) before f, answering 401
+// with why otherwise.
+func (h HTTP) guard(f http.HandlerFunc, why string) http.Handler {
 	if h.AdminPassword == "" {
 		return f
 	}
@@ -208,7 +214,7 @@ func (h HTTP) admin(f http.HandlerFunc) http.Handler {
 		sum := sha256.Sum256([]byte(got)) // hashing first hides the length too
 		if got == "" || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Basic realm="jupiter admin"`)
-			writeJSON(w, http.StatusUnauthorized, ChangeJSON{Error: "ring changes need the admin password (curl -u admin:<admin-password>)"})
+			writeJSON(w, http.StatusUnauthorized, ChangeJSON{Error: why})
 			return
 		}
 		f(w, r.WithContext(Authorize(r.Context())))

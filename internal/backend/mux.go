@@ -62,7 +62,12 @@ type Call struct {
 	// Reply holds the raw RESP reply once the Call's group is done and Err is nil.
 	Reply []byte
 	// Err is set instead of Reply when the node could not answer.
-	Err   error
+	Err error
+	// Done is when the reply (or the error) came, in unix nanoseconds:
+	// the time the reader received the bytes that completed it. With the
+	// time the Call was queued it tells how long its node took (the slow
+	// log's node wait).
+	Done  int64
 	group *Group
 }
 
@@ -105,7 +110,8 @@ func (g *Group) finish() {
 	}
 }
 
-func (c *Call) complete(reply []byte, err error) {
+func (c *Call) complete(reply []byte, err error, at int64) {
+	c.Done = at
 	if err != nil {
 		c.Err = err
 	} else {
@@ -591,8 +597,9 @@ func (c *mconn) failLocked(err error) {
 	nerr := &NodeError{c.node.addr, err}
 	c.node.Stats.Count.Add(uint64(c.inflight.size))
 	c.node.Stats.Errors.Add(uint64(c.inflight.size))
+	now := time.Now().UnixNano()
 	for c.inflight.size > 0 {
-		c.inflight.pop().call.complete(nil, nerr)
+		c.inflight.pop().call.complete(nil, nerr, now)
 	}
 	c.scheduleRetryLocked()
 }
@@ -609,8 +616,9 @@ func (c *mconn) scheduleRetryLocked() {
 func (c *mconn) failAll(calls []*Call, err error) {
 	c.node.Stats.Count.Add(uint64(len(calls)))
 	c.node.Stats.Errors.Add(uint64(len(calls)))
+	now := time.Now().UnixNano()
 	for _, call := range calls {
-		call.complete(nil, err)
+		call.complete(nil, err, now)
 	}
 }
 
@@ -741,7 +749,7 @@ func (c *mconn) read(nc net.Conn, gen uint64) {
 		st.Count.Add(uint64(len(ready)))
 		for i, q := range ready {
 			st.Latency.Observe(time.Duration(now - q.at))
-			q.call.complete(buf[bounds[2*i]:bounds[2*i+1]], nil)
+			q.call.complete(buf[bounds[2*i]:bounds[2*i+1]], nil, now)
 		}
 		if start == end {
 			start, end = 0, 0

@@ -835,3 +835,31 @@ func TestLingerBounded(t *testing.T) {
 	waitFor(t, func() bool { return fa.commands.Load() == 2 })
 	pingAll(t, b, "b-while-a-owes", 5)
 }
+
+// TestCallDone: a Call's Done is when its reply came — after the node
+// released a slow reply, not when the request was queued — and is set for
+// failed Calls too.
+func TestCallDone(t *testing.T) {
+	f, release := slowFake(t)
+	p := newPool(t, Options{ConnsPerNode: 1, RequestTimeout: time.Minute})
+	n := p.Node(f.addr)
+	const hold = 80 * time.Millisecond
+	queued := time.Now().UnixNano()
+	go func() { time.Sleep(hold); close(release) }()
+	calls := do(n, 0, "slow", "after")
+	waited := time.Now().UnixNano()
+	for _, c := range calls {
+		if c.Err != nil {
+			t.Fatal(c.Err)
+		}
+		if c.Done-queued < int64(hold) || c.Done > waited {
+			t.Errorf("Done %v after queueing (waited %v), want ≥ %v", time.Duration(c.Done-queued), time.Duration(waited-queued), hold)
+		}
+	}
+	dead := p.Node(freeAddr(t))
+	before := time.Now().UnixNano()
+	c := do(dead, 0, "x")[0]
+	if c.Err == nil || c.Done < before || c.Done > time.Now().UnixNano() {
+		t.Errorf("failed Call: err %v, Done %d outside [%d, now]", c.Err, c.Done, before)
+	}
+}

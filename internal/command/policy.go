@@ -115,14 +115,16 @@ var decisions = map[string]decision{
 	// a node's error is named. Per-node diagnostics go to every node and
 	// are merged, or to one node (random, or the hash= override's) where
 	// Redis's reply cannot be merged meaningfully.
-	"config|set":          keyless(PolicyAllOK),
-	"config|resetstat":    keyless(PolicyAllOK),
-	"config|rewrite":      keyless(PolicyAllOK),
-	"slowlog":             keyless(PolicySingle),
-	"slowlog|get":         keyless(PolicyAllConcat), // every node's entries, node after node
-	"slowlog|len":         keyless(PolicyAllSum),
-	"slowlog|reset":       keyless(PolicyAllOK),
-	"slowlog|help":        keyless(PolicySingle),
+	"config|set":       keyless(PolicyAllOK),
+	"config|resetstat": keyless(PolicyAllOK),
+	"config|rewrite":   keyless(PolicyAllOK),
+	// SLOWLOG is jupiter's own slow log (time through the proxy, see
+	// internal/slowlog); the nodes' are JUPITER SLOWLOG NODES GET|LEN|RESET.
+	"slowlog":             local(ClassKeyless),
+	"slowlog|get":         local(ClassKeyless),
+	"slowlog|len":         local(ClassKeyless),
+	"slowlog|reset":       local(ClassKeyless),
+	"slowlog|help":        local(ClassKeyless),
 	"latency":             keyless(PolicySingle),
 	"latency|latest":      keyless(PolicyAllConcat),
 	"latency|history":     keyless(PolicyAllConcat),

@@ -66,6 +66,20 @@ type Config struct {
 
 	Security Security // client/admin/backend auth and TLS (security.go)
 
+	// What operators look at (the proxy's own slow log, hot and big keys).
+	// SlowlogSlowerThan: commands at least this many microseconds through
+	// jupiter are logged (Redis's slowlog-log-slower-than: 0 logs every
+	// command, negative none); SlowlogMaxLen entries are kept.
+	SlowlogSlowerThan int
+	SlowlogMaxLen     int
+	// HotkeysSample: one command in this many feeds the hot-key sketch
+	// (0 = off); its counts halve every HotkeysHalfLife.
+	HotkeysSample   int
+	HotkeysHalfLife time.Duration
+	// BigkeysThreshold: a command whose request or reply has at least this
+	// many bytes is listed by JUPITER BIGKEYS (0 = off).
+	BigkeysThreshold int
+
 	ShutdownTimeout time.Duration // bound on the SIGTERM drain
 	// DrainDelay: after SIGTERM, keep serving (and accepting) this long
 	// with /readyz failing, so load balancers and pooled clients move away
@@ -109,6 +123,12 @@ func Default() Config {
 
 		RebalanceHoldMax: 500 * time.Millisecond, // below go-redis's 3s read timeout, with room for a retry
 		CapacityInterval: 5 * time.Second,        // one INFO per node per pod every 5s: figures a few seconds old, negligible load
+
+		SlowlogSlowerThan: 10000,       // Redis's default, 10 ms
+		SlowlogMaxLen:     128,         // Redis's default
+		HotkeysSample:     100,         // ~1% of commands: a sketch update costs ~1 µs, so ~10 ns per command
+		HotkeysHalfLife:   time.Minute, // the ranking follows the last few minutes
+		BigkeysThreshold:  1 << 20,     // 1 MiB: a value that size holds a node's event loop for ~1 ms and fills a client's buffers
 	}
 }
 
@@ -221,6 +241,18 @@ func (c Config) Validate() error {
 	if c.MaxArgs < 16 {
 		bad("max-args", "%d, want >= 16", c.MaxArgs)
 	}
+	if c.SlowlogMaxLen < 0 || c.SlowlogMaxLen > 100000 {
+		bad("slowlog-max-len", "%d, want 0..100000", c.SlowlogMaxLen)
+	}
+	if c.HotkeysSample < 0 || c.HotkeysSample > 1<<20 {
+		bad("hotkeys-sample", "%d, want 0 (off) or 1..%d (one command in N)", c.HotkeysSample, 1<<20)
+	}
+	if c.HotkeysHalfLife < time.Second || c.HotkeysHalfLife > 24*time.Hour {
+		bad("hotkeys-half-life", "%v, want 1s..24h", c.HotkeysHalfLife)
+	}
+	if c.BigkeysThreshold < 0 {
+		bad("bigkeys-threshold", "%d, want >= 0 (0 = off)", c.BigkeysThreshold)
+	}
 	c.Security.validate(bad)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -308,6 +340,11 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxPipeline, "max-pipeline", c.MaxPipeline, "most commands of one client run as one batch; longer pipelines run in several (bounds buffered replies)")
 	fs.DurationVar(&c.RebalanceHoldMax, "rebalance-hold-max", c.RebalanceHoldMax, "during a rebalance's freeze, the longest a write to a moving key is held before -TRYAGAIN (10ms..10s)")
 	fs.DurationVar(&c.CapacityInterval, "capacity-interval", c.CapacityInterval, "how often every node is asked for INFO (JUPITER NODES capacity figures, jupiter_node_* metrics, ctl top); 0 = off")
+	fs.IntVar(&c.SlowlogSlowerThan, "slowlog-slower-than", c.SlowlogSlowerThan, "log commands at least this many microseconds through jupiter in its own SLOWLOG (0 = every command, negative = none)")
+	fs.IntVar(&c.SlowlogMaxLen, "slowlog-max-len", c.SlowlogMaxLen, "entries the proxy's SLOWLOG keeps")
+	fs.IntVar(&c.HotkeysSample, "hotkeys-sample", c.HotkeysSample, "feed one command in N to the hot-key sketch (JUPITER HOTKEYS); 0 = off")
+	fs.DurationVar(&c.HotkeysHalfLife, "hotkeys-half-life", c.HotkeysHalfLife, "hot-key counts halve this often, so the ranking follows current traffic")
+	fs.IntVar(&c.BigkeysThreshold, "bigkeys-threshold", c.BigkeysThreshold, "list commands whose request or reply has at least this many bytes (JUPITER BIGKEYS); 0 = off")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on the graceful drain after SIGTERM")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "after SIGTERM, keep serving this long with /readyz failing before closing client connections at command boundaries")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")

@@ -70,6 +70,8 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		{[]string{"--backends", "a:1", "--rebalance-hold-max", "1m"}, []string{"--rebalance-hold-max"}},
 		{[]string{"--backends", "a:1", "--capacity-interval", "10ms"}, []string{"--capacity-interval"}},
 		{[]string{"--backends", "a:1", "--capacity-interval", "-1s"}, []string{"--capacity-interval"}},
+		{[]string{"--backends", "a:1", "--slowlog-max-len", "-1", "--hotkeys-sample", "-2", "--bigkeys-threshold", "-1", "--hotkeys-half-life", "10ms"},
+			[]string{"--slowlog-max-len", "--hotkeys-sample", "--bigkeys-threshold", "--hotkeys-half-life"}},
 		{[]string{"--spanner-db", "projects/p"}, []string{"--spanner-db", "--hedge-addr"}},
 		{[]string{"--spanner-db", "projects/p/instances/i/databases/d", "--hedge-addr", "10.0.0.1:7070", "--lock-table", "bad-name"}, []string{"--lock-table"}},
 	}
@@ -84,6 +86,10 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 				t.Errorf("%q: error %q lacks %q", tt.args, err, w)
 			}
 		}
+	}
+	// A negative slow-log threshold is valid: it turns the log off.
+	if c, err := load(t, []string{"--backends", "a:1", "--slowlog-slower-than", "-1", "--hotkeys-sample", "0"}, nil); err != nil || c.SlowlogSlowerThan != -1 {
+		t.Errorf("--slowlog-slower-than -1: %v", err)
 	}
 	c, err := load(t, []string{"--spanner-db", "projects/p/instances/i/databases/d", "--hedge-addr", "10.0.0.1:7070"}, nil)
 	if err != nil || !c.Cluster() {

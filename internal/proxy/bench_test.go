@@ -6,9 +6,13 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/backend"
+	"github.com/alphauslabs/jupiter/internal/hotkeys"
 	"github.com/alphauslabs/jupiter/internal/resp"
+	"github.com/alphauslabs/jupiter/internal/slowlog"
 )
 
 var (
@@ -110,69 +114,103 @@ func startStaticBackend(tb testing.TB) string {
 	return ln.Addr().String()
 }
 
+// benchObservers are the observer settings the proxy benchmarks compare,
+// in one run: all off; the defaults of jupiter serve (slow log at 10 ms,
+// big keys at 1 MiB, hot keys sampling 1 in 100); and every command sampled.
+var benchObservers = []struct {
+	name string
+	obs  func() admin.Observers
+}{
+	{"obs=off", func() admin.Observers { return admin.Observers{} }},
+	{"obs=default", func() admin.Observers {
+		return admin.Observers{Slowlog: slowlog.New(10*time.Millisecond, 128), BigKeys: hotkeys.NewBig(1<<20, 64),
+			HotKeys: hotkeys.New(hotkeys.Config{Scale: 100})}
+	}},
+	{"obs=sample1", func() admin.Observers {
+		return admin.Observers{Slowlog: slowlog.New(10*time.Millisecond, 128), BigKeys: hotkeys.NewBig(1<<20, 64),
+			HotKeys: hotkeys.New(hotkeys.Config{Scale: 1})}
+	}},
+}
+
+// startBenchProxy is startProxy with the given observers.
+func startBenchProxy(b *testing.B, backends []string, obs admin.Observers) *testProxy {
+	return startProxyRing(b, ringOf(b, 1, backends...), backend.Options{}, Options{HashPrefix: "hash=", Obs: obs})
+}
+
 // BenchmarkProxyGET: GET through an in-process proxy in front of one static
-// backend, over real loopback TCP, in pipelines of 1 and 16. One op is one
-// command; allocs/op counts every allocation in the process per command
-// (proxy, backend pool, and the test's client and backend, which allocate
-// nothing in steady state).
+// backend, over real loopback TCP, in pipelines of 1 and 16, with each
+// observer setting (benchObservers). One op is one command; allocs/op
+// counts every allocation in the process per command (proxy, backend pool,
+// and the test's client and backend, which allocate nothing in steady
+// state).
 func BenchmarkProxyGET(b *testing.B) {
-	for _, depth := range []int{1, 16} {
-		b.Run("pipeline"+strconv.Itoa(depth), func(b *testing.B) {
-			be := startStaticBackend(b)
-			px := startProxy(b, []string{be}, backend.Options{})
-			c := dial(b, px.addr)
-			var batch []byte
-			for i := 0; i < depth; i++ {
-				batch = resp.AppendCommand(batch, []byte("GET"), []byte("key:"+strconv.Itoa(i)))
-			}
-			want := len(benchValue) * depth
-			rbuf := make([]byte, 64<<10)
-			roundTrip := func() {
-				if _, err := c.nc.Write(batch); err != nil {
-					b.Fatal(err)
-				}
-				got := 0
-				for got < want {
-					n, err := c.nc.Read(rbuf)
-					if err != nil {
-						b.Fatal(err)
-					}
-					got += n
-				}
-				if got != want {
-					b.Fatalf("read %d bytes, want %d", got, want)
-				}
-			}
-			for i := 0; i < 100; i++ { // warm buffers and connections
-				roundTrip()
-			}
-			var m0, m1 runtime.MemStats
-			runtime.ReadMemStats(&m0)
-			b.ResetTimer()
-			batches := 0
-			for i := 0; i < b.N; i += depth {
-				roundTrip()
-				batches++
-			}
-			b.StopTimer()
-			runtime.ReadMemStats(&m1)
-			cmds := float64(batches * depth)
-			b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/cmds, "allocs/cmd")
-			b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/cmds, "B/cmd")
-		})
+	for _, o := range benchObservers {
+		for _, depth := range []int{1, 16} {
+			b.Run(o.name+"/pipeline"+strconv.Itoa(depth), func(b *testing.B) { benchGET(b, depth, o.obs()) })
+		}
 	}
+}
+
+func benchGET(b *testing.B, depth int, obs admin.Observers) {
+	be := startStaticBackend(b)
+	px := startBenchProxy(b, []string{be}, obs)
+	c := dial(b, px.addr)
+	var batch []byte
+	for i := 0; i < depth; i++ {
+		batch = resp.AppendCommand(batch, []byte("GET"), []byte("key:"+strconv.Itoa(i)))
+	}
+	want := len(benchValue) * depth
+	rbuf := make([]byte, 64<<10)
+	roundTrip := func() {
+		if _, err := c.nc.Write(batch); err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for got < want {
+			n, err := c.nc.Read(rbuf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += n
+		}
+		if got != want {
+			b.Fatalf("read %d bytes, want %d", got, want)
+		}
+	}
+	for i := 0; i < 100; i++ { // warm buffers and connections
+		roundTrip()
+	}
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	b.ResetTimer()
+	batches := 0
+	for i := 0; i < b.N; i += depth {
+		roundTrip()
+		batches++
+	}
+	b.StopTimer()
+	runtime.ReadMemStats(&m1)
+	cmds := float64(batches * depth)
+	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/cmds, "allocs/cmd")
+	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/cmds, "B/cmd")
 }
 
 // BenchmarkProxyMixed: a pipeline of 10 commands of the kinds the proxy
 // handles differently (forwarded, split over 3 nodes and merged, answered
-// locally, inline, SCAN) through three static backends. allocs/cmd is per
-// command of the pipeline.
+// locally, inline, SCAN) through three static backends, with each observer
+// setting (benchObservers). allocs/cmd is per command of the pipeline.
 func BenchmarkProxyMixed(b *testing.B) {
+	for _, o := range benchObservers {
+		b.Run(o.name, func(b *testing.B) { benchMixed(b, o.obs()) })
+	}
+}
+
+func benchMixed(b *testing.B, obs admin.Observers) {
 	var addrs []string
 	for i := 0; i < 3; i++ {
 		addrs = append(addrs, startStaticBackend(b))
 	}
-	px := startProxy(b, addrs, backend.Options{})
+	px := startBenchProxy(b, addrs, obs)
 	c := dial(b, px.addr)
 	cmds := []string{
 		cmd("GET", "k1"),

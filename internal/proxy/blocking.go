@@ -198,7 +198,7 @@ func (s *session) finishBlock() bool {
 		s.resetBuf()
 		return true
 	}
-	return s.drain(s.srv.opts.Limits)
+	return s.drainFrom(s.srv.opts.Limits, s.stamp()) // the wait is not the next commands' time
 }
 
 // endBlock cancels a blocked command when the session ends.

@@ -80,10 +80,17 @@ func ringOf(tb testing.TB, v uint64, addrs ...string) *ring.Ring {
 // startProxyRing is startProxy with a given ring and front-end options.
 func startProxyRing(tb testing.TB, r *ring.Ring, popts backend.Options, opts Options) *testProxy {
 	tb.Helper()
+	return startProxyAdmin(tb, r, popts, opts, func(*Router) Admin { return adminStub{} })
+}
+
+// startProxyAdmin is startProxyRing answering JUPITER with the Admin that
+// adm makes for the proxy's router.
+func startProxyAdmin(tb testing.TB, r *ring.Ring, popts backend.Options, opts Options, adm func(*Router) Admin) *testProxy {
+	tb.Helper()
 	pool := backend.NewPool(popts)
 	router := NewRouter(pool, r)
 	pl := &panicLog{}
-	srv := New(opts, router, adminStub{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := New(opts, router, adm(router), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	srv.log = slog.New(pl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

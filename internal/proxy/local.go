@@ -69,6 +69,10 @@ func (s *session) answerLocal(v *view, spec *command.Spec, args [][]byte) {
 	case "info":
 		s.info(v, args)
 	case "jupiter":
+		if len(args) > 2 && strings.EqualFold(string(args[1]), "slowlog") && strings.EqualFold(string(args[2]), "nodes") {
+			s.nodesSlowlog(v, args[3:])
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.srv.opts.AdminTimeout)
 		if s.admin {
 			ctx = admin.Authorize(ctx)
@@ -84,6 +88,8 @@ func (s *session) answerLocal(v *view, spec *command.Spec, args [][]byte) {
 			s.command(spec, args)
 		case spec.Name == "config|get":
 			s.configGet(v, args)
+		case strings.HasPrefix(spec.Name, "slowlog"):
+			s.slowlogCommand(spec, args)
 		default:
 			s.errorReply("ERR jupiter: '" + spec.Name + "' is not supported through the proxy")
 		}

@@ -166,6 +166,7 @@ decide:
 			s.out = redcon.AppendError(s.out, errHold)
 			s.count(id, at, time.Since(start))
 			s.srv.Stats.Commands.Add(1)
+			s.noteRun(v, at, start, 0) // held, never sent
 			return
 		}
 		v = s.acquire()
@@ -177,6 +178,7 @@ decide:
 	cancel()
 	s.count(id, at, time.Since(start))
 	s.srv.Stats.Commands.Add(1)
+	s.noteRun(v, at, start, -1)
 }
 
 // waitChange waits until changed is closed (true) or deadline passes.

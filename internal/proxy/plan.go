@@ -47,7 +47,10 @@ func (s *session) plan(v *view, args [][]byte, raw []byte) {
 		if spec != nil {
 			id = int32(spec.ID)
 		}
-		s.cmds[n].cmd = id
+		e := &s.cmds[n]
+		e.cmd = id
+		e.r0, e.r1 = s.cmdLo, s.cmdHi
+		e.sampled = s.sampler.Pick(s.srv.hotN)
 	}
 }
 

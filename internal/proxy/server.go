@@ -125,6 +125,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/rebalance"
@@ -166,6 +167,10 @@ type Options struct {
 	// ControlTimeout bounds one rebalance-path command (after any hold) and
 	// each of its control clients' network operations (default 5s).
 	ControlTimeout time.Duration
+
+	// Obs are the slow log, hot keys and big keys the request path feeds
+	// (observe.go); nil members are off. SLOWLOG answers from Obs.Slowlog.
+	Obs admin.Observers
 }
 
 // Stats are the front end's counters, read by INFO and the metrics.
@@ -214,6 +219,13 @@ type Server struct {
 	// cmdStats[spec.ID] counts each command; the last entry counts unknown
 	// and malformed commands.
 	cmdStats []stats.Op
+
+	// What the request path needs of opts.Obs (initObserve): the slow
+	// log's threshold in ns (-1: off), the smallest big request or reply
+	// (MaxInt: off), the hot-key sampling rate (one in hotN; 0: off).
+	slowNs int64
+	bigMin int
+	hotN   uint32
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -268,6 +280,7 @@ func New(opts Options, router *Router, admin Admin, log *slog.Logger) *Server {
 		ctl:      rebalance.NewClients(opts.BackendSecurity, opts.ControlTimeout, ctlPoolSize),
 		ctl3:     rebalance.NewClients3(opts.BackendSecurity, opts.ControlTimeout, ctlPoolSize),
 		sessions: map[*session]struct{}{}, blockedBy: map[uint32]*blockState{}, subs: map[*pubsub]struct{}{}, cmdStats: make([]stats.Op, len(command.All())+1)}
+	s.initObserve()
 	router.mu.Lock()
 	router.inUse = s.viewInUse
 	router.follow = s.followSubs

@@ -12,9 +12,10 @@ import (
 	"github.com/tidwall/redcon"
 )
 
-// Server administration through the proxy: CONFIG, INFO, SLOWLOG, LATENCY,
-// MEMORY (the command table decides which go to every node and how their
-// replies merge; this file holds what the table cannot say).
+// Server administration through the proxy: CONFIG, INFO, LATENCY, MEMORY
+// (the command table decides which go to every node and how their replies
+// merge; this file holds what the table cannot say). SLOWLOG is the
+// proxy's own (observe.go).
 //
 //   - CONFIG SET/RESETSTAT/REWRITE change every node, so with
 //     --admin-password they need AUTH admin (NOPERM otherwise); the reply is

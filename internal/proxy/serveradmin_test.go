@@ -80,27 +80,45 @@ func TestServerAdmin(t *testing.T) {
 		}
 	})
 
-	t.Run("Slowlog", func(t *testing.T) {
+	// The nodes' slow logs: JUPITER SLOWLOG NODES (plain SLOWLOG is the
+	// proxy's own, empty here: this proxy has none).
+	t.Run("SlowlogNodes", func(t *testing.T) {
 		p.do("CONFIG", "SET", "slowlog-log-slower-than", "0")
 		for i := range 20 {
 			p.do("SET", "sl"+strconv.Itoa(i), "v")
 		}
 		p.do("CONFIG", "SET", "slowlog-log-slower-than", "-1")
-		var sum int64
+		var sum, firstTens int64
 		for _, d := range direct {
-			sum += mustInt(t, d.do("SLOWLOG", "LEN"))
+			n := mustInt(t, d.do("SLOWLOG", "LEN"))
+			sum += n
+			firstTens += min(n, 10) // a node's SLOWLOG GET shows 10 by default
 		}
-		if got := mustInt(t, p.do("SLOWLOG", "LEN")); got != sum || got < 20 {
-			t.Errorf("SLOWLOG LEN = %d, nodes sum %d (want ≥ 20)", got, sum)
-		}
-		if r := p.do("SLOWLOG", "GET", "100"); !strings.HasPrefix(r, "*"+strconv.FormatInt(sum, 10)+"\r\n") {
-			t.Errorf("SLOWLOG GET 100 = %.40q…, want %d entries", r, sum)
-		}
-		if r := p.do("SLOWLOG", "RESET"); r != "+OK\r\n" {
-			t.Errorf("SLOWLOG RESET = %q", r)
+		if got := mustInt(t, p.do("JUPITER", "SLOWLOG", "NODES", "LEN")); got != sum || got < 20 {
+			t.Errorf("JUPITER SLOWLOG NODES LEN = %d, nodes sum %d (want ≥ 20)", got, sum)
 		}
 		if got := mustInt(t, p.do("SLOWLOG", "LEN")); got != 0 {
-			t.Errorf("SLOWLOG LEN after RESET = %d", got)
+			t.Errorf("SLOWLOG LEN = %d: the proxy's own log (off here) must not count the nodes'", got)
+		}
+		for _, get := range [][]string{{"JUPITER", "SLOWLOG", "NODES", "GET", "100"}, {"JUPITER", "SLOWLOG", "NODES"}} {
+			want := firstTens
+			if len(get) == 5 {
+				want = sum
+			}
+			if r := p.do(get...); !strings.HasPrefix(r, "*"+strconv.FormatInt(want, 10)+"\r\n") || !strings.Contains(r, "sl1") {
+				t.Errorf("%v = %.40q…, want %d entries of the nodes'", get, r, want)
+			}
+		}
+		if r := p.do("JUPITER", "SLOWLOG", "NODES", "RESET"); r != "+OK\r\n" {
+			t.Errorf("JUPITER SLOWLOG NODES RESET = %q", r)
+		}
+		for i, d := range direct {
+			if got := mustInt(t, d.do("SLOWLOG", "LEN")); got != 0 {
+				t.Errorf("node %d: SLOWLOG LEN after JUPITER SLOWLOG NODES RESET = %d", i, got)
+			}
+		}
+		if r := p.do("JUPITER", "SLOWLOG", "NODES", "FOO"); !strings.HasPrefix(r, "-ERR usage") {
+			t.Errorf("JUPITER SLOWLOG NODES FOO = %q", r)
 		}
 	})
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/command"
+	"github.com/alphauslabs/jupiter/internal/hotkeys"
 	"github.com/alphauslabs/jupiter/internal/merge"
 	"github.com/alphauslabs/jupiter/internal/rawio"
 	"github.com/alphauslabs/jupiter/internal/resp"
@@ -45,6 +46,8 @@ type entry struct {
 	cmd      int32  // index into Server.cmdStats
 	scanTag  uint16 // SCAN: the view's scanTag
 	aux      int32  // INFO: the sections asked for
+	r0, r1   int32  // the command's bytes in the read buffer (observe.go)
+	sampled  bool   // fed to the hot-key sketch
 }
 
 // nodeShare is what one batch sends to one node.
@@ -86,6 +89,18 @@ type batch struct {
 	slow slowReq
 	// conn is the batch's command for a dedicated connection (entry kConn).
 	conn connOp
+
+	// Observation (observe.go). start is when the batch began (its bytes
+	// arrived, or the previous batch ended), in unix nanos; cmdLo/cmdHi
+	// the read-buffer bytes of the command being planned; callNode the
+	// node of each Call; tail the batch's kSlow/kConn entry while it runs.
+	start        int64
+	cmdLo, cmdHi int32
+	callNode     []int32
+	tail         entry
+	sampler      hotkeys.Sampler
+	obsArgv      [][]byte
+	obsKeys      []int
 }
 
 // trim drops buffers a large batch grew, before the batch goes back to the pool.
@@ -112,8 +127,11 @@ func (b *batch) trim() {
 		}
 	}
 	if len(b.calls) > 4096 {
-		b.calls = nil
+		b.calls, b.callNode = nil, nil
 	}
+	// Arguments parsed again for the observers point into the session's
+	// read buffer, which must not outlive it here.
+	clear(b.obsArgv[:cap(b.obsArgv)])
 }
 
 // session is one client connection. All its state is owned by the one
@@ -578,10 +596,21 @@ func (s *session) resetBuf() {
 // drain executes every complete command in the read buffer, in batches. It
 // returns false when the connection must be closed.
 func (s *session) drain(lim resp.Limits) bool {
+	start := s.rawLast // a plain-TCP client's last read
+	if s.rawConn == nil {
+		start = s.stamp()
+	}
+	return s.drainFrom(lim, start)
+}
+
+// drainFrom is drain for bytes that arrived at start (unix nanos; only the
+// slow log reads it).
+func (s *session) drainFrom(lim resp.Limits, start int64) bool {
 	if s.blocked() {
 		return true // the bytes wait until the blocking command is answered
 	}
 	s.batch = s.srv.getBatch()
+	s.start = start
 	defer func() {
 		s.srv.putBatch(s.batch)
 		s.batch = nil
@@ -616,6 +645,7 @@ func (s *session) drain(lim resp.Limits) bool {
 				break
 			}
 			raw := s.buf[s.rs : s.rs+n]
+			s.cmdLo, s.cmdHi = int32(s.rs), int32(s.rs+n)
 			s.rs += n
 			if len(args) == 0 {
 				continue
@@ -752,7 +782,9 @@ func (s *session) begin(nodes int) {
 func (s *session) newCall(node int) *backend.Call {
 	if s.ncall == len(s.calls) {
 		s.calls = append(s.calls, &backend.Call{})
+		s.callNode = append(s.callNode, 0)
 	}
+	s.callNode[s.ncall] = int32(node)
 	c := s.calls[s.ncall]
 	s.ncall++
 	s.group.Attach(c)
@@ -783,6 +815,7 @@ func (s *session) execute(v *view) {
 	if n > 0 && (s.cmds[n-1].kind == kSlow || s.cmds[n-1].kind == kConn) {
 		n--
 	}
+	big := s.srv.bigMin
 	for i := range n {
 		e := &s.cmds[i]
 		at := len(s.out)
@@ -800,14 +833,28 @@ func (s *session) execute(v *view) {
 			s.out = s.merge(v, s.out, e)
 		}
 		s.count(e.cmd, at, took)
+		if e.sampled || len(s.out)-at >= big || int(e.r1-e.r0) >= big {
+			s.observe(v, e, at, now)
+		}
+	}
+	if s.srv.slowNs >= 0 {
+		// The slow-log check: one clock read and one comparison per
+		// batch, since no command of it took longer than the batch.
+		end := time.Now().UnixNano()
+		if end-s.start >= s.srv.slowNs {
+			s.slowBatch(v, n, now, end)
+		}
+		s.start = end
 	}
 	s.srv.Stats.Commands.Add(int64(n))
-	switch {
-	case n == len(s.cmds):
-	case s.cmds[n].kind == kConn:
-		s.runConn(v, s.cmds[n].cmd)
-	default:
-		s.runSlow(v, s.cmds[n].cmd) // may plan and execute again: s.cmds is not used after this
+	if n == len(s.cmds) {
+		return
+	}
+	s.tail = s.cmds[n]
+	if s.tail.kind == kConn {
+		s.runConn(v, s.tail.cmd)
+	} else {
+		s.runSlow(v, s.tail.cmd) // may plan and execute again: s.cmds is not used after this
 	}
 }
 

@@ -433,6 +433,7 @@ func (s *session) runConn(v *view, id int32) {
 	}
 	s.count(id, at, time.Since(start))
 	s.srv.Stats.Commands.Add(1)
+	s.noteRun(v, at, start, -1)
 }
 
 // holdFrozen waits, while any of slots is frozen under v, for the view to

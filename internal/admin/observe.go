@@ -1,0 +1,330 @@
+package admin
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/alphauslabs/jupiter/internal/hotkeys"
+	"github.com/alphauslabs/jupiter/internal/slowlog"
+	"github.com/tidwall/redcon"
+)
+
+// Observers are what a pod records about the commands going through it:
+// its own slow log and its hot and big keys. The proxy feeds them; JUPITER
+// SLOWLOG|HOTKEYS|BIGKEYS, /v1/slowlog, /v1/hotkeys and /v1/bigkeys read
+// them. Any of them may be nil (off). They are per pod: ask each pod.
+type Observers struct {
+	Slowlog *slowlog.Log
+	HotKeys *hotkeys.Sketch
+	BigKeys *hotkeys.Big
+}
+
+// defaultShown is how many entries JUPITER SLOWLOG/HOTKEYS/BIGKEYS show
+// without a count (SLOWLOG GET's default).
+const defaultShown = 10
+
+// slowlogCommand answers JUPITER SLOWLOG [GET] [n] | LEN | RESET: this
+// pod's slow log with what Redis's format has no room for, one line per
+// entry (FormatSlowEntry), newest first. JUPITER SLOWLOG NODES (the nodes'
+// own slow logs) is answered by the proxy, which can reach the nodes.
+func (o Observers) slowlogCommand(args [][]byte) []byte {
+	sub := ""
+	if len(args) > 0 {
+		sub = strings.ToUpper(string(args[0]))
+	}
+	switch {
+	case sub == "LEN" && len(args) == 1:
+		return redcon.AppendInt(nil, int64(o.Slowlog.Len()))
+	case sub == "RESET" && len(args) == 1:
+		o.Slowlog.Reset()
+		return redcon.AppendOK(nil)
+	case sub == "NODES":
+		return redcon.AppendError(nil, "ERR jupiter: JUPITER SLOWLOG NODES is answered by the proxy")
+	}
+	if sub == "GET" {
+		args = args[1:]
+	}
+	n, ok := shownCount(args, true)
+	if !ok {
+		return redcon.AppendError(nil, "ERR usage: JUPITER SLOWLOG [GET] [count|-1] | LEN | RESET | NODES [GET [count]|LEN|RESET]")
+	}
+	entries := o.Slowlog.Get(n)
+	b := redcon.AppendArray(nil, len(entries))
+	for _, e := range entries {
+		b = redcon.AppendBulkString(b, FormatSlowEntry(e))
+	}
+	return b
+}
+
+// hotkeysCommand answers JUPITER HOTKEYS [BYTES] [n] | RESET.
+func (o Observers) hotkeysCommand(args [][]byte) []byte {
+	if o.HotKeys == nil {
+		return redcon.AppendError(nil, "ERR jupiter: hot keys are off on this pod (--hotkeys-sample 0)")
+	}
+	by := hotkeys.ByCount
+	if len(args) > 0 {
+		switch strings.ToUpper(string(args[0])) {
+		case "RESET":
+			if len(args) == 1 {
+				o.HotKeys.Reset()
+				return redcon.AppendOK(nil)
+			}
+		case "BYTES":
+			by, args = hotkeys.ByBytes, args[1:]
+		case "COUNT":
+			args = args[1:]
+		}
+	}
+	n, ok := shownCount(args, false)
+	if !ok {
+		return redcon.AppendError(nil, "ERR usage: JUPITER HOTKEYS [COUNT|BYTES] [n] | RESET")
+	}
+	items := o.HotKeys.Top(n, by)
+	b := redcon.AppendArray(nil, len(items))
+	for _, it := range items {
+		b = redcon.AppendBulkString(b, FormatHotKey(it))
+	}
+	return b
+}
+
+// bigkeysCommand answers JUPITER BIGKEYS [n] | RESET.
+func (o Observers) bigkeysCommand(args [][]byte) []byte {
+	if o.BigKeys.Threshold() == 0 {
+		return redcon.AppendError(nil, "ERR jupiter: big keys are off on this pod (--bigkeys-threshold 0)")
+	}
+	if len(args) == 1 && strings.EqualFold(string(args[0]), "reset") {
+		o.BigKeys.Reset()
+		return redcon.AppendOK(nil)
+	}
+	n, ok := shownCount(args, false)
+	if !ok {
+		return redcon.AppendError(nil, "ERR usage: JUPITER BIGKEYS [n] | RESET")
+	}
+	items := o.BigKeys.Top(n)
+	b := redcon.AppendArray(nil, len(items))
+	for _, it := range items {
+		b = redcon.AppendBulkString(b, FormatBigKey(it))
+	}
+	return b
+}
+
+// shownCount reads an optional count: none is defaultShown; -1 (when
+// allowed) and 0 mean all.
+func shownCount(args [][]byte, minusOne bool) (int, bool) {
+	switch len(args) {
+	case 0:
+		return defaultShown, true
+	case 1:
+		n, err := strconv.Atoi(string(args[0]))
+		if err != nil || n < -1 || n == -1 && !minusOne {
+			return 0, false
+		}
+		if n == 0 {
+			n = -1
+		}
+		return n, true
+	}
+	return 0, false
+}
+
+// FormatSlowEntry renders one JUPITER SLOWLOG line:
+//
+//	id=7 time=1700000000 duration_us=201532 node_us=200873 proxy_us=659 nodes=10.0.0.5:6379 client=10.0.1.9:50312 name=app cmd="GET" "user:1"
+//
+// node_us and proxy_us are "?" where the node wait was not measured (the
+// rebalance path, dedicated connections); nodes is empty for a command
+// jupiter answered itself. cmd is last: its arguments are quoted, as
+// redis-cli shows them.
+func FormatSlowEntry(e slowlog.Entry) string {
+	var b strings.Builder
+	num := func(k string, v int64) {
+		b.WriteString(k)
+		b.WriteByte('=')
+		if v < 0 {
+			b.WriteByte('?')
+		} else {
+			b.WriteString(strconv.FormatInt(v, 10))
+		}
+		b.WriteByte(' ')
+	}
+	num("id", e.ID)
+	num("time", e.Time)
+	num("duration_us", e.DurationUS)
+	num("node_us", e.NodeUS)
+	num("proxy_us", e.ProxyUS)
+	b.WriteString("nodes=" + strings.Join(e.Nodes, ",") + " client=" + e.Client + " name=" + e.ClientName + " cmd=")
+	for i, a := range e.Args {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(Quote(a))
+	}
+	return b.String()
+}
+
+// FormatHotKey renders one JUPITER HOTKEYS line:
+//
+//	key="user:1" count=120400 bytes=9873100 reads=118000 writes=2400 node=10.0.0.5:6379
+//
+// followed by key_bytes=N when the key is longer than the part shown.
+func FormatHotKey(it hotkeys.Item) string {
+	s := "key=" + Quote(it.Key) + " count=" + strconv.FormatUint(it.Count, 10) + " bytes=" + strconv.FormatUint(it.Bytes, 10) +
+		" reads=" + strconv.FormatUint(it.Reads, 10) + " writes=" + strconv.FormatUint(it.Writes, 10) + " node=" + it.Node
+	if it.KeyBytes > len(it.Key) {
+		s += " key_bytes=" + strconv.Itoa(it.KeyBytes)
+	}
+	return s
+}
+
+// FormatBigKey renders one JUPITER BIGKEYS line:
+//
+//	key="blob:1" command=set size=1048611 dir=request count=3 node=10.0.0.5:6379 last=1700000000
+//
+// followed by key_bytes=N when the key is longer than the part shown.
+func FormatBigKey(it hotkeys.BigItem) string {
+	dir := "request"
+	if it.Reply {
+		dir = "reply"
+	}
+	s := "key=" + Quote(it.Key) + " command=" + it.Command + " size=" + strconv.Itoa(it.Size) + " dir=" + dir +
+		" count=" + strconv.FormatUint(it.Count, 10) + " node=" + it.Node + " last=" + strconv.FormatInt(it.Last, 10)
+	if it.KeyBytes > len(it.Key) {
+		s += " key_bytes=" + strconv.Itoa(it.KeyBytes)
+	}
+	return s
+}
+
+// Quote renders s in double quotes the way redis-cli shows a binary string:
+// printable ASCII as is, \" \\ \n \r \t \a \b escaped, other bytes as \xhh.
+func Quote(s string) string {
+	const hex = "0123456789abcdef"
+	b := make([]byte, 0, len(s)+2)
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch c {
+		case '\\', '"':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\a':
+			b = append(b, '\\', 'a')
+		case '\b':
+			b = append(b, '\\', 'b')
+		default:
+			if c < ' ' || c > '~' {
+				b = append(b, '\\', 'x', hex[c>>4], hex[c&15])
+			} else {
+				b = append(b, c)
+			}
+		}
+	}
+	return string(append(b, '"'))
+}
+
+// SlowlogJSON is the reply of GET /v1/slowlog.
+type SlowlogJSON struct {
+	SlowerThanUS int64           `json:"slower_than_us"` // negative: the log is off
+	MaxLen       int             `json:"max_len"`
+	Len          int             `json:"len"`
+	Entries      []slowlog.Entry `json:"entries"`
+}
+
+// HotKeysJSON is the reply of GET /v1/hotkeys.
+type HotKeysJSON struct {
+	Sample uint64         `json:"sample"` // one command in Sample is counted (0: off)
+	By     string         `json:"by"`     // "count" or "bytes"
+	Keys   []hotkeys.Item `json:"keys"`
+}
+
+// BigKeysJSON is the reply of GET /v1/bigkeys.
+type BigKeysJSON struct {
+	Threshold int               `json:"threshold"` // bytes; 0: off
+	Keys      []hotkeys.BigItem `json:"keys"`
+}
+
+// Register mounts the read-only observation API on mux:
+//
+//	GET /v1/slowlog[?n=N]            this pod's slow log, newest first (SlowlogJSON; default all)
+//	GET /v1/hotkeys[?n=N&by=bytes]   hottest keys by commands or bytes (HotKeysJSON; default 10)
+//	GET /v1/bigkeys[?n=N]            biggest commands by key (BigKeysJSON; default 10)
+//
+// They show key names and command arguments — the applications' data — so
+// when adminPassword is set they need it, as the ring changes do (HTTP
+// Basic "admin" or Bearer); on RESP, JUPITER SLOWLOG/HOTKEYS/BIGKEYS are
+// open to authenticated clients, as Redis's SLOWLOG is.
+func (o Observers) Register(mux Mux, adminPassword string) {
+	h := HTTP{AdminPassword: adminPassword}
+	handle := func(pattern string, f http.HandlerFunc) {
+		mux.Handle(pattern, h.guard(f, "key names and command arguments need the admin password (curl -u admin:<admin-password>)"))
+	}
+	handle("GET /v1/slowlog", func(w http.ResponseWriter, r *http.Request) {
+		n, ok := queryCount(w, r, -1)
+		if !ok {
+			return
+		}
+		out := SlowlogJSON{SlowerThanUS: o.Slowlog.SlowerThan().Microseconds(), MaxLen: o.Slowlog.MaxLen(),
+			Len: o.Slowlog.Len(), Entries: o.Slowlog.Get(n)}
+		if o.Slowlog.SlowerThan() < 0 {
+			out.SlowerThanUS = -1
+		}
+		if out.Entries == nil {
+			out.Entries = []slowlog.Entry{}
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	handle("GET /v1/hotkeys", func(w http.ResponseWriter, r *http.Request) {
+		n, ok := queryCount(w, r, defaultShown)
+		if !ok {
+			return
+		}
+		out := HotKeysJSON{Sample: o.HotKeys.Scale(), By: "count", Keys: []hotkeys.Item{}}
+		by := hotkeys.ByCount
+		switch r.URL.Query().Get("by") {
+		case "", "count":
+		case "bytes":
+			by, out.By = hotkeys.ByBytes, "bytes"
+		default:
+			writeJSON(w, http.StatusBadRequest, ChangeJSON{Error: "by must be count or bytes"})
+			return
+		}
+		if keys := o.HotKeys.Top(n, by); keys != nil {
+			out.Keys = keys
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	handle("GET /v1/bigkeys", func(w http.ResponseWriter, r *http.Request) {
+		n, ok := queryCount(w, r, defaultShown)
+		if !ok {
+			return
+		}
+		out := BigKeysJSON{Threshold: o.BigKeys.Threshold(), Keys: []hotkeys.BigItem{}}
+		if keys := o.BigKeys.Top(n); keys != nil {
+			out.Keys = keys
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+// queryCount reads ?n= (0 or -1: all; absent: def); a bad value is
+// answered 400.
+func queryCount(w http.ResponseWriter, r *http.Request, def int) (int, bool) {
+	q := r.URL.Query().Get("n")
+	if q == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(q)
+	if err != nil || n < -1 {
+		writeJSON(w, http.StatusBadRequest, ChangeJSON{Error: "n must be a count (0 or -1: all)"})
+		return 0, false
+	}
+	if n == 0 {
+		n = -1
+	}
+	return n, true
+}

@@ -1,0 +1,193 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alphauslabs/jupiter/internal/hotkeys"
+	"github.com/alphauslabs/jupiter/internal/slowlog"
+	"github.com/tidwall/redcon"
+)
+
+// observed returns observers holding a few entries of each kind.
+func observed() Observers {
+	o := Observers{Slowlog: slowlog.New(time.Millisecond, 8), HotKeys: hotkeys.New(hotkeys.Config{Scale: 10, HalfLife: -1}),
+		BigKeys: hotkeys.NewBig(100, 8)}
+	o.Slowlog.Add(slowlog.Entry{Time: 1700000000, DurationUS: 2500, NodeUS: 2000, ProxyUS: 500, Nodes: []string{"10.0.0.1:6379"},
+		Args: []string{"GET", "user:1"}, Client: "10.0.1.9:5000", ClientName: "app"})
+	o.Slowlog.Add(slowlog.Entry{Time: 1700000001, DurationUS: 3000, NodeUS: -1, ProxyUS: -1, Nodes: []string{},
+		Args: []string{"SET", "a b", "x\x00\"y\n"}, Client: "10.0.1.9:5001"})
+	for range 3 {
+		o.HotKeys.Add(hotkeys.Sample{Key: []byte("hot"), Node: "10.0.0.1:6379", Bytes: 10}, 0)
+	}
+	o.HotKeys.Add(hotkeys.Sample{Key: []byte("fat"), Node: "10.0.0.2:6379", Bytes: 1000, Write: true}, 0)
+	o.BigKeys.Add([]byte("blob"), "set", "10.0.0.2:6379", 150, false, 1700000002)
+	return o
+}
+
+func TestObserveCommands(t *testing.T) {
+	h := Handler{C: &Local{Router: &fakeRouter{}, Self: "x"}, Obs: observed()}
+	ctx := context.Background()
+	do := func(args ...string) []byte {
+		bs := make([][]byte, len(args))
+		for i, a := range args {
+			bs[i] = []byte(a)
+		}
+		return h.Command(ctx, append([][]byte{[]byte("JUPITER")}, bs...))
+	}
+	lines := func(reply []byte) []string {
+		t.Helper()
+		_, v := redcon.ReadNextRESP(reply)
+		if v.Type != redcon.Array {
+			t.Fatalf("reply %q is not an array", reply)
+		}
+		var out []string
+		v.ForEach(func(e redcon.RESP) bool {
+			out = append(out, e.String())
+			return true
+		})
+		return out
+	}
+	got := lines(do("SLOWLOG"))
+	want := []string{
+		`id=1 time=1700000001 duration_us=3000 node_us=? proxy_us=? nodes= client=10.0.1.9:5001 name= cmd="SET" "a b" "x\x00\"y\n"`,
+		`id=0 time=1700000000 duration_us=2500 node_us=2000 proxy_us=500 nodes=10.0.0.1:6379 client=10.0.1.9:5000 name=app cmd="GET" "user:1"`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("JUPITER SLOWLOG =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := lines(do("SLOWLOG", "GET", "1")); len(got) != 1 || !strings.HasPrefix(got[0], "id=1 ") {
+		t.Errorf("JUPITER SLOWLOG GET 1 = %q", got)
+	}
+	if got := lines(do("SLOWLOG", "-1")); len(got) != 2 {
+		t.Errorf("JUPITER SLOWLOG -1 = %q", got)
+	}
+	if r := string(do("SLOWLOG", "LEN")); r != ":2\r\n" {
+		t.Errorf("JUPITER SLOWLOG LEN = %q", r)
+	}
+	for _, bad := range [][]string{{"SLOWLOG", "x"}, {"SLOWLOG", "-2"}, {"SLOWLOG", "GET", "1", "2"}, {"HOTKEYS", "-1"}, {"BIGKEYS", "x"}} {
+		if r := string(do(bad...)); !strings.HasPrefix(r, "-ERR usage") {
+			t.Errorf("JUPITER %v = %q, want a usage error", bad, r)
+		}
+	}
+	if r := string(do("SLOWLOG", "NODES")); !strings.HasPrefix(r, "-ERR") {
+		t.Errorf("JUPITER SLOWLOG NODES outside the proxy = %q", r)
+	}
+
+	hot := lines(do("HOTKEYS"))
+	if len(hot) != 2 || hot[0] != `key="hot" count=30 bytes=300 reads=30 writes=0 node=10.0.0.1:6379` ||
+		hot[1] != `key="fat" count=10 bytes=10000 reads=0 writes=10 node=10.0.0.2:6379` {
+		t.Errorf("JUPITER HOTKEYS = %q", hot)
+	}
+	if b := lines(do("HOTKEYS", "BYTES", "1")); len(b) != 1 || !strings.HasPrefix(b[0], `key="fat" `) {
+		t.Errorf("JUPITER HOTKEYS BYTES 1 = %q", b)
+	}
+	big := lines(do("BIGKEYS"))
+	if len(big) != 1 || big[0] != `key="blob" command=set size=150 dir=request count=1 node=10.0.0.2:6379 last=1700000002` {
+		t.Errorf("JUPITER BIGKEYS = %q", big)
+	}
+	for _, sub := range []string{"SLOWLOG", "HOTKEYS", "BIGKEYS"} {
+		if r := string(do(sub, "RESET")); r != "+OK\r\n" {
+			t.Errorf("JUPITER %s RESET = %q", sub, r)
+		}
+		if got := lines(do(sub)); len(got) != 0 {
+			t.Errorf("JUPITER %s after RESET = %q", sub, got)
+		}
+	}
+	off := Handler{C: h.C}
+	for _, sub := range []string{"HOTKEYS", "BIGKEYS"} {
+		if r := string(off.Command(ctx, [][]byte{[]byte("JUPITER"), []byte(sub)})); !strings.Contains(r, "off on this pod") {
+			t.Errorf("JUPITER %s with it off = %q", sub, r)
+		}
+	}
+	if r := string(off.Command(ctx, [][]byte{[]byte("JUPITER"), []byte("SLOWLOG")})); r != "*0\r\n" {
+		t.Errorf("JUPITER SLOWLOG without a log = %q", r)
+	}
+}
+
+func TestObserveHTTP(t *testing.T) {
+	mux := http.NewServeMux()
+	observed().Register(mux, "")
+	get := func(path string, v any) int {
+		t.Helper()
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		if w.Code == 200 {
+			if err := json.Unmarshal(w.Body.Bytes(), v); err != nil {
+				t.Fatalf("%s: %v in %s", path, err, w.Body)
+			}
+		}
+		return w.Code
+	}
+	var sl SlowlogJSON
+	if code := get("/v1/slowlog", &sl); code != 200 || sl.SlowerThanUS != 1000 || sl.MaxLen != 8 || sl.Len != 2 || len(sl.Entries) != 2 {
+		t.Fatalf("/v1/slowlog = %d %+v", code, sl)
+	}
+	e := sl.Entries[1]
+	if e.NodeUS != 2000 || e.ProxyUS != 500 || e.Nodes[0] != "10.0.0.1:6379" || e.Args[1] != "user:1" || e.ClientName != "app" {
+		t.Errorf("/v1/slowlog entry %+v", e)
+	}
+	if code := get("/v1/slowlog?n=1", &sl); code != 200 || len(sl.Entries) != 1 || sl.Entries[0].ID != 1 {
+		t.Errorf("/v1/slowlog?n=1 = %d %+v", code, sl)
+	}
+	var hk HotKeysJSON
+	if code := get("/v1/hotkeys?by=bytes", &hk); code != 200 || hk.Sample != 10 || hk.By != "bytes" || len(hk.Keys) != 2 ||
+		hk.Keys[0].Key != "fat" || hk.Keys[0].Bytes != 10000 {
+		t.Errorf("/v1/hotkeys?by=bytes = %d %+v", code, hk)
+	}
+	if code := get("/v1/hotkeys?n=1", &hk); code != 200 || hk.By != "count" || len(hk.Keys) != 1 || hk.Keys[0].Key != "hot" {
+		t.Errorf("/v1/hotkeys?n=1 = %d %+v", code, hk)
+	}
+	var bk BigKeysJSON
+	if code := get("/v1/bigkeys", &bk); code != 200 || bk.Threshold != 100 || len(bk.Keys) != 1 || bk.Keys[0].Size != 150 {
+		t.Errorf("/v1/bigkeys = %d %+v", code, bk)
+	}
+	for _, bad := range []string{"/v1/slowlog?n=x", "/v1/hotkeys?by=keys", "/v1/bigkeys?n=-5"} {
+		if code := get(bad, nil); code != http.StatusBadRequest {
+			t.Errorf("%s = %d, want 400", bad, code)
+		}
+	}
+	// With an admin password: 401 without it, 200 with it.
+	mux = http.NewServeMux()
+	observed().Register(mux, "adm")
+	for _, path := range []string{"/v1/slowlog", "/v1/hotkeys", "/v1/bigkeys"} {
+		if code := get(path, nil); code != http.StatusUnauthorized {
+			t.Errorf("%s without the admin password = %d, want 401", path, code)
+		}
+		req := httptest.NewRequest("GET", path, nil)
+		req.SetBasicAuth("admin", "adm")
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, req)
+		if w.Code != 200 || !strings.Contains(w.Body.String(), `"keys"`) && !strings.Contains(w.Body.String(), `"entries"`) {
+			t.Errorf("%s with the admin password = %d %s", path, w.Code, w.Body)
+		}
+	}
+	// Off: valid, empty replies.
+	mux = http.NewServeMux()
+	Observers{}.Register(mux, "")
+	if code := get("/v1/hotkeys", &hk); code != 200 || hk.Sample != 0 || hk.Keys == nil || len(hk.Keys) != 0 {
+		t.Errorf("/v1/hotkeys off = %d %+v", code, hk)
+	}
+	if code := get("/v1/slowlog", &sl); code != 200 || sl.SlowerThanUS != -1 || sl.Entries == nil {
+		t.Errorf("/v1/slowlog off = %d %+v", code, sl)
+	}
+}
+
+func TestQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"":             `""`,
+		"plain key":    `"plain key"`,
+		"a\"b\\c":      `"a\"b\\c"`,
+		"\r\n\t\a\b":   `"\r\n\t\a\b"`,
+		"\x00\xff\x7f": `"\x00\xff\x7f"`,
+	} {
+		if got := Quote(in); got != want {
+			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
