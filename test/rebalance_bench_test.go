@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alphauslabs/jupiter/internal/ring"
 )
 
 // BenchmarkRebalanceMigration measures one online rebalance of a 2-pod
@@ -58,9 +60,11 @@ func BenchmarkRebalanceMigration(b *testing.B) {
 
 // rbLat is one client operation's latency in a phase.
 type rbLat struct {
-	get   bool
-	phase int32
-	d     time.Duration
+	get    bool
+	phase  int32
+	d      time.Duration
+	moving bool // the key changes node in the first change (ADD)
+	leader bool // the client talks to the leader pod (which runs the migrators)
 }
 
 const (
@@ -124,6 +128,24 @@ func rbBench(b *testing.B, nkeys, size int) {
 	}
 	b.Logf("preloaded %d keys of %d B in %v", nkeys, size, time.Since(s).Round(time.Millisecond))
 
+	// Which keys the ADD moves: the same ring the cluster computes (names
+	// are the addresses, weights 1).
+	var seedNodes []ring.Node
+	for _, a := range seeds {
+		seedNodes = append(seedNodes, ring.Node{Addr: a})
+	}
+	rA, err := ring.New(1, seedNodes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rB, err := rA.Add(2, ring.Node{Addr: e.redis[3].Addr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	moves := func(k string) bool {
+		return rA.Node(rA.Owner([]byte(k))).Addr != rB.Node(rB.Owner([]byte(k))).Addr
+	}
+
 	// Paced clients.
 	var phase atomic.Int32
 	var tryAgain, errs, missing atomic.Int64
@@ -135,7 +157,9 @@ func rbBench(b *testing.B, nkeys, size int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rc := redis.NewClient(&redis.Options{Addr: e.pods[g%len(e.pods)].Addr})
+			pod := e.pods[g%len(e.pods)]
+			onLeader := pod == lp
+			rc := redis.NewClient(&redis.Options{Addr: pod.Addr})
 			defer rc.Close()
 			rng := rand.New(rand.NewPCG(uint64(g), 7))
 			var mine []rbLat
@@ -177,7 +201,7 @@ func rbBench(b *testing.B, nkeys, size int) {
 				if ph2 := phase.Load(); ph2 != ph {
 					ph = rbPhaseChanging // straddled a boundary: neither steady nor migrating
 				}
-				mine = append(mine, rbLat{get, ph, d})
+				mine = append(mine, rbLat{get, ph, d, moves(k), onLeader})
 			}
 		}()
 	}
@@ -312,6 +336,24 @@ func rbBench(b *testing.B, nkeys, size int) {
 		b.ReportMetric(v, c.name)
 		samples = append(samples, fmt.Sprintf("%s=%d", c.name, n))
 	}
+	// Where the migrating p99 comes from: keys that move or stay, clients
+	// of the leader (which runs the migrators) or of the other pod.
+	split := func(f func(rbLat) bool) string {
+		var ds []time.Duration
+		for _, l := range lats {
+			if l.phase == rbPhaseMigrating && f(l) {
+				ds = append(ds, l.d)
+			}
+		}
+		if len(ds) == 0 {
+			return "-"
+		}
+		slices.Sort(ds)
+		return fmt.Sprintf("%dus(n=%d)", ds[len(ds)*99/100].Microseconds(), len(ds))
+	}
+	b.Logf("migrating p99 by key: moving %s, staying %s; by pod: leader %s, other %s",
+		split(func(l rbLat) bool { return l.moving }), split(func(l rbLat) bool { return !l.moving }),
+		split(func(l rbLat) bool { return l.leader }), split(func(l rbLat) bool { return !l.leader }))
 	b.ReportMetric(float64(tryAgain.Load()), "tryagain")
 	b.ReportMetric(float64(errs.Load()), "errors")
 	b.ReportMetric(float64(missing.Load()), "get-nil")
