@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/alphauslabs/jupiter/internal/hotkeys"
+	"github.com/alphauslabs/jupiter/internal/resp"
 	"github.com/alphauslabs/jupiter/internal/slowlog"
 	"github.com/tidwall/redcon"
 )
@@ -195,36 +196,10 @@ func FormatBigKey(it hotkeys.BigItem) string {
 	return s
 }
 
-// Quote renders s in double quotes the way redis-cli shows a binary string:
-// printable ASCII as is, \" \\ \n \r \t \a \b escaped, other bytes as \xhh.
+// Quote renders s in double quotes the way redis-cli shows a binary
+// string (resp.AppendQuoted).
 func Quote(s string) string {
-	const hex = "0123456789abcdef"
-	b := make([]byte, 0, len(s)+2)
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch c {
-		case '\\', '"':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		case '\a':
-			b = append(b, '\\', 'a')
-		case '\b':
-			b = append(b, '\\', 'b')
-		default:
-			if c < ' ' || c > '~' {
-				b = append(b, '\\', 'x', hex[c>>4], hex[c&15])
-			} else {
-				b = append(b, c)
-			}
-		}
-	}
-	return string(append(b, '"'))
+	return string(resp.AppendQuoted(make([]byte, 0, len(s)+2), []byte(s)))
 }
 
 // SlowlogJSON is the reply of GET /v1/slowlog.

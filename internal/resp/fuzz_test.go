@@ -142,36 +142,6 @@ func FuzzScanner(f *testing.F) {
 	})
 }
 
-// redisQuote quotes arg the way redis-cli's sdscatrepr does, so SplitArgs
-// must give it back.
-func redisQuote(arg []byte) []byte {
-	out := []byte{'"'}
-	for _, c := range arg {
-		switch c {
-		case '\\', '"':
-			out = append(out, '\\', c)
-		case '\n':
-			out = append(out, '\\', 'n')
-		case '\r':
-			out = append(out, '\\', 'r')
-		case '\t':
-			out = append(out, '\\', 't')
-		case '\a':
-			out = append(out, '\\', 'a')
-		case '\b':
-			out = append(out, '\\', 'b')
-		default:
-			if c < ' ' || c > '~' {
-				const hex = "0123456789abcdef"
-				out = append(out, '\\', 'x', hex[c>>4], hex[c&15])
-			} else {
-				out = append(out, c)
-			}
-		}
-	}
-	return append(out, '"')
-}
-
 // FuzzSplitArgs: SplitArgs never panics; on lines without \v, \f and NUL
 // (where it knowingly differs, see TestSplitArgsWhitespaceLikeRedis) it
 // agrees with the port of sdssplitargs; its arguments quoted again split
@@ -199,7 +169,7 @@ func FuzzSplitArgs(f *testing.F) {
 			if i > 0 {
 				re = append(re, ' ')
 			}
-			re = append(re, redisQuote(a)...)
+			re = AppendQuoted(re, a)
 		}
 		back, err := SplitArgs(re, nil)
 		if err != nil || !sameArgs(back, got) {

@@ -189,6 +189,37 @@ func parseInline(b []byte, out [][]byte, lim Limits) (n int, args [][]byte, inli
 	return end + 1, out, true, 0, nil
 }
 
+// AppendQuoted appends arg in double quotes the way redis-cli shows a
+// binary string (sdscatrepr): printable ASCII as is, \" \\ \n \r \t \a
+// \b escaped, other bytes as \xhh. SplitArgs reads it back.
+func AppendQuoted(dst, arg []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for _, c := range arg {
+		switch c {
+		case '\\', '"':
+			dst = append(dst, '\\', c)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		case '\a':
+			dst = append(dst, '\\', 'a')
+		case '\b':
+			dst = append(dst, '\\', 'b')
+		default:
+			if c < ' ' || c > '~' {
+				dst = append(dst, '\\', 'x', hex[c>>4], hex[c&15])
+			} else {
+				dst = append(dst, c)
+			}
+		}
+	}
+	return append(dst, '"')
+}
+
 // SplitArgs splits an inline command line the way redis-server's
 // sdssplitargs does: spaces separate arguments, "double quotes" understand
 // \n \r \t \b \a \\ \" and \xHH escapes, 'single quotes' understand \'.
