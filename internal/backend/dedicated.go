@@ -257,6 +257,10 @@ func (d *Dedicated) Receive(deadline time.Time) ([]byte, error) {
 	return d.c.buf[start:end:end], nil
 }
 
+// Buffered reports whether bytes read from the node already wait for the
+// next Receive (a reader that sees none has drained what arrived at once).
+func (d *Dedicated) Buffered() bool { return d.c.r < d.c.w }
+
 // Do sends payload and receives n replies, valid until the next Receive, Do
 // or Release.
 func (d *Dedicated) Do(payload []byte, n int, deadline time.Time) ([][]byte, error) {

@@ -51,6 +51,40 @@ func staticReply(out []byte, a [][]byte) []byte {
 // value, anything else +OK. It allocates nothing per command, so the
 // benchmark's allocations are the proxy's (and the client's, also none).
 func startStaticBackend(tb testing.TB) string {
+	return serveTCP(tb, func(nc net.Conn) {
+		buf := make([]byte, 0, 256<<10)
+		out := make([]byte, 0, 64<<10)
+		tmp := make([]byte, 64<<10)
+		args := make([][]byte, 0, 16)
+		for {
+			n, err := nc.Read(tmp)
+			if err != nil {
+				return
+			}
+			buf = append(buf, tmp[:n]...)
+			out = out[:0]
+			off := 0
+			for {
+				m, a, _, _, perr := resp.ParseCommand(buf[off:], args, resp.DefaultLimits)
+				args = a
+				if perr != nil || m == 0 {
+					break
+				}
+				off += m
+				out = staticReply(out, a)
+			}
+			buf = buf[:copy(buf, buf[off:])]
+			if _, err := nc.Write(out); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// serveTCP listens on a loopback port and runs serve on each accepted
+// connection (closing it after); the listener and every connection are
+// closed, and the goroutines waited for, when the test ends.
+func serveTCP(tb testing.TB, serve func(net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -73,32 +107,7 @@ func startStaticBackend(tb testing.TB) string {
 			go func() {
 				defer wg.Done()
 				defer nc.Close()
-				buf := make([]byte, 0, 256<<10)
-				out := make([]byte, 0, 64<<10)
-				tmp := make([]byte, 64<<10)
-				args := make([][]byte, 0, 16)
-				for {
-					n, err := nc.Read(tmp)
-					if err != nil {
-						return
-					}
-					buf = append(buf, tmp[:n]...)
-					out = out[:0]
-					off := 0
-					for {
-						m, a, _, _, perr := resp.ParseCommand(buf[off:], args, resp.DefaultLimits)
-						args = a
-						if perr != nil || m == 0 {
-							break
-						}
-						off += m
-						out = staticReply(out, a)
-					}
-					buf = buf[:copy(buf, buf[off:])]
-					if _, err := nc.Write(out); err != nil {
-						return
-					}
-				}
+				serve(nc)
 			}()
 		}
 	}()

@@ -47,6 +47,9 @@ import (
 // acknowledged PREPARE. So no message published after a stage change is
 // acknowledged is lost, and none is delivered twice (it is published on one
 // node). Old subscriptions are dropped once the view no longer needs them.
+// A message from a channel's new owner waits until the old owner's
+// connection has delivered what it held (pubsub_order.go), so a publisher's
+// messages keep their order across the switch.
 
 // Internal merge policies of PUBSUB's introspection subcommands.
 const (
@@ -93,6 +96,10 @@ type pubsub struct {
 	// subscribed-state check without mu (follow changes only where a
 	// subscription listens, never how many there are).
 	names atomic.Int32
+	// index is conns for the readers, which must not take mu (the session
+	// holds it while it waits for them): replaced whole under mu.
+	index atomic.Pointer[map[string]*subConn]
+	guard orderGuard // message order across a channel's move (pubsub_order.go)
 }
 
 // subConn is a subscriber's dedicated connection to one node.
@@ -100,6 +107,7 @@ type subConn struct {
 	ps      *pubsub
 	addr    string
 	d       *backend.Dedicated
+	smu     sync.Mutex // Sends: the session's (un)subscribes and the readers' barriers
 	emu     sync.Mutex
 	expect  []*expectation // confirmations the node still owes, in order
 	done    chan struct{}  // the reader ended
@@ -267,7 +275,7 @@ func (s *session) runPubSub(v *view, op connOp) {
 	cmdName := []byte(name)
 	for _, c := range connOrder {
 		payload := resp.AppendCommand(nil, append([][]byte{cmdName}, perConn[c]...)...)
-		if err := c.d.Send(payload, deadline); err != nil {
+		if err := c.send(payload, deadline); err != nil {
 			c.fail()
 		}
 	}
@@ -342,6 +350,7 @@ func (ps *pubsub) closeLocked() {
 		c.close()
 	}
 	ps.conns = map[string]*subConn{}
+	ps.reindex()
 	ps.srv.subsDel(ps)
 }
 
@@ -406,6 +415,7 @@ func (ps *pubsub) conn(v *view, addr string) (*subConn, error) {
 	}
 	c := &subConn{ps: ps, addr: addr, d: d, done: make(chan struct{})}
 	ps.conns[addr] = c
+	ps.reindex()
 	ps.srv.wg.Add(1)
 	go c.read()
 	return c, nil
@@ -427,6 +437,23 @@ func (ps *pubsub) retireIdle() {
 			delete(ps.conns, a)
 		}
 	}
+	ps.reindex()
+}
+
+// reindex publishes conns to the readers. mu is held.
+func (ps *pubsub) reindex() {
+	idx := make(map[string]*subConn, len(ps.conns))
+	for a, c := range ps.conns {
+		idx[a] = c
+	}
+	ps.index.Store(&idx)
+}
+
+// send writes payload to the node; Sends must not overlap.
+func (c *subConn) send(payload []byte, deadline time.Time) error {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	return c.d.Send(payload, deadline)
 }
 
 // write sends bytes to the client, serialized with the session's writes.
@@ -494,7 +521,12 @@ func (c *subConn) read() {
 				c.ps.nc.Close()
 			}
 			c.fail()
+			c.ps.barriersEnd(c)
 			return
+		}
+		if len(r) > 0 && r[0] == '+' { // RESP3's PONG: nothing else is a simple string here
+			c.ps.pong(c)
+			continue
 		}
 		if len(r) > 0 && r[0] == '-' {
 			if e := c.pop(); e != nil {
@@ -503,11 +535,16 @@ func (c *subConn) read() {
 			}
 			continue
 		}
-		switch frameKind(r) {
+		switch kind := frameKind(r); kind {
 		case "message", "pmessage", "smessage":
 			if !c.closing.Load() {
-				c.ps.write(r)
+				c.ps.deliver(c, r, kind)
 			}
+			if !c.d.Buffered() {
+				c.ps.sendBarriers()
+			}
+		case "pong": // a barrier's reply (RESP2): the client's PINGs are answered by the session
+			c.ps.pong(c)
 		case "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe":
 			if e := c.pop(); e != nil {
 				close(e.seen)
@@ -644,7 +681,7 @@ func (ps *pubsub) follow(v *view, deadline time.Time) {
 			}
 			for _, c := range order {
 				payload := resp.AppendCommand(nil, append([][]byte{[]byte(cmd)}, perConn[c]...)...)
-				if err := c.d.Send(payload, deadline); err != nil {
+				if err := c.send(payload, deadline); err != nil {
 					c.fail()
 				}
 			}
