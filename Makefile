@@ -14,7 +14,7 @@ FUZZTIME  ?= 10s
 # staticcheck 2026.2.2: the first releases that understand Go 1.26 are 2026.x.
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help build run test bench membench soak lint fuzz proto tidy-check clean docker
+.PHONY: help build run test bench bench-syscalls membench soak lint fuzz proto tidy-check clean docker
 
 help: ## list the targets
 	@echo "usage: make <target> [VAR=value]"
@@ -36,6 +36,9 @@ test: ## THE test command: install test deps (scripts/deps.sh), then go test -ra
 
 bench: ## anchors (redis-benchmark: direct / twemproxy / jupiter), Go micro-benchmarks, membench
 	scripts/bench.sh
+
+bench-syscalls: ## syscalls and user/sys CPU per command: jupiter vs predixy vs twemproxy (perf or strace)
+	scripts/syscalls.sh
 
 membench: ## memory per idle client connection: jupiter vs plain redcon vs twemproxy
 	scripts/membench.sh
