@@ -4,9 +4,37 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
+
+// nodeCPU is a redis-server's CPU time so far (INFO cpu, user + system).
+func nodeCPU(b *testing.B, n node) time.Duration {
+	b.Helper()
+	info, err := n.c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// selfCPU is this process's CPU time so far (the migrator's, mostly).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 func fill(b *testing.B, n node, keys, size int) {
 	b.Helper()
@@ -41,7 +69,7 @@ func BenchmarkMigrate(b *testing.B) {
 			ns := startNodes(b, 2)
 			ctx := context.Background()
 			var moved, bytes int64
-			var elapsed time.Duration
+			var elapsed, srcCPU, dstCPU, ownCPU time.Duration
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				fill(b, ns[0], bc.keys, bc.size)
@@ -49,11 +77,15 @@ func BenchmarkMigrate(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				s0, d0, o0 := nodeCPU(b, ns[0]), nodeCPU(b, ns[1]), selfCPU()
 				b.StartTimer()
 				start := time.Now()
 				p, err := m.Run(ctx)
 				elapsed += time.Since(start)
 				b.StopTimer()
+				srcCPU += nodeCPU(b, ns[0]) - s0
+				dstCPU += nodeCPU(b, ns[1]) - d0
+				ownCPU += selfCPU() - o0
 				if err != nil || p.KeysMoved != int64(bc.keys) {
 					b.Fatalf("Run: %v, moved %d", err, p.KeysMoved)
 				}
@@ -65,6 +97,12 @@ func BenchmarkMigrate(b *testing.B) {
 			}
 			b.ReportMetric(float64(moved)/elapsed.Seconds(), "keys/s")
 			b.ReportMetric(float64(bytes)/1e6/elapsed.Seconds(), "MB/s")
+			// Where a key's move costs CPU: the source node (SCAN, DUMP,
+			// UNLINK), the destination (the restore script) and the
+			// migrator's process.
+			b.ReportMetric(float64(srcCPU.Nanoseconds())/1e3/float64(moved), "src-µs/key")
+			b.ReportMetric(float64(dstCPU.Nanoseconds())/1e3/float64(moved), "dst-µs/key")
+			b.ReportMetric(float64(ownCPU.Nanoseconds())/1e3/float64(moved), "migrator-µs/key")
 		})
 	}
 }
