@@ -40,9 +40,10 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	gath := newGatherer(cfg, router, true, log)
 	opts := cluster.Options{
 		ControlNode: controls.Node,
-		Migrator:    rebalance.Config{KeysPerSec: cfg.MigrateKeysPerSec, BytesPerSec: cfg.MigrateBytesPerSec},
-		Seed:        seed,
-		Pinger:      pinger(cfg), // the leader checks new nodes with the backend AUTH/TLS settings
+		Migrator: rebalance.Config{KeysPerSec: cfg.MigrateKeysPerSec, BytesPerSec: cfg.MigrateBytesPerSec,
+			TargetDelay: cfg.MigrateTargetDelay},
+		Seed:   seed,
+		Pinger: pinger(cfg), // the leader checks new nodes with the backend AUTH/TLS settings
 		// Every ring the Syncer applies goes to the data path before the
 		// pod reports its version; the first one makes the pod ready.
 		Publish: func(st *cluster.State) {

@@ -39,6 +39,7 @@ type Config struct {
 	FreezeTimeout      time.Duration // freeze barrier bound before a rebalance is aborted
 	MigrateKeysPerSec  float64       // migrator throttle per source node (0 = unlimited)
 	MigrateBytesPerSec float64       // migrator throttle per source node in DUMP bytes/s (0 = unlimited)
+	MigrateTargetDelay time.Duration // migrator pauses while node PINGs take this much over their base (0 = off)
 
 	// Data path.
 	HashPrefix    string        // trailing "hash=<key>" override; empty disables
@@ -198,6 +199,9 @@ func (c Config) Validate() error {
 		if c.MigrateKeysPerSec < 0 || c.MigrateBytesPerSec < 0 {
 			bad("migrate-keys-per-sec/migrate-bytes-per-sec", "must not be negative")
 		}
+		if c.MigrateTargetDelay < 0 || c.MigrateTargetDelay > time.Second {
+			bad("migrate-target-delay", "%v, want 0 (off) or up to 1s", c.MigrateTargetDelay)
+		}
 	}
 	if strings.ContainsAny(c.HashPrefix, " \r\n") {
 		bad("hash-prefix", "must not contain spaces or newlines")
@@ -327,6 +331,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.FreezeTimeout, "rebalance-freeze-timeout", c.FreezeTimeout, "cluster mode: abort a rebalance whose freeze barrier takes longer")
 	fs.Float64Var(&c.MigrateKeysPerSec, "migrate-keys-per-sec", c.MigrateKeysPerSec, "cluster mode: migrator keys/s per source node (0 = unlimited)")
 	fs.Float64Var(&c.MigrateBytesPerSec, "migrate-bytes-per-sec", c.MigrateBytesPerSec, "cluster mode: migrator DUMP bytes/s per source node (0 = unlimited)")
+	fs.DurationVar(&c.MigrateTargetDelay, "migrate-target-delay", c.MigrateTargetDelay, "cluster mode: the migrator pauses between batches while PINGs to its nodes take this much longer than their usual round trip (0 = off)")
 	fs.StringVar(&c.HashPrefix, "hash-prefix", c.HashPrefix, "prefix of the trailing hash-override argument; empty disables")
 	fs.IntVar(&c.BackendConns, "backend-conns", c.BackendConns, "multiplexed connections per Redis node")
 	fs.DurationVar(&c.BackendLinger, "backend-linger", c.BackendLinger, "while some node still owes replies, wait up to this long for them before writing to the others (0 = never)")

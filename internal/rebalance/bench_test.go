@@ -64,8 +64,13 @@ func fill(b *testing.B, n node, keys, size int) {
 func BenchmarkMigrate(b *testing.B) {
 	for _, bc := range []struct {
 		keys, size int
-	}{{20000, 100}, {2000, 16 << 10}} {
-		b.Run(fmt.Sprintf("value=%dB", bc.size), func(b *testing.B) {
+		delay      time.Duration // Config.TargetDelay
+	}{{20000, 100, 0}, {2000, 16 << 10, 0}, {20000, 100, time.Millisecond}} {
+		name := fmt.Sprintf("value=%dB", bc.size)
+		if bc.delay > 0 {
+			name += "/target-delay=" + bc.delay.String()
+		}
+		b.Run(name, func(b *testing.B) {
 			ns := startNodes(b, 2)
 			ctx := context.Background()
 			var moved, bytes int64
@@ -73,7 +78,7 @@ func BenchmarkMigrate(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				fill(b, ns[0], bc.keys, bc.size)
-				m, err := NewMigrator(Config{Source: ns[0].c, Dests: map[int]Node{0: ns[1].c}, Moving: allMoving, Epoch: 1})
+				m, err := NewMigrator(Config{Source: ns[0].c, Dests: map[int]Node{0: ns[1].c}, Moving: allMoving, Epoch: 1, TargetDelay: bc.delay})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -78,6 +78,11 @@ type Config struct {
 	// 100 ms burst); 0 means unlimited. Bytes are DUMP payload bytes,
 	// charged after each batch (the next batch waits for the debt).
 	KeysPerSec, BytesPerSec float64
+	// TargetDelay, if set, paces the moves by the nodes' latency instead
+	// of a fixed rate (pacer.go): batches pause while PINGs to the source
+	// or a destination take more than TargetDelay beyond their usual round
+	// trip. The fixed throttles still apply.
+	TargetDelay time.Duration
 
 	// Checkpoint, if set, is called from Run's goroutine at most every
 	// CheckpointEvery (0: DefaultCheckpointEvery), at the end of every pass,
@@ -172,6 +177,7 @@ type Migrator struct {
 	movers map[int]*Mover
 	keysB  *bucket
 	bytesB *bucket
+	pace   *pacer // nil: no latency pacing
 
 	mu       sync.Mutex
 	p        Progress
@@ -217,7 +223,8 @@ func NewMigrator(cfg Config) (*Migrator, error) {
 	if cfg.Inflight <= 0 {
 		cfg.Inflight = DefaultInflight
 	}
-	m := &Migrator{cfg: cfg, movers: map[int]*Mover{}, keysB: newBucket(cfg.KeysPerSec), bytesB: newBucket(cfg.BytesPerSec)}
+	m := &Migrator{cfg: cfg, movers: map[int]*Mover{}, keysB: newBucket(cfg.KeysPerSec), bytesB: newBucket(cfg.BytesPerSec),
+		pace: newPacer(cfg.TargetDelay)}
 	for d, n := range cfg.Dests {
 		if n == nil {
 			return nil, fmt.Errorf("rebalance: Dests[%d] is nil", d)
@@ -395,6 +402,20 @@ func (m *Migrator) Run(ctx context.Context) (p Progress, err error) {
 		m.checkpoint()
 		p = m.Progress()
 	}()
+
+	if m.pace != nil {
+		nodes := []Node{m.cfg.Source}
+		for _, d := range m.cfg.Dests {
+			nodes = append(nodes, d)
+		}
+		pctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			m.pace.probeLoop(pctx, nodes)
+		}()
+		defer func() { stop(); <-done }()
+	}
 
 	size, err := m.dbsize(ctx)
 	if err != nil {
@@ -696,6 +717,9 @@ func (m *Migrator) moveBatch(ctx context.Context, mv *Mover, keys [][]byte) erro
 			return err
 		}
 		n := min(len(keys), mv.batchKeys())
+		if err := sleepCtx(ctx, m.pace.pause()); err != nil && ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
 		if err := m.keysB.take(ctx, float64(n)); err != nil {
 			return context.Cause(ctx)
 		}
