@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/backend"
@@ -13,11 +15,17 @@ import (
 	"github.com/alphauslabs/jupiter/internal/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 )
 
 // serve runs the proxy until ctx is cancelled (SIGTERM), then drains.
 func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	log := telemetry.NewLogger(logw, cfg.LogLevel, cfg.LogFormat)
+	// go-redis (control path: capacity, rebalance) prints its own dial
+	// retries on the standard logger, once per attempt: a dead node would
+	// repeat the same line every capacity round. Ours report it once, with
+	// the node, so its lines go to debug.
+	redis.SetLogger(goredisLog{log})
 	if cfg.Cluster() {
 		return serveCluster(ctx, cfg, log)
 	}
@@ -158,4 +166,11 @@ func registerStage(reg *prometheus.Registry, current func() string) {
 				return 0
 			}))
 	}
+}
+
+// goredisLog sends go-redis's log lines to slog at debug level.
+type goredisLog struct{ log *slog.Logger }
+
+func (l goredisLog) Printf(ctx context.Context, format string, args ...any) {
+	l.log.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, args...))
 }
