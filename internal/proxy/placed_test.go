@@ -274,6 +274,7 @@ func TestPlacedScanMigrating(t *testing.T) {
 	}
 	r := do("SCAN", 0, "MATCH", "m:*", "COUNT", 2).([]any)
 	before, _ := strconv.ParseUint(r[0].(string), 10, 64)
+	_, tagBefore := hashFan(e.rt.v.Load(), []byte(h))
 
 	e.stage(t, StagePrepare, 2)
 	e.stage(t, StageFreeze, 2)
@@ -295,7 +296,11 @@ func TestPlacedScanMigrating(t *testing.T) {
 	if !equalSets(got, want) {
 		t.Errorf("SCAN hash= during MIGRATING = %v, want %v", got, want)
 	}
-	if got, _ := scan(before); !equalSets(got, want) { // a cursor from before: restarts
+	if _, tag := hashFan(e.rt.v.Load(), []byte(h)); tag == tagBefore {
+		// The two fans' tags collide (1 in 2^scanTagBits, by the nodes'
+		// random ports): the cursor resumes instead, as documented.
+		t.Logf("the stable and migrating fans share scan tag %d: not checking the restart", tag)
+	} else if got, _ := scan(before); !equalSets(got, want) { // a cursor from before: restarts
 		t.Errorf("SCAN hash= resumed from a stable-stage cursor = %v, want %v", got, want)
 	}
 	keys := map[string]bool{}

@@ -24,14 +24,18 @@ const (
 // A proxy SCAN cursor is, from the low bits up: the position of the node
 // in the view's fan order (scanNodeBits: a ring has at most 1024 nodes, and
 // R ∪ R' during a rebalance at most twice as many), the view's
-// scanTag (scanTagBits), and the node's own cursor above them (Redis cursors
-// stay far below 2^44). The tag lets a cursor made under another fan order
-// (a ring change or rebalance stage between two SCAN calls) restart the
-// iteration instead of skipping or repeating nodes out of order: SCAN may
-// return duplicates, never miss a key.
+// scanTag (scanTagBits), and the node's own cursor above them (a Redis
+// cursor is below its hash table's size: 2^40 buckets would be far more
+// keys than any node holds). The tag lets a cursor made under another fan
+// order (a ring change or rebalance stage between two SCAN calls) restart
+// the iteration instead of skipping or repeating nodes out of order: SCAN
+// may return duplicates, never miss a key. The tag is a hash of the fan, so
+// two orders share one with probability 2^-13: then, and only then, a
+// cursor carried across that change resumes where it was and may skip
+// keys (9 bits made that 1 in 512; TestPlacedScanMigrating hit it).
 const (
 	scanNodeBits = 11
-	scanTagBits  = 9
+	scanTagBits  = 13
 	scanShift    = scanNodeBits + scanTagBits
 )
 

@@ -453,7 +453,7 @@ func TestNextScanCursor(t *testing.T) {
 			if node >= nodes {
 				continue
 			}
-			for _, c := range []uint64{1, 2, 17, 1<<20 + 3, 1<<44 - 1} {
+			for _, c := range []uint64{1, 2, 17, 1<<20 + 3, 1<<40 - 1} {
 				next, ok := nextScanCursor(c, node, nodes, tag)
 				if !ok || next == 0 {
 					t.Fatalf("nodes %d node %d cursor %d: next is 0, the end", nodes, node, c)
@@ -487,7 +487,7 @@ func TestNextScanCursor(t *testing.T) {
 // own sequence of cursors; the proxy cursor must visit every node in order,
 // each until its cursor is 0, and end with 0.
 func TestScanWalkSimulated(t *testing.T) {
-	seqs := [][]uint64{{5, 9, 0}, {0}, {1 << 40, 3, 1<<44 - 1, 0}, {7, 0}}
+	seqs := [][]uint64{{5, 9, 0}, {0}, {1 << 36, 3, 1<<40 - 1, 0}, {7, 0}}
 	v := &view{fan: make([]int32, len(seqs)), scanTag: 3}
 	var visits []string
 	cur := uint64(0)
@@ -505,7 +505,7 @@ func TestScanWalkSimulated(t *testing.T) {
 			break
 		}
 	}
-	want := "0:0 0:5 0:9 1:0 2:0 2:1099511627776 2:3 2:17592186044415 3:0 3:7"
+	want := "0:0 0:5 0:9 1:0 2:0 2:68719476736 2:3 2:1099511627775 3:0 3:7"
 	if got := strings.Join(visits, " "); got != want {
 		t.Fatalf("visits %s\nwant   %s", got, want)
 	}
@@ -516,15 +516,15 @@ func TestScanWalkSimulated(t *testing.T) {
 	}
 }
 
-// TestNextScanCursorLimit: a node cursor of 2^44 or more does not fit above
+// TestNextScanCursorLimit: a node cursor of 2^40 or more does not fit above
 // the position and tag bits and must be refused, never silently corrupted
-// (2^44 on node 0 would otherwise read as 0, the end of the scan).
+// (2^40 on node 0 would otherwise read as 0, the end of the scan).
 func TestNextScanCursorLimit(t *testing.T) {
-	if next, ok := nextScanCursor(1<<44, 0, 3, 0); ok {
-		t.Fatalf("cursor 2^44 accepted as %d", next)
+	if next, ok := nextScanCursor(1<<40, 0, 3, 0); ok {
+		t.Fatalf("cursor 2^40 accepted as %d", next)
 	}
-	if _, ok := nextScanCursor(1<<44-1, 0, 3, 0); !ok {
-		t.Fatal("cursor 2^44-1 refused")
+	if _, ok := nextScanCursor(1<<40-1, 0, 3, 0); !ok {
+		t.Fatal("cursor 2^40-1 refused")
 	}
 }
 
