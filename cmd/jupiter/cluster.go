@@ -38,6 +38,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	controls := newControlClients(backendSecurity(cfg), cfg.RequestTimeout)
 	defer controls.Close()
 	gath := newGatherer(cfg, router, true, log)
+	nh := newNodeHealth(cfg.HedgeAddr, gath, router, pool, true, cfg.FleetHealth, log)
 	opts := cluster.Options{
 		ControlNode: controls.Node,
 		Migrator: rebalance.Config{KeysPerSec: cfg.MigrateKeysPerSec, BytesPerSec: cfg.MigrateBytesPerSec,
@@ -56,6 +57,9 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		// The leader sums every pod's request rates per node once per
 		// capacity interval and hands the sums back (ops_fleet).
 		opts.PodLoad, opts.FleetLoad, opts.LoadInterval = gath.PodOps, gath.SetFleet, cfg.CapacityInterval
+		// With it every pod reports which nodes it reaches and the leader
+		// decides which are down for the fleet (docs/health.md).
+		opts.PodHealth, opts.SetHealth = nh.Local, nh.Set
 	}
 
 	cl, err := cluster.Open(cluster.Config{
@@ -90,7 +94,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		closeAll()
 		return err
 	}
-	ctl := &cluster.AdminController{C: cl, NodeUp: router.NodeUp, Capacity: capacitySource(gath)}
+	ctl := &cluster.AdminController{C: cl, NodeUp: router.NodeUp, Capacity: capacitySource(gath), Health: healthSource(nh)}
 	obs := observers(cfg)
 	srv := proxy.New(proxyOptions(cfg, obs), router, adminHandler(cfg, ctl, obs), log)
 
@@ -100,6 +104,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	registerClusterMetrics(reg, cl)
 	registerRebalanceMetrics(reg, ctl)
 	registerCapacity(reg, gath)
+	registerHealth(reg, nh)
 	hs, err := openAdmin(cfg, health, reg, ctl, obs, log)
 	if err != nil {
 		ln.Close()

@@ -49,7 +49,9 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	controls := newControlClients(backendSecurity(cfg), cfg.RequestTimeout)
 	defer controls.Close()
 	gath := newGatherer(cfg, router, false, log)
-	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg), DBSize: controls.DBSize, Capacity: capacitySource(gath)}
+	nh := newNodeHealth(self, gath, router, pool, false, false, log)
+	ctl := &admin.Local{Router: router, Self: self, Pinger: pinger(cfg), DBSize: controls.DBSize,
+		Capacity: capacitySource(gath), Health: healthSource(nh)}
 	obs := observers(cfg)
 	srv := proxy.New(proxyOptions(cfg, obs), router, adminHandler(cfg, ctl, obs), log)
 
@@ -58,6 +60,7 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	registerMetrics(reg, srv, router)
 	registerStage(reg, func() string { return "stable" })
 	registerCapacity(reg, gath)
+	registerHealth(reg, nh)
 	hs, err := openAdmin(cfg, health, reg, ctl, obs, log)
 	if err != nil {
 		ln.Close()

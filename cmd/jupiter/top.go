@@ -108,10 +108,13 @@ func renderTop(addr string, status map[string]string, nodes []admin.NodeStatus, 
 			fmt.Fprintf(&b, ", %s old", (time.Duration(ms) * time.Millisecond).Round(100*time.Millisecond))
 		}
 	}
+	if down := status["nodes_down"]; down != "" {
+		fmt.Fprintf(&b, "  DOWN (%s): %s", status["health_scope"], down)
+	}
 	b.WriteString("\n\n")
 	sortByFull(nodes)
 	rows := [][]string{{"NODE", "FULL", "BY", "USED", "MAX", "KEYS", "KEYS%", "SLOTS%", "EVICTED", "EXPIRED",
-		"HIT%", "CLIENTS", "OPS/POD", "OPS/FLEET", "OPS/NODE", "ROLE", "UP", "AGE"}}
+		"HIT%", "CLIENTS", "OPS/POD", "OPS/FLEET", "OPS/NODE", "ROLE", "UP", "HEALTH", "AGE"}}
 	off := false
 	for _, n := range nodes {
 		c := n.Capacity
@@ -121,7 +124,7 @@ func renderTop(addr string, status map[string]string, nodes []admin.NodeStatus, 
 		}
 		if c == nil {
 			off = true
-			rows = append(rows, []string{n.Addr, "?", "", "?", "?", "?", "?", "?", "?", "?", "?", "?", "?", "?", "?", "?", up, "?"})
+			rows = append(rows, []string{n.Addr, "?", "", "?", "?", "?", "?", "?", "?", "?", "?", "?", "?", "?", "?", "?", up, healthCell(n.Health), "?"})
 			continue
 		}
 		by := "mem"
@@ -142,13 +145,27 @@ func renderTop(addr string, status map[string]string, nodes []admin.NodeStatus, 
 		rows = append(rows, []string{n.Addr, pct(c.Full()), by, bytesIEC(c.UsedMemory), maxMem(c.MaxMemory),
 			count(c.Keys), pct(c.KeyShare), pct(c.SlotShare), count(c.EvictedKeys), count(c.ExpiredKeys),
 			pct(c.HitRatio), count(c.Clients), rate(c.PodOpsPerSec), rate(c.FleetOpsPerSec), rate(c.OpsPerSec),
-			role, up, age})
+			role, up, healthCell(n.Health), age})
 	}
-	writeTable(&b, rows, map[int]bool{0: true, 2: true, 15: true, 16: true})
+	writeTable(&b, rows, map[int]bool{0: true, 2: true, 15: true, 16: true, 17: true})
 	if off {
 		b.WriteString("\n? = no capacity figures: the pod runs with --capacity-interval 0\n")
 	}
 	return b.String()
+}
+
+// healthCell renders a node's health: "up" or "down", with the down
+// reports of the round that made the verdict ("down(2/3)"), and the pod's
+// own view when it differs ("up(1/3),here:down"); "?" when unknown.
+func healthCell(h *admin.NodeHealth) string {
+	if h == nil {
+		return "?"
+	}
+	s := fmt.Sprintf("%s(%d/%d)", h.State, h.DownReports, h.Reporters)
+	if h.Local != h.State && h.Local != "unknown" && h.Local != "" {
+		s += ",here:" + h.Local
+	}
+	return s
 }
 
 // writeTable writes rows as aligned columns: left-aligned where left says

@@ -29,7 +29,7 @@ import (
 func backendSecurity(cfg config.Config) backend.Security {
 	s := cfg.Security
 	return backend.Security{Username: s.BackendUser, Password: s.BackendPass, Passwords: s.BackendPasses,
-		CAFile: s.BackendTLSCA, ServerName: s.BackendTLSName}
+		CAFile: s.BackendTLSCA, ServerName: s.BackendTLSName, Routes: s.BackendRoutes}
 }
 
 func poolOptions(cfg config.Config) backend.Options {

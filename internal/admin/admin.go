@@ -34,6 +34,9 @@ type NodeStatus struct {
 	// Capacity is what the capacity gatherer last saw of the node (nil
 	// when it is off, --capacity-interval 0).
 	Capacity *capacity.Figures `json:"capacity,omitempty"`
+	// Health is the node's health: the fleet's verdict and this pod's own
+	// view (nil when nothing reports health).
+	Health *NodeHealth `json:"health,omitempty"`
 }
 
 // Status is what JUPITER STATUS and /v1/status report.
@@ -297,20 +300,22 @@ func FormatStatus(st Status) string {
 
 // FormatNode renders one JUPITER NODES line: "addr weight=W slots=S
 // up=0|1", then, when the capacity gatherer runs, the node's figures as
-// key=value fields (capacityFields; -1 and "unknown" are unknown).
+// key=value fields (capacityFields; -1 and "unknown" are unknown), then its
+// health fields (healthFields) when health is reported.
 func FormatNode(n NodeStatus) string {
 	up := "0"
 	if n.Up {
 		up = "1"
 	}
-	line := n.Addr + " weight=" + strconv.Itoa(n.Weight) + " slots=" + strconv.Itoa(n.Slots) + " up=" + up
-	if n.Capacity == nil {
-		return line
-	}
 	var b strings.Builder
-	b.WriteString(line)
-	for _, f := range capacityFields {
-		b.WriteString(" " + f.key + "=" + f.format(n.Capacity))
+	b.WriteString(n.Addr + " weight=" + strconv.Itoa(n.Weight) + " slots=" + strconv.Itoa(n.Slots) + " up=" + up)
+	if n.Capacity != nil {
+		for _, f := range capacityFields {
+			b.WriteString(" " + f.key + "=" + f.format(n.Capacity))
+		}
+	}
+	if n.Health != nil {
+		b.WriteString(healthFields(n.Health))
 	}
 	return b.String()
 }

@@ -114,8 +114,8 @@ var capacityFields = []capacityField{
 }
 
 // ParseNode reads a JUPITER NODES line back (jupiter ctl top). Capacity is
-// set when the line carries any capacity field; fields it does not know
-// are ignored, so servers may add more.
+// set when the line carries any capacity field, Health when it carries
+// health=; fields it does not know are ignored, so servers may add more.
 func ParseNode(line string) (NodeStatus, error) {
 	f := strings.Fields(line)
 	if len(f) == 0 {
@@ -123,6 +123,7 @@ func ParseNode(line string) (NodeStatus, error) {
 	}
 	n := NodeStatus{Addr: f[0]}
 	var c *capacity.Figures
+	var h NodeHealth
 	for _, kv := range f[1:] {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
@@ -137,6 +138,10 @@ func ParseNode(line string) (NodeStatus, error) {
 		case "up":
 			n.Up = v == "1"
 		default:
+			var isHealth bool
+			if isHealth, err = parseHealthField(&h, k, v); isHealth {
+				break
+			}
 			for _, cf := range capacityFields {
 				if cf.key != k {
 					continue
@@ -152,6 +157,9 @@ func ParseNode(line string) (NodeStatus, error) {
 		}
 	}
 	n.Capacity = c
+	if h.State != "" {
+		n.Health = &h
+	}
 	return n, nil
 }
 

@@ -36,6 +36,9 @@ type Local struct {
 	// Capacity, if set, adds each node's capacity figures to Status (and
 	// so to JUPITER NODES and GET /v1/nodes).
 	Capacity CapacitySource
+	// Health, if set, adds each node's health (this pod's own view) to
+	// Status.
+	Health HealthSource
 
 	mu sync.Mutex // serialises changes: version N+1 is always built from N
 }
@@ -44,6 +47,7 @@ type Local struct {
 func (l *Local) Status(context.Context) Status {
 	st := StatusOf("standalone", l.Self, "self", l.Router.Ring(), l.Router.NodeUp(), []string{l.Self})
 	AddCapacity(&st, l.Capacity)
+	AddHealth(&st, l.Health)
 	return st
 }
 

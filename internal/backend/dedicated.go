@@ -113,7 +113,8 @@ func (n *Node) DedicatedIdle() int {
 // one with the node's dialer (TLS and AUTH included). It fails at once,
 // with an error wrapping ErrDedicatedLimit, when the node has
 // Options.MaxDedicated connections borrowed and idle; dial errors come as a
-// *NodeError. It blocks at most for the dial timeout.
+// *NodeError. It blocks at most for the dial timeout. While the fleet marks
+// the node down it fails at once with a NodeError of ErrFleetDown.
 func (n *Node) Borrow() (*Dedicated, error) { return n.BorrowProto(2) }
 
 // BorrowProto is Borrow for a client speaking RESP proto (2 or 3): the
@@ -132,6 +133,9 @@ func (n *Node) BorrowProto(proto int) (*Dedicated, error) {
 }
 
 func (n *Node) borrow() (*Dedicated, error) {
+	if n.fleetDown.Load() {
+		return nil, &NodeError{n.addr, ErrFleetDown}
+	}
 	s := &n.ded
 	for {
 		s.mu.Lock()

@@ -126,8 +126,18 @@ type NodeError struct {
 	Err  error
 }
 
-func (e *NodeError) Error() string { return fmt.Sprintf("backend %s: %v", e.Addr, e.Err) }
+func (e *NodeError) Error() string {
+	if e.Err == ErrFleetDown {
+		return "node " + e.Addr + " is down (fleet)"
+	}
+	return fmt.Sprintf("backend %s: %v", e.Addr, e.Err)
+}
 func (e *NodeError) Unwrap() error { return e.Err }
+
+// ErrFleetDown is the NodeError cause of a request to a node the fleet's
+// health verdict marks down (Pool.SetFleetDown): it fails at once, on every
+// pod alike, and reads "node <addr> is down (fleet)".
+var ErrFleetDown = errors.New("node is down (fleet)")
 
 var (
 	errTimeout = errors.New("request timed out")

@@ -87,9 +87,12 @@ type Node struct {
 	stop   <-chan struct{} // the pool's: closed by Close
 	gone   atomic.Bool     // Retain dropped the node: open nothing more to it
 	up     atomic.Bool
-	wg     *sync.WaitGroup
-	fl     *flusher
-	ded    dedicatedSet
+	// fleetDown: the fleet's health verdict marks the node down; new
+	// requests fail at once with ErrFleetDown (one atomic load per batch).
+	fleetDown atomic.Bool
+	wg        *sync.WaitGroup
+	fl        *flusher
+	ded       dedicatedSet
 
 	// Stats counts the node's requests (one per reply awaited), the ones that
 	// failed for want of the node, and the time from queueing to reply.
@@ -104,19 +107,41 @@ func (n *Node) Up() bool { return n.up.Load() }
 
 func (n *Node) setUp(v bool) { n.up.Store(v) }
 
+// FleetDown reports whether the fleet's verdict marks the node down.
+func (n *Node) FleetDown() bool { return n.fleetDown.Load() }
+
+// failFleetDown fails calls with ErrFleetDown if the fleet marks the node
+// down, and reports whether it did.
+func (n *Node) failFleetDown(calls []*Call) bool {
+	if !n.fleetDown.Load() {
+		return false
+	}
+	n.conns[0].failAll(calls, &NodeError{n.addr, ErrFleetDown})
+	return true
+}
+
 // Enqueue queues calls (already attached to a Group), whose encoded
 // requests are payload, on the node's connection number pick (any integer;
 // a session passes a stable value so its requests to one node keep their
 // order). The pool's flusher writes them at the end of the current
 // scheduling round. now is the request's start time (unix nanos), for the
 // latency statistics and the stall detector.
+//
+// While the fleet marks the node down (Pool.SetFleetDown) the calls fail at
+// once with ErrFleetDown, whatever this pod's own connection state.
 func (n *Node) Enqueue(pick uint32, payload []byte, calls []*Call, now int64) {
+	if n.failFleetDown(calls) {
+		return
+	}
 	n.conns[int(pick%uint32(len(n.conns)))].enqueue(payload, calls, now)
 }
 
 // Enqueue3 is Enqueue on the node's RESP3 connections (the replies come in
 // RESP3, as the node sends them to a client that said HELLO 3).
 func (n *Node) Enqueue3(pick uint32, payload []byte, calls []*Call, now int64) {
+	if n.failFleetDown(calls) {
+		return
+	}
 	cs := n.conns3.Load()
 	if cs == nil {
 		cs = n.openResp3()
@@ -184,10 +209,13 @@ type Pool struct {
 
 	mu    sync.Mutex
 	nodes map[string]*Node
-	wg    sync.WaitGroup // every reader, dialer and the watchdog
-	stop  chan struct{}
-	once  sync.Once
-	fl    *flusher
+	// fleetDown is the fleet's verdict (SetFleetDown), applied to nodes
+	// created later too.
+	fleetDown map[string]bool
+	wg        sync.WaitGroup // every reader, dialer and the watchdog
+	stop      chan struct{}
+	once      sync.Once
+	fl        *flusher
 }
 
 // NewPool starts a pool, its watchdog and its flusher; Close stops them.
@@ -213,6 +241,7 @@ func (p *Pool) Node(addr string) *Node {
 	}
 	n := &Node{addr: addr, opts: p.opts, dialer: p.opts.Dialer, wg: &p.wg, fl: p.fl, stop: p.stop}
 	n.conns = make([]*mconn, p.opts.ConnsPerNode)
+	n.fleetDown.Store(p.fleetDown[addr])
 	select {
 	case <-p.stop:
 		n.ded.closed = true
@@ -223,6 +252,27 @@ func (p *Pool) Node(addr string) *Node {
 	}
 	p.nodes[addr] = n
 	return n
+}
+
+// SetFleetDown applies the fleet's health verdict: the nodes in down fail
+// new requests at once with ErrFleetDown (Node.Enqueue, Node.Borrow), every
+// other node serves as usual. Nothing is remapped: a down node keeps its
+// slots. It returns the nodes whose state changed.
+func (p *Pool) SetFleetDown(down map[string]bool) (changed []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fleetDown = make(map[string]bool, len(down))
+	for a, d := range down {
+		if d {
+			p.fleetDown[a] = true
+		}
+	}
+	for a, n := range p.nodes {
+		if n.fleetDown.Swap(p.fleetDown[a]) != p.fleetDown[a] {
+			changed = append(changed, a)
+		}
+	}
+	return changed
 }
 
 // Retain closes and forgets every node whose address is not in keep.

@@ -29,6 +29,19 @@ type Security struct {
 	CAFile string
 	// ServerName, if set, is checked instead of the dialled host.
 	ServerName string
+	// Routes maps a node address, as the ring names it, to the address
+	// this pod dials instead (a local tunnel, another endpoint of the same
+	// node). The ring, the password lookup and the TLS name keep the
+	// ring's address.
+	Routes map[string]string
+}
+
+// Route returns the address to dial for the node the ring names addr.
+func (s Security) Route(addr string) string {
+	if r, ok := s.Routes[addr]; ok {
+		return r
+	}
+	return addr
 }
 
 // TLSConfig returns the client TLS configuration for a node at host, or nil
@@ -95,7 +108,7 @@ func verifyPeer(cs tls.ConnectionState, roots *x509.CertPool, name string) error
 func (s Security) Dialer() func(addr string, timeout time.Duration) (net.Conn, error) {
 	return func(addr string, timeout time.Duration) (net.Conn, error) {
 		deadline := time.Now().Add(timeout)
-		nc, err := dialTCP(addr, timeout)
+		nc, err := dialTCP(s.Route(addr), timeout)
 		if err != nil {
 			return nil, err
 		}
@@ -174,5 +187,5 @@ func (s Security) Ping(ctx context.Context, addr string, timeout time.Duration) 
 	if err != nil {
 		return err
 	}
-	return ping(ctx, addr, timeout, s.Username, s.passwordFor(addr), tlsCfg)
+	return ping(ctx, s.Route(addr), timeout, s.Username, s.passwordFor(addr), tlsCfg)
 }

@@ -291,6 +291,22 @@ func (g *Gatherer) PodOps() map[string]float64 {
 	return out
 }
 
+// Reach returns, per node of the last round that has been asked INFO at
+// least once, "" if its last INFO answered and the error if it did not:
+// this pod's own view of which nodes it reaches, what it reports for fleet
+// node health. Nodes not asked yet are left out (no view).
+func (g *Gatherer) Reach() map[string]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]string, len(g.nodes))
+	for a, st := range g.nodes {
+		if st.calls > 0 {
+			out[a] = st.err
+		}
+	}
+	return out
+}
+
 // SetFleet records the fleet-wide rates (cluster mode: the leader's sums).
 func (g *Gatherer) SetFleet(f Fleet) {
 	g.mu.Lock()

@@ -306,6 +306,11 @@ func TestGathererNodeDown(t *testing.T) {
 	if f0 := snap[r0.Addr]; f0.KeyShare < 0.333 || f0.KeyShare > 0.334 {
 		t.Errorf("node 0 key share %v, want 1/3 (its 1 key of the 3 known)", f0.KeyShare)
 	}
+	// What the pod reports for fleet node health: its own reach.
+	reach := g.Reach()
+	if len(reach) != 3 || reach[r0.Addr] != "" || reach[r1.Addr] == "" || reach[dead] == "" {
+		t.Errorf("Reach() = %q; want node 0 reached, the stopped and the dead node with their errors", reach)
+	}
 }
 
 // TestGathererBoundedWaits: nodes that accept connections but never

@@ -41,6 +41,9 @@ type AdminController struct {
 	NodeUp func() map[string]bool
 	// Capacity, if set, adds each node's capacity figures to Status.
 	Capacity admin.CapacitySource
+	// Health, if set, adds each node's health (the fleet's verdict and
+	// this pod's view) to Status.
+	Health admin.HealthSource
 }
 
 // Status implements admin.Controller. Besides the contract fields (mode,
@@ -78,6 +81,7 @@ func (a *AdminController) Status(context.Context) admin.Status {
 		s.Extra = append(s.Extra, [2]string{"target_nodes", RingText(st.Target.Nodes())})
 	}
 	admin.AddCapacity(&s, a.Capacity)
+	admin.AddHealth(&s, a.Health)
 	return s
 }
 

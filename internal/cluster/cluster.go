@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alphauslabs/jupiter/internal/capacity"
+	"github.com/alphauslabs/jupiter/internal/health"
 	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/ring"
 	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
@@ -56,6 +57,12 @@ type Options struct {
 	PodLoad      func() map[string]float64
 	FleetLoad    func(capacity.Fleet)
 	LoadInterval time.Duration
+	// PodHealth and SetHealth, if set (with PodLoad), add fleet node
+	// health to the load exchange: every pod reports whether it reaches
+	// each node, the leader decides by quorum (package health) and every
+	// pod gets the verdict through SetHealth (LoadConfig).
+	PodHealth func() map[string]string
+	SetHealth func(health.Verdict)
 }
 
 // Cluster is cluster mode assembled: the hedge Member, the Spanner ring
@@ -143,7 +150,8 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 	var load *LoadExchange
 	if o.PodLoad != nil {
 		load, err = NewLoadExchange(LoadConfig{Interval: o.LoadInterval, Self: m.Self(), IsLeader: m.IsLeader,
-			Broadcast: m.Broadcast, PodLoad: o.PodLoad, SetFleet: o.FleetLoad, Logger: lg})
+			Broadcast: m.Broadcast, PodLoad: o.PodLoad, SetFleet: o.FleetLoad, Logger: lg,
+			PodHealth: o.PodHealth, SetHealth: o.SetHealth, Members: func() int { return len(m.Members()) }})
 		if err != nil {
 			m.Stop()
 			return nil, err

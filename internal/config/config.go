@@ -64,6 +64,11 @@ type Config struct {
 	// 0 turns it off. In cluster mode the leader also sums the pods'
 	// request rates this often.
 	CapacityInterval time.Duration
+	// FleetHealth (cluster mode, with the capacity gatherer on): a node
+	// that a quorum of pods cannot reach is marked down by the leader and
+	// its keys fail at once on every pod until a quorum reaches it again
+	// (docs/health.md). false: pods report and show health, enforce none.
+	FleetHealth bool
 
 	Security Security // client/admin/backend auth and TLS (security.go)
 
@@ -124,6 +129,7 @@ func Default() Config {
 
 		RebalanceHoldMax: 500 * time.Millisecond, // below go-redis's 3s read timeout, with room for a retry
 		CapacityInterval: 5 * time.Second,        // one INFO per node per pod every 5s: figures a few seconds old, negligible load
+		FleetHealth:      true,                   // a node down for a quorum of pods fails fast everywhere
 
 		SlowlogSlowerThan: 10000,       // Redis's default, 10 ms
 		SlowlogMaxLen:     128,         // Redis's default
@@ -345,6 +351,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxPipeline, "max-pipeline", c.MaxPipeline, "most commands of one client run as one batch; longer pipelines run in several (bounds buffered replies)")
 	fs.DurationVar(&c.RebalanceHoldMax, "rebalance-hold-max", c.RebalanceHoldMax, "during a rebalance's freeze, the longest a write to a moving key is held before -TRYAGAIN (10ms..10s)")
 	fs.DurationVar(&c.CapacityInterval, "capacity-interval", c.CapacityInterval, "how often every node is asked for INFO (JUPITER NODES capacity figures, jupiter_node_* metrics, ctl top); 0 = off")
+	fs.BoolVar(&c.FleetHealth, "fleet-health", c.FleetHealth, "cluster mode: mark a node down on every pod once a quorum of pods cannot reach it (fail its keys fast, no remapping) and up once a quorum can; reports ride on the --capacity-interval exchange")
 	fs.IntVar(&c.SlowlogSlowerThan, "slowlog-slower-than", c.SlowlogSlowerThan, "log commands at least this many microseconds through jupiter in its own SLOWLOG (0 = every command, negative = none)")
 	fs.IntVar(&c.SlowlogMaxLen, "slowlog-max-len", c.SlowlogMaxLen, "entries the proxy's SLOWLOG keeps")
 	fs.IntVar(&c.HotkeysSample, "hotkeys-sample", c.HotkeysSample, "feed one command in N to the hot-key sketch (JUPITER HOTKEYS); 0 = off")

@@ -116,3 +116,27 @@ func TestCapacityInterval(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetHealthAndRoutes: --fleet-health is on by default and can be
+// turned off (flag or env); --backend-route parses ring-addr=dial-addr
+// pairs and names a malformed one.
+func TestFleetHealthAndRoutes(t *testing.T) {
+	if !Default().FleetHealth {
+		t.Error("--fleet-health is off by default")
+	}
+	c, err := load(t, []string{"--backends", "a:1"}, map[string]string{"JUPITER_FLEET_HEALTH": "false"})
+	if err != nil || c.FleetHealth {
+		t.Errorf("JUPITER_FLEET_HEALTH=false: %v %v", c.FleetHealth, err)
+	}
+	c, err = load(t, []string{"--backends", "a:1", "--backend-route", "a:1=127.0.0.1:7001, b:2=tunnel:9"}, nil)
+	if err == nil {
+		err = c.Security.resolveSecrets()
+	}
+	if err != nil || len(c.Security.BackendRoutes) != 2 || c.Security.BackendRoutes["a:1"] != "127.0.0.1:7001" || c.Security.BackendRoutes["b:2"] != "tunnel:9" {
+		t.Errorf("--backend-route: %v %v", c.Security.BackendRoutes, err)
+	}
+	c, _ = load(t, []string{"--backends", "a:1", "--backend-route", "a:1"}, nil)
+	if err := c.Security.resolveSecrets(); err == nil || !strings.Contains(err.Error(), "--backend-route") {
+		t.Errorf("a route without '=': %v", err)
+	}
+}

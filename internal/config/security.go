@@ -29,13 +29,16 @@ type Security struct {
 	BackendPass   string // Memorystore AUTH string
 	// BackendPasses maps a node address to its own AUTH string (one per
 	// Memorystore instance), from --backend-password-map.
-	BackendPasses  map[string]string
+	BackendPasses map[string]string
+	// BackendRoutes maps a node address, as the ring names it, to the
+	// address this pod dials instead (--backend-route).
+	BackendRoutes  map[string]string
 	BackendTLSCA   string // PEM CA file; TLS to the nodes is on when set
 	BackendTLSName string // expected server name/IP when it differs from the dialled host
 	TLSCert        string // PEM certificate for client TLS (with TLSKey)
 	TLSKey         string
 
-	passwordFile, adminPasswordFile, backendPassFile, backendPassMap string
+	passwordFile, adminPasswordFile, backendPassFile, backendPassMap, backendRoutes string
 }
 
 // bindSecurity registers the security flags.
@@ -49,13 +52,14 @@ func (c *Config) bindSecurity(fs *flag.FlagSet) {
 	fs.StringVar(&s.BackendPass, "backend-password", s.BackendPass, "AUTH string of the Redis nodes (Memorystore AUTH)")
 	fs.StringVar(&s.backendPassFile, "backend-password-file", "", "file holding --backend-password")
 	fs.StringVar(&s.backendPassMap, "backend-password-map", "", "file of 'host:port password' lines: per-node AUTH strings (override --backend-password)")
+	fs.StringVar(&s.backendRoutes, "backend-route", "", "per-pod route to nodes: 'ring-addr=dial-addr[,…]' dials dial-addr (a local tunnel, another endpoint of the same node) for the node the ring names ring-addr; AUTH and TLS names keep ring-addr")
 	fs.StringVar(&s.BackendTLSCA, "backend-tls-ca", s.BackendTLSCA, "PEM CA bundle of the Redis nodes; enables TLS to them (re-read on every dial)")
 	fs.StringVar(&s.BackendTLSName, "backend-tls-server-name", s.BackendTLSName, "name or IP the nodes' certificates must carry, if not the dialled host")
 	fs.StringVar(&s.TLSCert, "tls-cert", s.TLSCert, "PEM certificate for TLS to clients (with --tls-key; reloaded when the files change)")
 	fs.StringVar(&s.TLSKey, "tls-key", s.TLSKey, "PEM private key for --tls-cert")
 }
 
-// resolveSecrets reads the -file variants.
+// resolveSecrets reads the -file variants and parses --backend-route.
 func (s *Security) resolveSecrets() error {
 	var errs []error
 	read := func(flag, file string, dst *string) {
@@ -85,6 +89,17 @@ func (s *Security) resolveSecrets() error {
 			errs = append(errs, fmt.Errorf("--backend-password-map: %w", err))
 		}
 		s.BackendPasses = m
+	}
+	if s.backendRoutes != "" {
+		s.BackendRoutes = map[string]string{}
+		for _, kv := range strings.Split(s.backendRoutes, ",") {
+			from, to, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			if !ok || checkHostPort(from) != nil || checkHostPort(to) != nil {
+				errs = append(errs, fmt.Errorf("--backend-route: %q: want ring-addr=dial-addr (host:port=host:port)", kv))
+				continue
+			}
+			s.BackendRoutes[from] = to
+		}
 	}
 	return errors.Join(errs...)
 }

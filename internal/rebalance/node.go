@@ -64,7 +64,7 @@ func ClientOptions(addr string, sec backend.Security, timeout time.Duration) (*r
 		pw = p
 	}
 	return &redis.Options{
-		Addr:            addr,
+		Addr:            sec.Route(addr),
 		Username:        sec.Username,
 		Password:        pw,
 		TLSConfig:       tlsCfg,

@@ -975,7 +975,10 @@ type CapacityPoll struct {
 	Pods int32 `protobuf:"varint,2,opt,name=pods,proto3" json:"pods,omitempty"`
 	// age_ms is how old the sums are as the leader sends them (pods subtract
 	// it from their own clock: no clock agreement needed).
-	AgeMs         int64 `protobuf:"varint,3,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	AgeMs int64 `protobuf:"varint,3,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	// health is the leader's current fleet verdict on every node (unset: the
+	// leader has none yet, pods keep theirs). Tag 10+: fleet node health.
+	Health        *FleetHealth `protobuf:"bytes,10,opt,name=health,proto3" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1031,12 +1034,22 @@ func (x *CapacityPoll) GetAgeMs() int64 {
 	return 0
 }
 
+func (x *CapacityPoll) GetHealth() *FleetHealth {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
 // CapacityReport is a pod's answer to CapacityPoll: what it sent each node
 // per second over its last capacity round.
 type CapacityReport struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pod           string                 `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
-	Nodes         []*NodeLoad            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pod   string                 `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	Nodes []*NodeLoad            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// health is whether this pod reaches each node of its ring (fleet node
+	// health; empty from a pod that does not report health).
+	Health        []*NodeReach `protobuf:"bytes,10,rep,name=health,proto3" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1085,6 +1098,240 @@ func (x *CapacityReport) GetNodes() []*NodeLoad {
 	return nil
 }
 
+func (x *CapacityReport) GetHealth() []*NodeReach {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
+// NodeReach is one pod's own view of one backend node: whether its last
+// probe (the capacity round's INFO, and the data path's connection state)
+// reached it.
+type NodeReach struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Addr  string                 `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	Down  bool                   `protobuf:"varint,2,opt,name=down,proto3" json:"down,omitempty"`
+	// error is why it is down (the probe's error), empty when up.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeReach) Reset() {
+	*x = NodeReach{}
+	mi := &file_v1_jupiter_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeReach) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeReach) ProtoMessage() {}
+
+func (x *NodeReach) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeReach.ProtoReflect.Descriptor instead.
+func (*NodeReach) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *NodeReach) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *NodeReach) GetDown() bool {
+	if x != nil {
+		return x.Down
+	}
+	return false
+}
+
+func (x *NodeReach) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// NodeVerdict is the leader's fleet-wide verdict on one node, with the
+// reports it was made from (who reported what).
+type NodeVerdict struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Addr  string                 `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	Down  bool                   `protobuf:"varint,2,opt,name=down,proto3" json:"down,omitempty"`
+	// down_by are the pods that reported the node unreachable in the round
+	// that made the verdict; reporters is how many pods reported on it.
+	DownBy    []string `protobuf:"bytes,3,rep,name=down_by,json=downBy,proto3" json:"down_by,omitempty"`
+	Reporters int32    `protobuf:"varint,4,opt,name=reporters,proto3" json:"reporters,omitempty"`
+	// quorum is the number of agreeing reports a change of verdict needed.
+	Quorum int32 `protobuf:"varint,5,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	// since_ms is how long ago the verdict last changed, as the leader sends it.
+	SinceMs int64 `protobuf:"varint,6,opt,name=since_ms,json=sinceMs,proto3" json:"since_ms,omitempty"`
+	// error is one down reporter's probe error.
+	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeVerdict) Reset() {
+	*x = NodeVerdict{}
+	mi := &file_v1_jupiter_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeVerdict) ProtoMessage() {}
+
+func (x *NodeVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeVerdict.ProtoReflect.Descriptor instead.
+func (*NodeVerdict) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *NodeVerdict) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *NodeVerdict) GetDown() bool {
+	if x != nil {
+		return x.Down
+	}
+	return false
+}
+
+func (x *NodeVerdict) GetDownBy() []string {
+	if x != nil {
+		return x.DownBy
+	}
+	return nil
+}
+
+func (x *NodeVerdict) GetReporters() int32 {
+	if x != nil {
+		return x.Reporters
+	}
+	return 0
+}
+
+func (x *NodeVerdict) GetQuorum() int32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *NodeVerdict) GetSinceMs() int64 {
+	if x != nil {
+		return x.SinceMs
+	}
+	return 0
+}
+
+func (x *NodeVerdict) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// FleetHealth is the leader's verdict on every node of the ring, sent with
+// every CapacityPoll and broadcast on its own as soon as a verdict changes.
+type FleetHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*NodeVerdict         `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// pods is how many pods reported health in the round that made it.
+	Pods int32 `protobuf:"varint,2,opt,name=pods,proto3" json:"pods,omitempty"`
+	// age_ms is how old the round is as the leader sends it.
+	AgeMs         int64 `protobuf:"varint,3,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetHealth) Reset() {
+	*x = FleetHealth{}
+	mi := &file_v1_jupiter_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetHealth) ProtoMessage() {}
+
+func (x *FleetHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetHealth.ProtoReflect.Descriptor instead.
+func (*FleetHealth) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *FleetHealth) GetNodes() []*NodeVerdict {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *FleetHealth) GetPods() int32 {
+	if x != nil {
+		return x.Pods
+	}
+	return 0
+}
+
+func (x *FleetHealth) GetAgeMs() int64 {
+	if x != nil {
+		return x.AgeMs
+	}
+	return 0
+}
+
 // LeaderMessage is everything a pod sends to the leader.
 type LeaderMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1098,7 +1345,7 @@ type LeaderMessage struct {
 
 func (x *LeaderMessage) Reset() {
 	*x = LeaderMessage{}
-	mi := &file_v1_jupiter_proto_msgTypes[14]
+	mi := &file_v1_jupiter_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1357,7 @@ func (x *LeaderMessage) String() string {
 func (*LeaderMessage) ProtoMessage() {}
 
 func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[14]
+	mi := &file_v1_jupiter_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1370,7 @@ func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderMessage.ProtoReflect.Descriptor instead.
 func (*LeaderMessage) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{14}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LeaderMessage) GetMsg() isLeaderMessage_Msg {
@@ -1165,7 +1412,7 @@ type LeaderReply struct {
 
 func (x *LeaderReply) Reset() {
 	*x = LeaderReply{}
-	mi := &file_v1_jupiter_proto_msgTypes[15]
+	mi := &file_v1_jupiter_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1424,7 @@ func (x *LeaderReply) String() string {
 func (*LeaderReply) ProtoMessage() {}
 
 func (x *LeaderReply) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[15]
+	mi := &file_v1_jupiter_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1437,7 @@ func (x *LeaderReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderReply.ProtoReflect.Descriptor instead.
 func (*LeaderReply) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{15}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LeaderReply) GetMsg() isLeaderReply_Msg {
@@ -1226,6 +1473,7 @@ type BroadcastMessage struct {
 	//
 	//	*BroadcastMessage_RingUpdated
 	//	*BroadcastMessage_CapacityPoll
+	//	*BroadcastMessage_FleetHealth
 	Msg           isBroadcastMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1233,7 +1481,7 @@ type BroadcastMessage struct {
 
 func (x *BroadcastMessage) Reset() {
 	*x = BroadcastMessage{}
-	mi := &file_v1_jupiter_proto_msgTypes[16]
+	mi := &file_v1_jupiter_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1493,7 @@ func (x *BroadcastMessage) String() string {
 func (*BroadcastMessage) ProtoMessage() {}
 
 func (x *BroadcastMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[16]
+	mi := &file_v1_jupiter_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1506,7 @@ func (x *BroadcastMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastMessage.ProtoReflect.Descriptor instead.
 func (*BroadcastMessage) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{16}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BroadcastMessage) GetMsg() isBroadcastMessage_Msg {
@@ -1286,6 +1534,15 @@ func (x *BroadcastMessage) GetCapacityPoll() *CapacityPoll {
 	return nil
 }
 
+func (x *BroadcastMessage) GetFleetHealth() *FleetHealth {
+	if x != nil {
+		if x, ok := x.Msg.(*BroadcastMessage_FleetHealth); ok {
+			return x.FleetHealth
+		}
+	}
+	return nil
+}
+
 type isBroadcastMessage_Msg interface {
 	isBroadcastMessage_Msg()
 }
@@ -1298,9 +1555,15 @@ type BroadcastMessage_CapacityPoll struct {
 	CapacityPoll *CapacityPoll `protobuf:"bytes,2,opt,name=capacity_poll,json=capacityPoll,proto3,oneof"`
 }
 
+type BroadcastMessage_FleetHealth struct {
+	FleetHealth *FleetHealth `protobuf:"bytes,10,opt,name=fleet_health,json=fleetHealth,proto3,oneof"`
+}
+
 func (*BroadcastMessage_RingUpdated) isBroadcastMessage_Msg() {}
 
 func (*BroadcastMessage_CapacityPoll) isBroadcastMessage_Msg() {}
+
+func (*BroadcastMessage_FleetHealth) isBroadcastMessage_Msg() {}
 
 // BroadcastReply is a pod's answer to a BroadcastMessage.
 type BroadcastReply struct {
@@ -1316,7 +1579,7 @@ type BroadcastReply struct {
 
 func (x *BroadcastReply) Reset() {
 	*x = BroadcastReply{}
-	mi := &file_v1_jupiter_proto_msgTypes[17]
+	mi := &file_v1_jupiter_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1591,7 @@ func (x *BroadcastReply) String() string {
 func (*BroadcastReply) ProtoMessage() {}
 
 func (x *BroadcastReply) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[17]
+	mi := &file_v1_jupiter_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1604,7 @@ func (x *BroadcastReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastReply.ProtoReflect.Descriptor instead.
 func (*BroadcastReply) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{17}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BroadcastReply) GetMsg() isBroadcastReply_Msg {
@@ -1449,23 +1712,45 @@ const file_v1_jupiter_proto_rawDesc = "" +
 	"\x05error\x18\x03 \x01(\tR\x05error\">\n" +
 	"\bNodeLoad\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x1e\n" +
-	"\vops_per_sec\x18\x02 \x01(\x01R\topsPerSec\"e\n" +
+	"\vops_per_sec\x18\x02 \x01(\x01R\topsPerSec\"\x96\x01\n" +
 	"\fCapacityPoll\x12*\n" +
 	"\x05fleet\x18\x01 \x03(\v2\x14.jupiter.v1.NodeLoadR\x05fleet\x12\x12\n" +
 	"\x04pods\x18\x02 \x01(\x05R\x04pods\x12\x15\n" +
-	"\x06age_ms\x18\x03 \x01(\x03R\x05ageMs\"N\n" +
+	"\x06age_ms\x18\x03 \x01(\x03R\x05ageMs\x12/\n" +
+	"\x06health\x18\n" +
+	" \x01(\v2\x17.jupiter.v1.FleetHealthR\x06health\"}\n" +
 	"\x0eCapacityReport\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12*\n" +
-	"\x05nodes\x18\x02 \x03(\v2\x14.jupiter.v1.NodeLoadR\x05nodes\"H\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x14.jupiter.v1.NodeLoadR\x05nodes\x12-\n" +
+	"\x06health\x18\n" +
+	" \x03(\v2\x15.jupiter.v1.NodeReachR\x06health\"I\n" +
+	"\tNodeReach\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x12\n" +
+	"\x04down\x18\x02 \x01(\bR\x04down\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xb5\x01\n" +
+	"\vNodeVerdict\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x12\n" +
+	"\x04down\x18\x02 \x01(\bR\x04down\x12\x17\n" +
+	"\adown_by\x18\x03 \x03(\tR\x06downBy\x12\x1c\n" +
+	"\treporters\x18\x04 \x01(\x05R\treporters\x12\x16\n" +
+	"\x06quorum\x18\x05 \x01(\x05R\x06quorum\x12\x19\n" +
+	"\bsince_ms\x18\x06 \x01(\x03R\asinceMs\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"g\n" +
+	"\vFleetHealth\x12-\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x17.jupiter.v1.NodeVerdictR\x05nodes\x12\x12\n" +
+	"\x04pods\x18\x02 \x01(\x05R\x04pods\x12\x15\n" +
+	"\x06age_ms\x18\x03 \x01(\x03R\x05ageMs\"H\n" +
 	"\rLeaderMessage\x120\n" +
 	"\x05admin\x18\x01 \x01(\v2\x18.jupiter.v1.AdminRequestH\x00R\x05adminB\x05\n" +
 	"\x03msg\"D\n" +
 	"\vLeaderReply\x12.\n" +
 	"\x05admin\x18\x01 \x01(\v2\x16.jupiter.v1.AdminReplyH\x00R\x05adminB\x05\n" +
-	"\x03msg\"\x98\x01\n" +
+	"\x03msg\"\xd6\x01\n" +
 	"\x10BroadcastMessage\x12<\n" +
 	"\fring_updated\x18\x01 \x01(\v2\x17.jupiter.v1.RingUpdatedH\x00R\vringUpdated\x12?\n" +
-	"\rcapacity_poll\x18\x02 \x01(\v2\x18.jupiter.v1.CapacityPollH\x00R\fcapacityPollB\x05\n" +
+	"\rcapacity_poll\x18\x02 \x01(\v2\x18.jupiter.v1.CapacityPollH\x00R\fcapacityPoll\x12<\n" +
+	"\ffleet_health\x18\n" +
+	" \x01(\v2\x17.jupiter.v1.FleetHealthH\x00R\vfleetHealthB\x05\n" +
 	"\x03msg\"\x90\x01\n" +
 	"\x0eBroadcastReply\x120\n" +
 	"\bring_ack\x18\x01 \x01(\v2\x13.jupiter.v1.RingAckH\x00R\aringAck\x12E\n" +
@@ -1494,7 +1779,7 @@ func file_v1_jupiter_proto_rawDescGZIP() []byte {
 }
 
 var file_v1_jupiter_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_v1_jupiter_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_v1_jupiter_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_v1_jupiter_proto_goTypes = []any{
 	(ErrorCode)(0),           // 0: jupiter.v1.ErrorCode
 	(*Node)(nil),             // 1: jupiter.v1.Node
@@ -1511,10 +1796,13 @@ var file_v1_jupiter_proto_goTypes = []any{
 	(*NodeLoad)(nil),         // 12: jupiter.v1.NodeLoad
 	(*CapacityPoll)(nil),     // 13: jupiter.v1.CapacityPoll
 	(*CapacityReport)(nil),   // 14: jupiter.v1.CapacityReport
-	(*LeaderMessage)(nil),    // 15: jupiter.v1.LeaderMessage
-	(*LeaderReply)(nil),      // 16: jupiter.v1.LeaderReply
-	(*BroadcastMessage)(nil), // 17: jupiter.v1.BroadcastMessage
-	(*BroadcastReply)(nil),   // 18: jupiter.v1.BroadcastReply
+	(*NodeReach)(nil),        // 15: jupiter.v1.NodeReach
+	(*NodeVerdict)(nil),      // 16: jupiter.v1.NodeVerdict
+	(*FleetHealth)(nil),      // 17: jupiter.v1.FleetHealth
+	(*LeaderMessage)(nil),    // 18: jupiter.v1.LeaderMessage
+	(*LeaderReply)(nil),      // 19: jupiter.v1.LeaderReply
+	(*BroadcastMessage)(nil), // 20: jupiter.v1.BroadcastMessage
+	(*BroadcastReply)(nil),   // 21: jupiter.v1.BroadcastReply
 }
 var file_v1_jupiter_proto_depIdxs = []int32{
 	1,  // 0: jupiter.v1.RingState.nodes:type_name -> jupiter.v1.Node
@@ -1528,18 +1816,22 @@ var file_v1_jupiter_proto_depIdxs = []int32{
 	2,  // 8: jupiter.v1.AdminReply.ring:type_name -> jupiter.v1.RingState
 	0,  // 9: jupiter.v1.AdminReply.code:type_name -> jupiter.v1.ErrorCode
 	12, // 10: jupiter.v1.CapacityPoll.fleet:type_name -> jupiter.v1.NodeLoad
-	12, // 11: jupiter.v1.CapacityReport.nodes:type_name -> jupiter.v1.NodeLoad
-	8,  // 12: jupiter.v1.LeaderMessage.admin:type_name -> jupiter.v1.AdminRequest
-	9,  // 13: jupiter.v1.LeaderReply.admin:type_name -> jupiter.v1.AdminReply
-	10, // 14: jupiter.v1.BroadcastMessage.ring_updated:type_name -> jupiter.v1.RingUpdated
-	13, // 15: jupiter.v1.BroadcastMessage.capacity_poll:type_name -> jupiter.v1.CapacityPoll
-	11, // 16: jupiter.v1.BroadcastReply.ring_ack:type_name -> jupiter.v1.RingAck
-	14, // 17: jupiter.v1.BroadcastReply.capacity_report:type_name -> jupiter.v1.CapacityReport
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	17, // 11: jupiter.v1.CapacityPoll.health:type_name -> jupiter.v1.FleetHealth
+	12, // 12: jupiter.v1.CapacityReport.nodes:type_name -> jupiter.v1.NodeLoad
+	15, // 13: jupiter.v1.CapacityReport.health:type_name -> jupiter.v1.NodeReach
+	16, // 14: jupiter.v1.FleetHealth.nodes:type_name -> jupiter.v1.NodeVerdict
+	8,  // 15: jupiter.v1.LeaderMessage.admin:type_name -> jupiter.v1.AdminRequest
+	9,  // 16: jupiter.v1.LeaderReply.admin:type_name -> jupiter.v1.AdminReply
+	10, // 17: jupiter.v1.BroadcastMessage.ring_updated:type_name -> jupiter.v1.RingUpdated
+	13, // 18: jupiter.v1.BroadcastMessage.capacity_poll:type_name -> jupiter.v1.CapacityPoll
+	17, // 19: jupiter.v1.BroadcastMessage.fleet_health:type_name -> jupiter.v1.FleetHealth
+	11, // 20: jupiter.v1.BroadcastReply.ring_ack:type_name -> jupiter.v1.RingAck
+	14, // 21: jupiter.v1.BroadcastReply.capacity_report:type_name -> jupiter.v1.CapacityReport
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_v1_jupiter_proto_init() }
@@ -1554,17 +1846,18 @@ func file_v1_jupiter_proto_init() {
 		(*AdminRequest_Status)(nil),
 		(*AdminRequest_Rebalance)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[14].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[17].OneofWrappers = []any{
 		(*LeaderMessage_Admin)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[15].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[18].OneofWrappers = []any{
 		(*LeaderReply_Admin)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[16].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[19].OneofWrappers = []any{
 		(*BroadcastMessage_RingUpdated)(nil),
 		(*BroadcastMessage_CapacityPoll)(nil),
+		(*BroadcastMessage_FleetHealth)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[17].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[20].OneofWrappers = []any{
 		(*BroadcastReply_RingAck)(nil),
 		(*BroadcastReply_CapacityReport)(nil),
 	}
@@ -1574,7 +1867,7 @@ func file_v1_jupiter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_v1_jupiter_proto_rawDesc), len(file_v1_jupiter_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
