@@ -95,6 +95,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
+	registerObserve(reg, cfg, obs)
 	registerStage(reg, func() string { return cl.Status().Stage })
 	registerClusterMetrics(reg, cl)
 	registerRebalanceMetrics(reg, ctl)

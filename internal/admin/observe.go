@@ -166,12 +166,18 @@ func FormatSlowEntry(e slowlog.Entry) string {
 
 // FormatHotKey renders one JUPITER HOTKEYS line:
 //
-//	key="user:1" count=120400 bytes=9873100 reads=118000 writes=2400 node=10.0.0.5:6379
+//	key="user:1" count=120400 bytes=9873100 reads=118000 writes=2400 node=10.0.0.5:6379 id=h:9c1e0f4b2a7d3e65
 //
-// followed by key_bytes=N when the key is longer than the part shown.
+// followed by pods=N in a fleet-wide report (how many pods reported the
+// key), and key_bytes=N when the key is longer than the part shown. id is
+// the key's name in jupiter_hotkey_score when key names are not exported.
 func FormatHotKey(it hotkeys.Item) string {
 	s := "key=" + Quote(it.Key) + " count=" + strconv.FormatUint(it.Count, 10) + " bytes=" + strconv.FormatUint(it.Bytes, 10) +
-		" reads=" + strconv.FormatUint(it.Reads, 10) + " writes=" + strconv.FormatUint(it.Writes, 10) + " node=" + it.Node
+		" reads=" + strconv.FormatUint(it.Reads, 10) + " writes=" + strconv.FormatUint(it.Writes, 10) + " node=" + it.Node +
+		" id=" + hotkeys.ID(it.Key)
+	if it.Pods > 0 {
+		s += " pods=" + strconv.Itoa(it.Pods)
+	}
 	if it.KeyBytes > len(it.Key) {
 		s += " key_bytes=" + strconv.Itoa(it.KeyBytes)
 	}

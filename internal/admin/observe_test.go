@@ -80,8 +80,8 @@ func TestObserveCommands(t *testing.T) {
 	}
 
 	hot := lines(do("HOTKEYS"))
-	if len(hot) != 2 || hot[0] != `key="hot" count=30 bytes=300 reads=30 writes=0 node=10.0.0.1:6379` ||
-		hot[1] != `key="fat" count=10 bytes=10000 reads=0 writes=10 node=10.0.0.2:6379` {
+	if len(hot) != 2 || hot[0] != `key="hot" count=30 bytes=300 reads=30 writes=0 node=10.0.0.1:6379 id=`+hotkeys.ID("hot") ||
+		hot[1] != `key="fat" count=10 bytes=10000 reads=0 writes=10 node=10.0.0.2:6379 id=`+hotkeys.ID("fat") {
 		t.Errorf("JUPITER HOTKEYS = %q", hot)
 	}
 	if b := lines(do("HOTKEYS", "BYTES", "1")); len(b) != 1 || !strings.HasPrefix(b[0], `key="fat" `) {

@@ -113,6 +113,12 @@ type Item struct {
 	Bytes    uint64 `json:"bytes"`
 	Reads    uint64 `json:"reads"`
 	Writes   uint64 `json:"writes"`
+	// ID is ID(Key): how jupiter_hotkey_score names the key when names
+	// are not exported.
+	ID string `json:"id"`
+	// Pods is, in a fleet-wide report (Merge), how many pods reported the
+	// key; 0 in one pod's own report.
+	Pods int `json:"pods,omitempty"`
 }
 
 // Sketch is the bounded top-K of hot keys. Safe for concurrent use; a nil
@@ -126,7 +132,8 @@ type Sketch struct {
 	bytes   []uint64
 	byCount topList
 	byBytes topList
-	decayAt int64 // the caller's time of the next halving; 0: not started
+	decayAt int64  // the caller's time of the next halving; 0: not started
+	samples uint64 // samples ever added (Reset keeps counting)
 }
 
 // New returns an empty Sketch.
@@ -156,6 +163,7 @@ func (s *Sketch) Add(smp Sample, now int64) {
 	w := uint64(max(smp.Bytes, 0))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.samples++
 	s.decay(now)
 	cnt := s.addCount(idx[:s.cfg.Depth])
 	byt := s.addBytes(idx[:s.cfg.Depth], w)
@@ -247,6 +255,17 @@ func (s *Sketch) decay(now int64) {
 	s.byBytes.halve(shift)
 }
 
+// Samples is how many samples were ever added (not scaled; Reset does not
+// reset it): a counter for metrics.
+func (s *Sketch) Samples() uint64 {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.samples
+}
+
 // Top reports up to n keys (n ≤ 0: all kept) of a ranking, hottest first.
 func (s *Sketch) Top(n int, by Rank) []Item {
 	if s == nil {
@@ -266,7 +285,7 @@ func (s *Sketch) Top(n int, by Rank) []Item {
 		if cnt == 0 && byt == 0 {
 			continue
 		}
-		it := Item{Key: string(c.key), KeyBytes: c.keyLen, Node: c.node, Count: uint64(cnt) * sc, Bytes: byt * sc}
+		it := Item{Key: string(c.key), ID: ID(string(c.key)), KeyBytes: c.keyLen, Node: c.node, Count: uint64(cnt) * sc, Bytes: byt * sc}
 		if seen := c.reads + c.writes; seen > 0 {
 			it.Reads = uint64(float64(it.Count) * float64(c.reads) / float64(seen))
 			it.Writes = it.Count - it.Reads
@@ -381,6 +400,21 @@ func (t *topList) halve(shift int) {
 		}
 	}
 	t.c = t.c[:n]
+}
+
+// ID names a key without showing it: "h:" and the 16 hex digits of its
+// Hash. Reports carry it (Item.ID) and jupiter_hotkey_score labels keys
+// with it unless names are allowed, so that a key seen on a dashboard can
+// be found in JUPITER HOTKEYS, behind the passwords.
+func ID(key string) string {
+	const hex = "0123456789abcdef"
+	h := Hash([]byte(key))
+	b := [18]byte{'h', ':'}
+	for i := 17; i >= 2; i-- {
+		b[i] = hex[h&15]
+		h >>= 4
+	}
+	return string(b[:])
 }
 
 // Hash is the 64-bit hash keys are counted by: FNV-1a, finished with a
