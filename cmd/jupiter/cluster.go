@@ -38,6 +38,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	controls := newControlClients(backendSecurity(cfg), cfg.RequestTimeout)
 	defer controls.Close()
 	gath := newGatherer(cfg, router, true, log)
+	obs := observers(cfg)
 	opts := cluster.Options{
 		ControlNode: controls.Node,
 		Migrator:    rebalance.Config{KeysPerSec: cfg.MigrateKeysPerSec, BytesPerSec: cfg.MigrateBytesPerSec},
@@ -50,6 +51,9 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 			health.SetReady(true)
 		},
 		Logger: log,
+	}
+	if obs.HotKeys != nil {
+		opts.HotKeys = obs.HotKeys.Top // reported when the leader merges the fleet's hot keys
 	}
 	if gath != nil {
 		// The leader sums every pod's request rates per node once per
@@ -90,7 +94,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		return err
 	}
 	ctl := &cluster.AdminController{C: cl, NodeUp: router.NodeUp, Capacity: capacitySource(gath)}
-	obs := observers(cfg)
+	obs.Fleet = cl.HotKeys.Fleet // JUPITER HOTKEYS, /v1/hotkeys: the fleet's, merged by the leader
 	srv := proxy.New(proxyOptions(cfg, obs), router, adminHandler(cfg, ctl, obs), log)
 
 	reg := prometheus.NewRegistry()

@@ -296,7 +296,7 @@ func TestCtlUsage(t *testing.T) {
 	}
 	code, out, _ := runCtlT("help")
 	for _, part := range []string{"plan add <host:port> [w]", "rebalance abort|pause|resume", "status [--watch [--interval 1s]]", "-interval", "top [--once]",
-		"slowlog [n|-1]", "hotkeys [count|bytes] [n]", "bigkeys [n]"} {
+		"slowlog [n|-1]", "hotkeys [fleet|pod] [count|bytes] [n]", "bigkeys [n]"} {
 		if code != 0 || !strings.Contains(out, part) {
 			t.Errorf("help lacks %q", part)
 		}

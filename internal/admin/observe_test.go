@@ -3,8 +3,10 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +191,54 @@ func TestQuote(t *testing.T) {
 		if got := Quote(in); got != want {
 			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestHotKeysScopes: JUPITER HOTKEYS is the fleet's report when the pod
+// is part of one (Fleet set), FLEET and POD choose, standalone's fleet is
+// the pod, and a fleet that cannot be asked is an error that points to
+// POD.
+func TestHotKeysScopes(t *testing.T) {
+	o := observed()
+	do := func(o Observers, args ...string) string {
+		bs := [][]byte{[]byte("JUPITER"), []byte("HOTKEYS")}
+		for _, a := range args {
+			bs = append(bs, []byte(a))
+		}
+		return string(Handler{C: &Local{Router: &fakeRouter{}, Self: "x"}, Obs: o}.Command(context.Background(), bs))
+	}
+	pod := do(o, "POD")
+	if do(o) != pod || do(o, "FLEET") != pod || !strings.Contains(pod, `key="hot"`) || strings.Contains(pod, "pods=") {
+		t.Errorf("standalone: HOTKEYS %q, FLEET %q, POD %q", do(o), do(o, "FLEET"), pod)
+	}
+	var asked []any
+	o.Fleet = func(_ context.Context, n int, by hotkeys.Rank) (FleetHotKeys, error) {
+		asked = append(asked, n, by)
+		return FleetHotKeys{Pods: 3, Keys: []hotkeys.Item{{Key: "k", KeyBytes: 1, Node: "n", Count: 9, Pods: 2}}}, nil
+	}
+	if r := do(o, "FLEET", "BYTES", "5"); !strings.Contains(r, `key="k" count=9 `) || !strings.Contains(r, " pods=2") {
+		t.Errorf("HOTKEYS FLEET BYTES 5 = %q", r)
+	}
+	if r := do(o); !strings.Contains(r, `key="k"`) {
+		t.Errorf("HOTKEYS with a fleet = %q", r)
+	}
+	if r := do(o, "POD", "1"); !strings.Contains(r, `key="hot"`) {
+		t.Errorf("HOTKEYS POD 1 with a fleet = %q", r)
+	}
+	if want := []any{5, hotkeys.ByBytes, defaultShown, hotkeys.ByCount}; !reflect.DeepEqual(asked, want) {
+		t.Errorf("Fleet asked %v, want %v", asked, want)
+	}
+	o.Fleet = func(context.Context, int, hotkeys.Rank) (FleetHotKeys, error) {
+		return FleetHotKeys{}, errors.New("no leader")
+	}
+	if r := do(o); !strings.HasPrefix(r, "-ERR jupiter: fleet hot keys: no leader") || !strings.Contains(r, "HOTKEYS POD") {
+		t.Errorf("HOTKEYS without a leader = %q", r)
+	}
+	o.Fleet = func(context.Context, int, hotkeys.Rank) (FleetHotKeys, error) { return FleetHotKeys{PodsOff: 2}, nil }
+	if r := do(o); !strings.Contains(r, "off") {
+		t.Errorf("HOTKEYS with every pod off = %q", r)
+	}
+	if r := do(o, "POD", "COUNT", "1", "2"); !strings.HasPrefix(r, "-ERR usage") {
+		t.Errorf("HOTKEYS with too many arguments = %q", r)
 	}
 }

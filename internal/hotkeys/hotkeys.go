@@ -31,6 +31,8 @@ package hotkeys
 
 import (
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -292,7 +294,13 @@ func (s *Sketch) Top(n int, by Rank) []Item {
 		}
 		out = append(out, it)
 	}
-	slices.SortStableFunc(out, func(a, b Item) int {
+	return rank(out, n, by)
+}
+
+// rank sorts items hottest first by the ranking (stable: ties keep their
+// order) and keeps n of them (n ≤ 0: all).
+func rank(items []Item, n int, by Rank) []Item {
+	slices.SortStableFunc(items, func(a, b Item) int {
 		x, y := a.Count, b.Count
 		if by == ByBytes {
 			x, y = a.Bytes, b.Bytes
@@ -305,10 +313,59 @@ func (s *Sketch) Top(n int, by Rank) []Item {
 		}
 		return 0
 	})
-	if n > 0 && len(out) > n {
-		out = out[:n]
+	if n > 0 && len(items) > n {
+		items = items[:n]
 	}
-	return out
+	return items
+}
+
+// Merge sums several pods' reports into a fleet-wide one: per key, the
+// counts, bytes, reads and writes add up, Pods counts the reports that
+// hold it and Node is the one the pod with the highest count saw (they
+// differ only while a rebalance moves the key). It returns the n hottest
+// (n ≤ 0: all), ordered as Top orders them, ties by key.
+//
+// Each pod ranks only its own hottest keys, so a key hot across the fleet
+// but outside some pod's ranking misses that pod's share: merged figures
+// are sums of upper bounds over the pods that ranked the key, and a lower
+// bound on the fleet's share of pods that did not. Pods report every key
+// they rank (64 by default), not only their top n, to keep that small.
+func Merge(reports [][]Item, n int, by Rank) []Item {
+	type acc struct {
+		Item
+		best uint64 // the count of the report Node came from
+	}
+	idx := map[string]int{}
+	var all []acc
+	for _, rep := range reports {
+		for _, it := range rep {
+			id := strconv.Itoa(it.KeyBytes) + ":" + it.Key
+			i, ok := idx[id]
+			if !ok {
+				i = len(all)
+				idx[id] = i
+				all = append(all, acc{Item: Item{Key: it.Key, ID: it.ID, KeyBytes: it.KeyBytes}})
+			}
+			a := &all[i]
+			a.Count += it.Count
+			a.Bytes += it.Bytes
+			a.Reads += it.Reads
+			a.Writes += it.Writes
+			a.Pods += max(it.Pods, 1)
+			if !ok || it.Count > a.best {
+				a.Node, a.best = it.Node, it.Count
+			}
+		}
+	}
+	out := make([]Item, len(all))
+	for i := range all {
+		out[i] = all[i].Item
+		if out[i].ID == "" {
+			out[i].ID = ID(out[i].Key)
+		}
+	}
+	slices.SortFunc(out, func(a, b Item) int { return strings.Compare(a.Key, b.Key) })
+	return rank(out, n, by)
 }
 
 // Reset forgets every key.
