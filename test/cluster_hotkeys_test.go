@@ -27,12 +27,7 @@ func TestClusterFleetHotKeys(t *testing.T) {
 	// are upper bounds; with 3 keys nothing collides).
 	a := e.startPod(seeds, "--hotkeys-sample", "1")
 	b := e.startPod(seeds, "--hotkeys-sample", "1")
-	clWait(t, e, 60*time.Second, "both pods agree on a leader and ring v1", func() string {
-		if _, v, _, why := clAgreed(e.pods); why != "" || v != "1" {
-			return why + " v" + v
-		}
-		return ""
-	})
+	e.waitRingV1(t)
 	drive := func(p *clPod, key string, n int) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

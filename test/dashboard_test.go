@@ -222,12 +222,7 @@ func TestDashboardSeries(t *testing.T) {
 	t.Run("cluster", func(t *testing.T) {
 		e := startClEnv(t, 2)
 		p := e.startPod(e.addrs(0, 1), dashboardFlags...)
-		clWait(t, e, 60*time.Second, "the pod serves ring v1", func() string {
-			if _, v, _, why := clAgreed(e.pods); why != "" || v != "1" {
-				return why + " v" + v
-			}
-			return ""
-		})
+		e.waitRingV1(t)
 		dashboardTraffic(t, p.rdb)
 		if missing := missingSeries(t, p.AdminAddr, names, 30*time.Second); len(missing) > 0 {
 			t.Fatalf("the dashboard reads series a cluster-mode pod does not export: %v", missing)
