@@ -52,7 +52,7 @@ func (o Observers) hotKeys(ctx context.Context, scope string, n int, by hotkeys.
 		case err != nil:
 			return nil, 0, errors.New("jupiter: fleet hot keys: " + err.Error() + " (JUPITER HOTKEYS POD shows this pod's)")
 		case f.Pods == 0 && f.PodsOff > 0:
-			return nil, 0, errHotKeysOff
+			return nil, 0, errFleetHotKeysOff
 		}
 		return f.Keys, f.Pods, nil
 	}
@@ -62,7 +62,10 @@ func (o Observers) hotKeys(ctx context.Context, scope string, n int, by hotkeys.
 	return o.HotKeys.Top(n, by), 1, nil
 }
 
-var errHotKeysOff = errors.New("jupiter: hot keys are off on this pod (--hotkeys-sample 0)")
+var (
+	errHotKeysOff      = errors.New("jupiter: hot keys are off on this pod (--hotkeys-sample 0)")
+	errFleetHotKeysOff = errors.New("jupiter: hot keys are off on every pod that answered (--hotkeys-sample 0)")
+)
 
 // defaultShown is how many entries JUPITER SLOWLOG/HOTKEYS/BIGKEYS show
 // without a count (SLOWLOG GET's default).
@@ -343,7 +346,7 @@ func (o Observers) Register(mux Mux, adminPassword string) {
 		}
 		keys, pods, err := o.hotKeys(r.Context(), out.Scope, n, by)
 		switch {
-		case errors.Is(err, errHotKeysOff):
+		case errors.Is(err, errHotKeysOff), errors.Is(err, errFleetHotKeysOff):
 			// Off is a state, not a failure: an empty report (sample 0).
 		case err != nil:
 			writeJSON(w, http.StatusServiceUnavailable, ChangeJSON{Error: err.Error()})

@@ -178,6 +178,31 @@ func TestObserveHTTP(t *testing.T) {
 	if code := get("/v1/slowlog", &sl); code != 200 || sl.SlowerThanUS != -1 || sl.Entries == nil {
 		t.Errorf("/v1/slowlog off = %d %+v", code, sl)
 	}
+	// Scopes: the fleet's by default, this pod's with scope=pod; a fleet
+	// that cannot be asked is a 503.
+	o := observed()
+	o.Fleet = func(context.Context, int, hotkeys.Rank) (FleetHotKeys, error) {
+		return FleetHotKeys{Pods: 2, Keys: []hotkeys.Item{{Key: "k", Count: 9, Pods: 2}}}, nil
+	}
+	mux = http.NewServeMux()
+	o.Register(mux, "")
+	if code := get("/v1/hotkeys", &hk); code != 200 || hk.Scope != "fleet" || hk.Pods != 2 || len(hk.Keys) != 1 || hk.Keys[0].Pods != 2 {
+		t.Errorf("/v1/hotkeys with a fleet = %d %+v", code, hk)
+	}
+	if code := get("/v1/hotkeys?scope=pod", &hk); code != 200 || hk.Scope != "pod" || hk.Pods != 1 || len(hk.Keys) != 2 {
+		t.Errorf("/v1/hotkeys?scope=pod = %d %+v", code, hk)
+	}
+	if code := get("/v1/hotkeys?scope=all", nil); code != http.StatusBadRequest {
+		t.Errorf("/v1/hotkeys?scope=all = %d, want 400", code)
+	}
+	o.Fleet = func(context.Context, int, hotkeys.Rank) (FleetHotKeys, error) {
+		return FleetHotKeys{}, errors.New("no leader")
+	}
+	mux = http.NewServeMux()
+	o.Register(mux, "")
+	if code := get("/v1/hotkeys", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("/v1/hotkeys without a leader = %d, want 503", code)
+	}
 }
 
 func TestQuote(t *testing.T) {
@@ -235,7 +260,7 @@ func TestHotKeysScopes(t *testing.T) {
 		t.Errorf("HOTKEYS without a leader = %q", r)
 	}
 	o.Fleet = func(context.Context, int, hotkeys.Rank) (FleetHotKeys, error) { return FleetHotKeys{PodsOff: 2}, nil }
-	if r := do(o); !strings.Contains(r, "off") {
+	if r := do(o); !strings.Contains(r, "off on every pod") {
 		t.Errorf("HOTKEYS with every pod off = %q", r)
 	}
 	if r := do(o, "POD", "COUNT", "1", "2"); !strings.HasPrefix(r, "-ERR usage") {
