@@ -14,7 +14,7 @@ FUZZTIME  ?= 10s
 # staticcheck 2026.2.2: the first releases that understand Go 1.26 are 2026.x.
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help build run test bench bench-syscalls membench soak lint fuzz proto tidy-check clean docker
+.PHONY: help build run test bench bench-syscalls membench soak dashboard lint fuzz proto tidy-check clean docker
 
 help: ## list the targets
 	@echo "usage: make <target> [VAR=value]"
@@ -45,6 +45,9 @@ membench: ## memory per idle client connection: jupiter vs plain redcon vs twemp
 
 soak: ## bounded load (SOAK_DURATION, default 2m) with a backend restart; checks goroutines and RSS return
 	test/soak/run.sh
+
+dashboard: ## redraw docs/dashboard.png from a recorded run (emulator cluster under redis-benchmark, an ADD; docs/dashboard.md)
+	scripts/dashboard-render.sh
 
 lint: ## gofmt -l (must be empty), go vet, staticcheck (installed if missing), shellcheck (if installed)
 	STATICCHECK_VERSION=$(STATICCHECK_VERSION) scripts/lint.sh

@@ -12,6 +12,7 @@ require (
 	github.com/prometheus/common v0.72.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/tidwall/redcon v1.6.2
+	golang.org/x/image v0.46.0
 	google.golang.org/api v0.278.0
 	google.golang.org/grpc v1.84.0
 	google.golang.org/protobuf v1.36.12

@@ -23,12 +23,7 @@ func TestClusterFleetCapacity(t *testing.T) {
 	seeds := e.addrs(0, 1)
 	idle := e.startPod(seeds, "--capacity-interval", "500ms")
 	busy := e.startPod(seeds, "--capacity-interval", "500ms")
-	clWait(t, e, 60*time.Second, "both pods agree on a leader and ring v1", func() string {
-		if _, v, _, why := clAgreed(e.pods); why != "" || v != "1" {
-			return why + " v" + v
-		}
-		return ""
-	})
+	e.waitRingV1(t)
 
 	ctx, stop := context.WithTimeout(context.Background(), 90*time.Second)
 	defer stop()

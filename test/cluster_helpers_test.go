@@ -269,6 +269,18 @@ func clWait(t *testing.T, e *clEnv, within time.Duration, what string, cond func
 	}
 }
 
+// waitRingV1 waits until every pod agrees on a leader and serves ring
+// version 1 (a fresh deployment is up).
+func (e *clEnv) waitRingV1(t *testing.T) {
+	t.Helper()
+	clWait(t, e, 60*time.Second, "the pods agree on a leader and ring v1", func() string {
+		if _, v, _, why := clAgreed(e.pods); why != "" || v != "1" {
+			return why + " v" + v
+		}
+		return ""
+	})
+}
+
 // agreed returns "" when every pod in pods is ready and reports the same
 // leader (one of the pods' hedge addresses, exactly one of them is_leader),
 // ring_version and nodes; else what differs.

@@ -39,6 +39,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	defer controls.Close()
 	gath := newGatherer(cfg, router, true, log)
 	nh := newNodeHealth(cfg.HedgeAddr, gath, router, pool, true, cfg.FleetHealth, log)
+	obs := observers(cfg)
 	opts := cluster.Options{
 		ControlNode: controls.Node,
 		Migrator: rebalance.Config{KeysPerSec: cfg.MigrateKeysPerSec, BytesPerSec: cfg.MigrateBytesPerSec,
@@ -52,6 +53,9 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 			health.SetReady(true)
 		},
 		Logger: log,
+	}
+	if obs.HotKeys != nil {
+		opts.HotKeys = obs.HotKeys.Top // reported when the leader merges the fleet's hot keys
 	}
 	if gath != nil {
 		// The leader sums every pod's request rates per node once per
@@ -95,11 +99,12 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 		return err
 	}
 	ctl := &cluster.AdminController{C: cl, NodeUp: router.NodeUp, Capacity: capacitySource(gath), Health: healthSource(nh)}
-	obs := observers(cfg)
+	obs.Fleet = cl.HotKeys.Fleet // JUPITER HOTKEYS, /v1/hotkeys: the fleet's, merged by the leader
 	srv := proxy.New(proxyOptions(cfg, obs), router, adminHandler(cfg, ctl, obs), log)
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
+	registerObserve(reg, cfg, obs)
 	registerStage(reg, func() string { return cl.Status().Stage })
 	registerClusterMetrics(reg, cl)
 	registerRebalanceMetrics(reg, ctl)

@@ -54,8 +54,11 @@ commands:
                           wait, the proxy's time and the nodes
   slowlog nodes [get [n]] | len | reset
                           the nodes' own slow logs, merged
-  hotkeys [count|bytes] [n] | reset
-                          this pod's hottest keys (sampled, estimated)
+  hotkeys [fleet|pod] [count|bytes] [n] | reset
+                          hottest keys (sampled, estimated): the fleet's,
+                          every pod's merged by the leader (default; in
+                          standalone mode this pod's), or this pod's; reset
+                          forgets this pod's
   bigkeys [n] | reset     this pod's biggest requests and replies by key
 
 Exit status: 0 on success, 1 when the pod refused the request (its -ERR
@@ -106,7 +109,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	sub := strings.ToLower(pos[0])
 	rest := pos[1:]
 	argc := map[string][2]int{"status": {0, 0}, "nodes": {0, 0}, "add": {1, 2}, "remove": {1, 1}, "weight": {2, 2},
-		"plan": {2, 3}, "rebalance": {0, 1}, "top": {0, 0}, "slowlog": {0, 3}, "hotkeys": {0, 2}, "bigkeys": {0, 1}}
+		"plan": {2, 3}, "rebalance": {0, 1}, "top": {0, 0}, "slowlog": {0, 3}, "hotkeys": {0, 3}, "bigkeys": {0, 1}}
 	if sub == "help" {
 		fs.SetOutput(stdout)
 		fs.Usage()

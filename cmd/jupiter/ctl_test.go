@@ -296,7 +296,7 @@ func TestCtlUsage(t *testing.T) {
 	}
 	code, out, _ := runCtlT("help")
 	for _, part := range []string{"plan add <host:port> [w]", "rebalance abort|pause|resume", "status [--watch [--interval 1s]]", "-interval", "top [--once]",
-		"slowlog [n|-1]", "hotkeys [count|bytes] [n]", "bigkeys [n]"} {
+		"slowlog [n|-1]", "hotkeys [fleet|pod] [count|bytes] [n]", "bigkeys [n]"} {
 		if code != 0 || !strings.Contains(out, part) {
 			t.Errorf("help lacks %q", part)
 		}
@@ -338,7 +338,7 @@ func TestCtlObserve(t *testing.T) {
 		{[]string{"slowlog"}, "id=0 time=1700000000 duration_us=12000 node_us=11000 proxy_us=1000 nodes=10.0.0.1:6379 client=1.2.3.4:5 name= cmd=\"GET\" \"k\"\n"},
 		{[]string{"slowlog", "len"}, "1\n"},
 		{[]string{"slowlog", "-1", "--timeout", "5s"}, "id=0 time=1700000000 duration_us=12000 node_us=11000 proxy_us=1000 nodes=10.0.0.1:6379 client=1.2.3.4:5 name= cmd=\"GET\" \"k\"\n"},
-		{[]string{"hotkeys", "bytes", "5"}, "key=\"hot\" count=1 bytes=7 reads=1 writes=0 node=10.0.0.1:6379\n"},
+		{[]string{"hotkeys", "bytes", "5"}, "key=\"hot\" count=1 bytes=7 reads=1 writes=0 node=10.0.0.1:6379 id=" + hotkeys.ID("hot") + "\n"},
 		{[]string{"bigkeys"}, "key=\"blob\" command=set size=20 dir=request count=1 node=10.0.0.2:6379 last=1700000001\n"},
 	} {
 		code, out, errs := runCtlT(append([]string{"--addr", addr}, c.args...)...)

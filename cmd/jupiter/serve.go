@@ -58,6 +58,7 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	health := &telemetry.Health{}
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, srv, router)
+	registerObserve(reg, cfg, obs)
 	registerStage(reg, func() string { return "stable" })
 	registerCapacity(reg, gath)
 	registerHealth(reg, nh)
@@ -129,6 +130,13 @@ func registerMetrics(reg *prometheus.Registry, srv *proxy.Server, router *proxy.
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "jupiter_ring_version",
 			Help: "Version of the ring this pod routes by."}, func() float64 { return float64(router.Ring().Version()) }),
 	)
+}
+
+// registerObserve exports the slow log, hot keys and big keys of obs
+// (jupiter_slowlog_*, jupiter_hotkey*, jupiter_bigkeys_*).
+func registerObserve(reg *prometheus.Registry, cfg config.Config, obs admin.Observers) {
+	reg.MustRegister(telemetry.NewObserveCollector(telemetry.ObserveSources{Slowlog: obs.Slowlog, HotKeys: obs.HotKeys,
+		BigKeys: obs.BigKeys, HotKeysTop: cfg.HotkeysMetrics, HotKeyNames: cfg.HotkeysMetricsNames}))
 }
 
 // registerCapacity exports the capacity gatherer's figures (jupiter_node_*),

@@ -21,7 +21,7 @@ func TestObservers(t *testing.T) {
 	if o.Slowlog.SlowerThan() >= 0 || o.HotKeys != nil || o.BigKeys != nil {
 		t.Errorf("off: %+v", o)
 	}
-	if p := proxyOptions(config.Default(), o); p.Obs != o {
+	if p := proxyOptions(config.Default(), o); p.Obs.Slowlog != o.Slowlog || p.Obs.HotKeys != o.HotKeys || p.Obs.BigKeys != o.BigKeys {
 		t.Error("proxyOptions does not carry the observers")
 	}
 }

@@ -134,7 +134,7 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 	case "SLOWLOG":
 		return h.Obs.slowlogCommand(rest)
 	case "HOTKEYS":
-		return h.Obs.hotkeysCommand(rest)
+		return h.Obs.hotkeysCommand(ctx, rest)
 	case "BIGKEYS":
 		return h.Obs.bigkeysCommand(rest)
 	case "PLAN":
@@ -163,7 +163,7 @@ func (h Handler) Command(ctx context.Context, args [][]byte) []byte {
 			"JUPITER PLAN ADD <host:port> [weight] | REMOVE <host:port> | WEIGHT <host:port> <w> - dry run: slots/keys that would move (changes nothing)",
 			"JUPITER SLOWLOG [GET] [n|-1] | LEN | RESET - this pod's slow log: one line per command, with node wait and proxy time",
 			"JUPITER SLOWLOG NODES [GET [n]] | LEN | RESET - the nodes' own slow logs, merged",
-			"JUPITER HOTKEYS [COUNT|BYTES] [n] | RESET - this pod's hottest keys by commands or bytes (sampled, estimated)",
+			"JUPITER HOTKEYS [FLEET|POD] [COUNT|BYTES] [n] | RESET - hottest keys by commands or bytes (sampled, estimated): the fleet's, merged through the leader (default), or this pod's; RESET: this pod's",
 			"JUPITER BIGKEYS [n] | RESET     - this pod's biggest requests/replies by key",
 		}
 		b := redcon.AppendArray(nil, len(lines))

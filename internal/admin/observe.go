@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,12 +16,56 @@ import (
 // Observers are what a pod records about the commands going through it:
 // its own slow log and its hot and big keys. The proxy feeds them; JUPITER
 // SLOWLOG|HOTKEYS|BIGKEYS, /v1/slowlog, /v1/hotkeys and /v1/bigkeys read
-// them. Any of them may be nil (off). They are per pod: ask each pod.
+// them. Any of them may be nil (off). They are per pod: ask each pod —
+// except hot keys, which are also merged fleet-wide (Fleet).
 type Observers struct {
 	Slowlog *slowlog.Log
 	HotKeys *hotkeys.Sketch
 	BigKeys *hotkeys.Big
+	// Fleet returns the fleet's hot keys, every pod's ranking merged by
+	// the leader (cluster.HotKeysExchange). nil in standalone mode, where
+	// the fleet is this pod.
+	Fleet func(ctx context.Context, n int, by hotkeys.Rank) (FleetHotKeys, error)
 }
+
+// FleetHotKeys is the fleet's hot keys as the leader merged them: per key
+// the pods' counts summed (hotkeys.Merge), Item.Pods the pods that ranked it.
+type FleetHotKeys struct {
+	Keys    []hotkeys.Item
+	Pods    int    // pods whose rankings were merged
+	PodsOff int    // pods that answered with hot keys off
+	Leader  string // the leader that merged them
+}
+
+// Scopes of a hot-key report.
+const (
+	ScopeFleet = "fleet" // every pod's ranking, merged through the leader (the default)
+	ScopePod   = "pod"   // this pod's own ranking
+)
+
+// hotKeys returns the n hottest keys of scope. In standalone mode (no
+// Fleet) the fleet is this pod. pods is how many pods the report covers.
+func (o Observers) hotKeys(ctx context.Context, scope string, n int, by hotkeys.Rank) (items []hotkeys.Item, pods int, err error) {
+	if scope == ScopeFleet && o.Fleet != nil {
+		f, err := o.Fleet(ctx, n, by)
+		switch {
+		case err != nil:
+			return nil, 0, errors.New("jupiter: fleet hot keys: " + err.Error() + " (JUPITER HOTKEYS POD shows this pod's)")
+		case f.Pods == 0 && f.PodsOff > 0:
+			return nil, 0, errFleetHotKeysOff
+		}
+		return f.Keys, f.Pods, nil
+	}
+	if o.HotKeys == nil {
+		return nil, 0, errHotKeysOff
+	}
+	return o.HotKeys.Top(n, by), 1, nil
+}
+
+var (
+	errHotKeysOff      = errors.New("jupiter: hot keys are off on this pod (--hotkeys-sample 0)")
+	errFleetHotKeysOff = errors.New("jupiter: hot keys are off on every pod that answered (--hotkeys-sample 0)")
+)
 
 // defaultShown is how many entries JUPITER SLOWLOG/HOTKEYS/BIGKEYS show
 // without a count (SLOWLOG GET's default).
@@ -58,19 +104,29 @@ func (o Observers) slowlogCommand(args [][]byte) []byte {
 	return b
 }
 
-// hotkeysCommand answers JUPITER HOTKEYS [BYTES] [n] | RESET.
-func (o Observers) hotkeysCommand(args [][]byte) []byte {
-	if o.HotKeys == nil {
-		return redcon.AppendError(nil, "ERR jupiter: hot keys are off on this pod (--hotkeys-sample 0)")
+// hotkeysCommand answers JUPITER HOTKEYS [FLEET|POD] [COUNT|BYTES] [n] |
+// RESET: by default the fleet's hottest keys (every pod's ranking merged
+// through the leader; in standalone mode this pod's), with POD this pod's
+// own. RESET forgets this pod's keys only.
+func (o Observers) hotkeysCommand(ctx context.Context, args [][]byte) []byte {
+	if len(args) == 1 && strings.EqualFold(string(args[0]), "reset") {
+		if o.HotKeys == nil {
+			return redcon.AppendError(nil, "ERR "+errHotKeysOff.Error())
+		}
+		o.HotKeys.Reset()
+		return redcon.AppendOK(nil)
 	}
-	by := hotkeys.ByCount
+	scope, by := ScopeFleet, hotkeys.ByCount
 	if len(args) > 0 {
 		switch strings.ToUpper(string(args[0])) {
-		case "RESET":
-			if len(args) == 1 {
-				o.HotKeys.Reset()
-				return redcon.AppendOK(nil)
-			}
+		case "FLEET":
+			args = args[1:]
+		case "POD":
+			scope, args = ScopePod, args[1:]
+		}
+	}
+	if len(args) > 0 {
+		switch strings.ToUpper(string(args[0])) {
 		case "BYTES":
 			by, args = hotkeys.ByBytes, args[1:]
 		case "COUNT":
@@ -79,9 +135,12 @@ func (o Observers) hotkeysCommand(args [][]byte) []byte {
 	}
 	n, ok := shownCount(args, false)
 	if !ok {
-		return redcon.AppendError(nil, "ERR usage: JUPITER HOTKEYS [COUNT|BYTES] [n] | RESET")
+		return redcon.AppendError(nil, "ERR usage: JUPITER HOTKEYS [FLEET|POD] [COUNT|BYTES] [n] | RESET")
 	}
-	items := o.HotKeys.Top(n, by)
+	items, _, err := o.hotKeys(ctx, scope, n, by)
+	if err != nil {
+		return redcon.AppendError(nil, "ERR "+err.Error())
+	}
 	b := redcon.AppendArray(nil, len(items))
 	for _, it := range items {
 		b = redcon.AppendBulkString(b, FormatHotKey(it))
@@ -166,12 +225,18 @@ func FormatSlowEntry(e slowlog.Entry) string {
 
 // FormatHotKey renders one JUPITER HOTKEYS line:
 //
-//	key="user:1" count=120400 bytes=9873100 reads=118000 writes=2400 node=10.0.0.5:6379
+//	key="user:1" count=120400 bytes=9873100 reads=118000 writes=2400 node=10.0.0.5:6379 id=h:9c1e0f4b2a7d3e65
 //
-// followed by key_bytes=N when the key is longer than the part shown.
+// followed by pods=N in a fleet-wide report (how many pods reported the
+// key), and key_bytes=N when the key is longer than the part shown. id is
+// the key's name in jupiter_hotkey_score when key names are not exported.
 func FormatHotKey(it hotkeys.Item) string {
 	s := "key=" + Quote(it.Key) + " count=" + strconv.FormatUint(it.Count, 10) + " bytes=" + strconv.FormatUint(it.Bytes, 10) +
-		" reads=" + strconv.FormatUint(it.Reads, 10) + " writes=" + strconv.FormatUint(it.Writes, 10) + " node=" + it.Node
+		" reads=" + strconv.FormatUint(it.Reads, 10) + " writes=" + strconv.FormatUint(it.Writes, 10) + " node=" + it.Node +
+		" id=" + hotkeys.ID(it.Key)
+	if it.Pods > 0 {
+		s += " pods=" + strconv.Itoa(it.Pods)
+	}
 	if it.KeyBytes > len(it.Key) {
 		s += " key_bytes=" + strconv.Itoa(it.KeyBytes)
 	}
@@ -212,8 +277,10 @@ type SlowlogJSON struct {
 
 // HotKeysJSON is the reply of GET /v1/hotkeys.
 type HotKeysJSON struct {
-	Sample uint64         `json:"sample"` // one command in Sample is counted (0: off)
+	Sample uint64         `json:"sample"` // one command in Sample is counted on this pod (0: off)
 	By     string         `json:"by"`     // "count" or "bytes"
+	Scope  string         `json:"scope"`  // "fleet" (merged through the leader) or "pod"
+	Pods   int            `json:"pods"`   // pods the report covers
 	Keys   []hotkeys.Item `json:"keys"`
 }
 
@@ -226,7 +293,8 @@ type BigKeysJSON struct {
 // Register mounts the read-only observation API on mux:
 //
 //	GET /v1/slowlog[?n=N]            this pod's slow log, newest first (SlowlogJSON; default all)
-//	GET /v1/hotkeys[?n=N&by=bytes]   hottest keys by commands or bytes (HotKeysJSON; default 10)
+//	GET /v1/hotkeys[?n=N&by=bytes&scope=pod]  hottest keys by commands or bytes (HotKeysJSON; default 10),
+//	                                 the fleet's (merged through the leader) or with scope=pod this pod's
 //	GET /v1/bigkeys[?n=N]            biggest commands by key (BigKeysJSON; default 10)
 //
 // They show key names and command arguments — the applications' data — so
@@ -258,7 +326,7 @@ func (o Observers) Register(mux Mux, adminPassword string) {
 		if !ok {
 			return
 		}
-		out := HotKeysJSON{Sample: o.HotKeys.Scale(), By: "count", Keys: []hotkeys.Item{}}
+		out := HotKeysJSON{Sample: o.HotKeys.Scale(), By: "count", Scope: ScopeFleet, Keys: []hotkeys.Item{}}
 		by := hotkeys.ByCount
 		switch r.URL.Query().Get("by") {
 		case "", "count":
@@ -268,7 +336,24 @@ func (o Observers) Register(mux Mux, adminPassword string) {
 			writeJSON(w, http.StatusBadRequest, ChangeJSON{Error: "by must be count or bytes"})
 			return
 		}
-		if keys := o.HotKeys.Top(n, by); keys != nil {
+		switch r.URL.Query().Get("scope") {
+		case "", ScopeFleet:
+		case ScopePod:
+			out.Scope = ScopePod
+		default:
+			writeJSON(w, http.StatusBadRequest, ChangeJSON{Error: "scope must be fleet or pod"})
+			return
+		}
+		keys, pods, err := o.hotKeys(r.Context(), out.Scope, n, by)
+		switch {
+		case errors.Is(err, errHotKeysOff), errors.Is(err, errFleetHotKeysOff):
+			// Off is a state, not a failure: an empty report (sample 0).
+		case err != nil:
+			writeJSON(w, http.StatusServiceUnavailable, ChangeJSON{Error: err.Error()})
+			return
+		}
+		out.Pods = pods
+		if keys != nil {
 			out.Keys = keys
 		}
 		writeJSON(w, http.StatusOK, out)

@@ -3,8 +3,10 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -80,8 +82,8 @@ func TestObserveCommands(t *testing.T) {
 	}
 
 	hot := lines(do("HOTKEYS"))
-	if len(hot) != 2 || hot[0] != `key="hot" count=30 bytes=300 reads=30 writes=0 node=10.0.0.1:6379` ||
-		hot[1] != `key="fat" count=10 bytes=10000 reads=0 writes=10 node=10.0.0.2:6379` {
+	if len(hot) != 2 || hot[0] != `key="hot" count=30 bytes=300 reads=30 writes=0 node=10.0.0.1:6379 id=`+hotkeys.ID("hot") ||
+		hot[1] != `key="fat" count=10 bytes=10000 reads=0 writes=10 node=10.0.0.2:6379 id=`+hotkeys.ID("fat") {
 		t.Errorf("JUPITER HOTKEYS = %q", hot)
 	}
 	if b := lines(do("HOTKEYS", "BYTES", "1")); len(b) != 1 || !strings.HasPrefix(b[0], `key="fat" `) {
@@ -176,6 +178,31 @@ func TestObserveHTTP(t *testing.T) {
 	if code := get("/v1/slowlog", &sl); code != 200 || sl.SlowerThanUS != -1 || sl.Entries == nil {
 		t.Errorf("/v1/slowlog off = %d %+v", code, sl)
 	}
+	// Scopes: the fleet's by default, this pod's with scope=pod; a fleet
+	// that cannot be asked is a 503.
+	o := observed()
+	o.Fleet = func(context.Context, int, hotkeys.Rank) (FleetHotKeys, error) {
+		return FleetHotKeys{Pods: 2, Keys: []hotkeys.Item{{Key: "k", Count: 9, Pods: 2}}}, nil
+	}
+	mux = http.NewServeMux()
+	o.Register(mux, "")
+	if code := get("/v1/hotkeys", &hk); code != 200 || hk.Scope != "fleet" || hk.Pods != 2 || len(hk.Keys) != 1 || hk.Keys[0].Pods != 2 {
+		t.Errorf("/v1/hotkeys with a fleet = %d %+v", code, hk)
+	}
+	if code := get("/v1/hotkeys?scope=pod", &hk); code != 200 || hk.Scope != "pod" || hk.Pods != 1 || len(hk.Keys) != 2 {
+		t.Errorf("/v1/hotkeys?scope=pod = %d %+v", code, hk)
+	}
+	if code := get("/v1/hotkeys?scope=all", nil); code != http.StatusBadRequest {
+		t.Errorf("/v1/hotkeys?scope=all = %d, want 400", code)
+	}
+	o.Fleet = func(context.Context, int, hotkeys.Rank) (FleetHotKeys, error) {
+		return FleetHotKeys{}, errors.New("no leader")
+	}
+	mux = http.NewServeMux()
+	o.Register(mux, "")
+	if code := get("/v1/hotkeys", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("/v1/hotkeys without a leader = %d, want 503", code)
+	}
 }
 
 func TestQuote(t *testing.T) {
@@ -189,5 +216,54 @@ func TestQuote(t *testing.T) {
 		if got := Quote(in); got != want {
 			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestHotKeysScopes: JUPITER HOTKEYS is the fleet's report when the pod
+// is part of one (Fleet set), FLEET and POD choose, standalone's fleet is
+// the pod, and a fleet that cannot be asked is an error that points to
+// POD.
+func TestHotKeysScopes(t *testing.T) {
+	o := observed()
+	do := func(o Observers, args ...string) string {
+		bs := [][]byte{[]byte("JUPITER"), []byte("HOTKEYS")}
+		for _, a := range args {
+			bs = append(bs, []byte(a))
+		}
+		return string(Handler{C: &Local{Router: &fakeRouter{}, Self: "x"}, Obs: o}.Command(context.Background(), bs))
+	}
+	pod := do(o, "POD")
+	if do(o) != pod || do(o, "FLEET") != pod || !strings.Contains(pod, `key="hot"`) || strings.Contains(pod, "pods=") {
+		t.Errorf("standalone: HOTKEYS %q, FLEET %q, POD %q", do(o), do(o, "FLEET"), pod)
+	}
+	var asked []any
+	o.Fleet = func(_ context.Context, n int, by hotkeys.Rank) (FleetHotKeys, error) {
+		asked = append(asked, n, by)
+		return FleetHotKeys{Pods: 3, Keys: []hotkeys.Item{{Key: "k", KeyBytes: 1, Node: "n", Count: 9, Pods: 2}}}, nil
+	}
+	if r := do(o, "FLEET", "BYTES", "5"); !strings.Contains(r, `key="k" count=9 `) || !strings.Contains(r, " pods=2") {
+		t.Errorf("HOTKEYS FLEET BYTES 5 = %q", r)
+	}
+	if r := do(o); !strings.Contains(r, `key="k"`) {
+		t.Errorf("HOTKEYS with a fleet = %q", r)
+	}
+	if r := do(o, "POD", "1"); !strings.Contains(r, `key="hot"`) {
+		t.Errorf("HOTKEYS POD 1 with a fleet = %q", r)
+	}
+	if want := []any{5, hotkeys.ByBytes, defaultShown, hotkeys.ByCount}; !reflect.DeepEqual(asked, want) {
+		t.Errorf("Fleet asked %v, want %v", asked, want)
+	}
+	o.Fleet = func(context.Context, int, hotkeys.Rank) (FleetHotKeys, error) {
+		return FleetHotKeys{}, errors.New("no leader")
+	}
+	if r := do(o); !strings.HasPrefix(r, "-ERR jupiter: fleet hot keys: no leader") || !strings.Contains(r, "HOTKEYS POD") {
+		t.Errorf("HOTKEYS without a leader = %q", r)
+	}
+	o.Fleet = func(context.Context, int, hotkeys.Rank) (FleetHotKeys, error) { return FleetHotKeys{PodsOff: 2}, nil }
+	if r := do(o); !strings.Contains(r, "off on every pod") {
+		t.Errorf("HOTKEYS with every pod off = %q", r)
+	}
+	if r := do(o, "POD", "COUNT", "1", "2"); !strings.HasPrefix(r, "-ERR usage") {
+		t.Errorf("HOTKEYS with too many arguments = %q", r)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/alphauslabs/jupiter/internal/capacity"
 	"github.com/alphauslabs/jupiter/internal/health"
+	"github.com/alphauslabs/jupiter/internal/hotkeys"
 	"github.com/alphauslabs/jupiter/internal/rebalance"
 	"github.com/alphauslabs/jupiter/internal/ring"
 	jupiterv1 "github.com/alphauslabs/jupiter/proto/v1"
@@ -63,6 +64,10 @@ type Options struct {
 	// pod gets the verdict through SetHealth (LoadConfig).
 	PodHealth func() map[string]string
 	SetHealth func(health.Verdict)
+	// HotKeys is this pod's hot-key ranking (hotkeys.Sketch.Top), which
+	// it reports when the leader merges the fleet's (HotKeysExchange);
+	// nil when the pod samples no hot keys.
+	HotKeys func(n int, by hotkeys.Rank) []hotkeys.Item
 }
 
 // Cluster is cluster mode assembled: the hedge Member, the Spanner ring
@@ -81,6 +86,8 @@ type Cluster struct {
 	// Load sums the pods' request rates per node (nil without
 	// Options.PodLoad).
 	Load *LoadExchange
+	// HotKeys merges the pods' hot keys through the leader, on demand.
+	HotKeys *HotKeysExchange
 
 	controlNode func(addr string) (rebalance.Node, error)
 	log         *slog.Logger
@@ -157,10 +164,19 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	hot, err := NewHotKeysExchange(HotKeysConfig{Self: m.Self(), Local: o.HotKeys, Broadcast: m.Broadcast,
+		SendToLeader: m.SendToLeader, Timeout: cfg.BroadcastTimeout, Logger: lg})
+	if err != nil {
+		m.Stop()
+		return nil, err
+	}
 	m.SetHandlers(Handlers{
 		Leader: func(ctx context.Context, msg []byte) ([]byte, error) {
 			ctx, cancel := context.WithTimeout(ctx, LeaderHandlerTimeout)
 			defer cancel()
+			if rep, ok := hot.HandleLeader(ctx, msg); ok {
+				return rep, nil
+			}
 			return ctl.HandleLeaderMessage(ctx, msg), nil
 		},
 		Broadcast: func(ctx context.Context, msg []byte) ([]byte, error) {
@@ -169,11 +185,14 @@ func Open(cfg Config, o Options) (*Cluster, error) {
 					return rep, nil
 				}
 			}
+			if rep, ok := hot.HandleBroadcast(msg); ok {
+				return rep, nil
+			}
 			return sy.HandleBroadcast(ctx, msg), nil
 		},
 	})
 	return &Cluster{Member: m, Store: store, Controller: ctl, Syncer: sy, Rebalancer: reb, Holder: o.Holder, Load: load,
-		controlNode: o.ControlNode, log: lg.With("component", "cluster")}, nil
+		HotKeys: hot, controlNode: o.ControlNode, log: lg.With("component", "cluster")}, nil
 }
 
 // Start starts the hedge member and the ring Syncer. The pod is Ready once

@@ -82,6 +82,13 @@ type Config struct {
 	// (0 = off); its counts halve every HotkeysHalfLife.
 	HotkeysSample   int
 	HotkeysHalfLife time.Duration
+	// HotkeysMetrics: the hottest this many keys are exported as
+	// jupiter_hotkey_score (0 = none). Their names are hashed unless
+	// HotkeysMetricsNames: keys are the applications' data, and /metrics
+	// is usually open to any scraper (JUPITER HOTKEYS and /v1/hotkeys
+	// show names, behind the passwords).
+	HotkeysMetrics      int
+	HotkeysMetricsNames bool
 	// BigkeysThreshold: a command whose request or reply has at least this
 	// many bytes is listed by JUPITER BIGKEYS (0 = off).
 	BigkeysThreshold int
@@ -135,6 +142,7 @@ func Default() Config {
 		SlowlogMaxLen:     128,         // Redis's default
 		HotkeysSample:     100,         // ~1% of commands: a sketch update costs ~1 µs, so ~10 ns per command
 		HotkeysHalfLife:   time.Minute, // the ranking follows the last few minutes
+		HotkeysMetrics:    10,          // a top 10 is what a dashboard shows; bounds the series
 		BigkeysThreshold:  1 << 20,     // 1 MiB: a value that size holds a node's event loop for ~1 ms and fills a client's buffers
 	}
 }
@@ -260,6 +268,9 @@ func (c Config) Validate() error {
 	if c.HotkeysHalfLife < time.Second || c.HotkeysHalfLife > 24*time.Hour {
 		bad("hotkeys-half-life", "%v, want 1s..24h", c.HotkeysHalfLife)
 	}
+	if c.HotkeysMetrics < 0 || c.HotkeysMetrics > 64 {
+		bad("hotkeys-metrics", "%d, want 0..64 (the sketch keeps 64 keys)", c.HotkeysMetrics)
+	}
 	if c.BigkeysThreshold < 0 {
 		bad("bigkeys-threshold", "%d, want >= 0 (0 = off)", c.BigkeysThreshold)
 	}
@@ -356,6 +367,8 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.SlowlogMaxLen, "slowlog-max-len", c.SlowlogMaxLen, "entries the proxy's SLOWLOG keeps")
 	fs.IntVar(&c.HotkeysSample, "hotkeys-sample", c.HotkeysSample, "feed one command in N to the hot-key sketch (JUPITER HOTKEYS); 0 = off")
 	fs.DurationVar(&c.HotkeysHalfLife, "hotkeys-half-life", c.HotkeysHalfLife, "hot-key counts halve this often, so the ranking follows current traffic")
+	fs.IntVar(&c.HotkeysMetrics, "hotkeys-metrics", c.HotkeysMetrics, "export the hottest N keys as jupiter_hotkey_score (0 = none; at most 64)")
+	fs.BoolVar(&c.HotkeysMetricsNames, "hotkeys-metrics-names", c.HotkeysMetricsNames, "label jupiter_hotkey_score with the key itself (escaped, cut at 64 bytes) instead of a hash of it; keys are data: enable only where /metrics is as private as the keys")
 	fs.IntVar(&c.BigkeysThreshold, "bigkeys-threshold", c.BigkeysThreshold, "list commands whose request or reply has at least this many bytes (JUPITER BIGKEYS); 0 = off")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on the graceful drain after SIGTERM")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "after SIGTERM, keep serving this long with /readyz failing before closing client connections at command boundaries")

@@ -28,6 +28,7 @@ type Big struct {
 
 	mu    sync.Mutex
 	items []bigItem
+	seen  [2]uint64 // commands at or above the threshold: [0] by their request, [1] by their reply
 }
 
 type bigItem struct {
@@ -62,6 +63,11 @@ func (b *Big) Add(key []byte, command, node string, size int, reply bool, now in
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if reply {
+		b.seen[1]++
+	} else {
+		b.seen[0]++
+	}
 	for i := range b.items {
 		it := &b.items[i]
 		if it.Command == command && it.KeyBytes == len(key) && bytes.Equal(it.key, k) {
@@ -89,6 +95,27 @@ func (b *Big) Add(key []byte, command, node string, size int, reply bool, now in
 	if size > b.items[lo].Size {
 		b.items[lo] = it
 	}
+}
+
+// Seen is how many commands were recorded since the start (Reset keeps
+// counting), by the size that made them big: the request's or the reply's.
+func (b *Big) Seen() (requests, replies uint64) {
+	if b == nil {
+		return 0, 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.seen[0], b.seen[1]
+}
+
+// Len is how many key/command entries are held.
+func (b *Big) Len() int {
+	if b == nil {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.items)
 }
 
 // Top returns up to n entries (n ≤ 0: all), biggest first.

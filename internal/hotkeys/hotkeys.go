@@ -31,6 +31,8 @@ package hotkeys
 
 import (
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -113,6 +115,12 @@ type Item struct {
 	Bytes    uint64 `json:"bytes"`
 	Reads    uint64 `json:"reads"`
 	Writes   uint64 `json:"writes"`
+	// ID is ID(Key): how jupiter_hotkey_score names the key when names
+	// are not exported.
+	ID string `json:"id"`
+	// Pods is, in a fleet-wide report (Merge), how many pods reported the
+	// key; 0 in one pod's own report.
+	Pods int `json:"pods,omitempty"`
 }
 
 // Sketch is the bounded top-K of hot keys. Safe for concurrent use; a nil
@@ -126,7 +134,8 @@ type Sketch struct {
 	bytes   []uint64
 	byCount topList
 	byBytes topList
-	decayAt int64 // the caller's time of the next halving; 0: not started
+	decayAt int64  // the caller's time of the next halving; 0: not started
+	samples uint64 // samples ever added (Reset keeps counting)
 }
 
 // New returns an empty Sketch.
@@ -156,6 +165,7 @@ func (s *Sketch) Add(smp Sample, now int64) {
 	w := uint64(max(smp.Bytes, 0))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.samples++
 	s.decay(now)
 	cnt := s.addCount(idx[:s.cfg.Depth])
 	byt := s.addBytes(idx[:s.cfg.Depth], w)
@@ -247,6 +257,17 @@ func (s *Sketch) decay(now int64) {
 	s.byBytes.halve(shift)
 }
 
+// Samples is how many samples were ever added (not scaled; Reset does not
+// reset it): a counter for metrics.
+func (s *Sketch) Samples() uint64 {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.samples
+}
+
 // Top reports up to n keys (n ≤ 0: all kept) of a ranking, hottest first.
 func (s *Sketch) Top(n int, by Rank) []Item {
 	if s == nil {
@@ -266,14 +287,20 @@ func (s *Sketch) Top(n int, by Rank) []Item {
 		if cnt == 0 && byt == 0 {
 			continue
 		}
-		it := Item{Key: string(c.key), KeyBytes: c.keyLen, Node: c.node, Count: uint64(cnt) * sc, Bytes: byt * sc}
+		it := Item{Key: string(c.key), ID: ID(string(c.key)), KeyBytes: c.keyLen, Node: c.node, Count: uint64(cnt) * sc, Bytes: byt * sc}
 		if seen := c.reads + c.writes; seen > 0 {
 			it.Reads = uint64(float64(it.Count) * float64(c.reads) / float64(seen))
 			it.Writes = it.Count - it.Reads
 		}
 		out = append(out, it)
 	}
-	slices.SortStableFunc(out, func(a, b Item) int {
+	return rank(out, n, by)
+}
+
+// rank sorts items hottest first by the ranking (stable: ties keep their
+// order) and keeps n of them (n ≤ 0: all).
+func rank(items []Item, n int, by Rank) []Item {
+	slices.SortStableFunc(items, func(a, b Item) int {
 		x, y := a.Count, b.Count
 		if by == ByBytes {
 			x, y = a.Bytes, b.Bytes
@@ -286,10 +313,59 @@ func (s *Sketch) Top(n int, by Rank) []Item {
 		}
 		return 0
 	})
-	if n > 0 && len(out) > n {
-		out = out[:n]
+	if n > 0 && len(items) > n {
+		items = items[:n]
 	}
-	return out
+	return items
+}
+
+// Merge sums several pods' reports into a fleet-wide one: per key, the
+// counts, bytes, reads and writes add up, Pods counts the reports that
+// hold it and Node is the one the pod with the highest count saw (they
+// differ only while a rebalance moves the key). It returns the n hottest
+// (n ≤ 0: all), ordered as Top orders them, ties by key.
+//
+// Each pod ranks only its own hottest keys, so a key hot across the fleet
+// but outside some pod's ranking misses that pod's share: merged figures
+// are sums of upper bounds over the pods that ranked the key, and a lower
+// bound on the fleet's share of pods that did not. Pods report every key
+// they rank (64 by default), not only their top n, to keep that small.
+func Merge(reports [][]Item, n int, by Rank) []Item {
+	type acc struct {
+		Item
+		best uint64 // the count of the report Node came from
+	}
+	idx := map[string]int{}
+	var all []acc
+	for _, rep := range reports {
+		for _, it := range rep {
+			id := strconv.Itoa(it.KeyBytes) + ":" + it.Key
+			i, ok := idx[id]
+			if !ok {
+				i = len(all)
+				idx[id] = i
+				all = append(all, acc{Item: Item{Key: it.Key, ID: it.ID, KeyBytes: it.KeyBytes}})
+			}
+			a := &all[i]
+			a.Count += it.Count
+			a.Bytes += it.Bytes
+			a.Reads += it.Reads
+			a.Writes += it.Writes
+			a.Pods += max(it.Pods, 1)
+			if !ok || it.Count > a.best {
+				a.Node, a.best = it.Node, it.Count
+			}
+		}
+	}
+	out := make([]Item, len(all))
+	for i := range all {
+		out[i] = all[i].Item
+		if out[i].ID == "" {
+			out[i].ID = ID(out[i].Key)
+		}
+	}
+	slices.SortFunc(out, func(a, b Item) int { return strings.Compare(a.Key, b.Key) })
+	return rank(out, n, by)
 }
 
 // Reset forgets every key.
@@ -381,6 +457,21 @@ func (t *topList) halve(shift int) {
 		}
 	}
 	t.c = t.c[:n]
+}
+
+// ID names a key without showing it: "h:" and the 16 hex digits of its
+// Hash. Reports carry it (Item.ID) and jupiter_hotkey_score labels keys
+// with it unless names are allowed, so that a key seen on a dashboard can
+// be found in JUPITER HOTKEYS, behind the passwords.
+func ID(key string) string {
+	const hex = "0123456789abcdef"
+	h := Hash([]byte(key))
+	b := [18]byte{'h', ':'}
+	for i := 17; i >= 2; i-- {
+		b[i] = hex[h&15]
+		h >>= 4
+	}
+	return string(b[:])
 }
 
 // Hash is the 64-bit hash keys are counted by: FNV-1a, finished with a

@@ -3,6 +3,7 @@ package hotkeys
 import (
 	"bytes"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -215,5 +216,35 @@ func TestSampler(t *testing.T) {
 				t.Errorf("n=%d picked %d, want about %.0f", n, picked, want)
 			}
 		}
+	}
+}
+
+// TestMerge: per key the figures add up over the pods' reports, Pods
+// counts them, Node comes from the pod that counted the key most, and the
+// result is ranked and cut at n; keys of the same prefix but different
+// full lengths stay apart.
+func TestMerge(t *testing.T) {
+	a := []Item{{Key: "x", KeyBytes: 1, Node: "n1", Count: 10, Bytes: 100, Reads: 9, Writes: 1},
+		{Key: "only-a", KeyBytes: 6, Node: "n2", Count: 7, Bytes: 5}}
+	b := []Item{{Key: "x", KeyBytes: 1, Node: "n3", Count: 30, Bytes: 10, Reads: 30},
+		{Key: "only-b", KeyBytes: 6, Node: "n1", Count: 8, Bytes: 1000},
+		{Key: "only-a", KeyBytes: 300, Node: "n2", Count: 1}}
+	got := Merge([][]Item{a, b, nil}, 0, ByCount)
+	want := []Item{
+		{Key: "x", ID: ID("x"), KeyBytes: 1, Node: "n3", Count: 40, Bytes: 110, Reads: 39, Writes: 1, Pods: 2},
+		{Key: "only-b", ID: ID("only-b"), KeyBytes: 6, Node: "n1", Count: 8, Bytes: 1000, Pods: 1},
+		{Key: "only-a", ID: ID("only-a"), KeyBytes: 6, Node: "n2", Count: 7, Bytes: 5, Pods: 1},
+		{Key: "only-a", ID: ID("only-a"), KeyBytes: 300, Node: "n2", Count: 1, Pods: 1},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Merge =\n%+v\nwant\n%+v", got, want)
+	}
+	if got := Merge([][]Item{a, b}, 1, ByBytes); len(got) != 1 || got[0].Key != "only-b" {
+		t.Errorf("Merge by bytes, n=1 = %+v", got)
+	}
+	// A merged report merges again with the same result (a leader's
+	// reply is a report too).
+	if again := Merge([][]Item{Merge([][]Item{a}, 0, ByCount), b}, 0, ByCount); !slices.Equal(again, want) {
+		t.Errorf("Merge of a merged report =\n%+v", again)
 	}
 }

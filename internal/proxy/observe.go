@@ -197,7 +197,10 @@ func (s *session) slowBatch(v *view, n int, enq, end int64) {
 func (s *session) logSlow(e *entry, d, nodeWait int64, nodes []string, end int64) {
 	args := s.cmdArgs(e.r0, e.r1)
 	en := slowlog.Entry{Time: end / 1e9, DurationUS: d / 1e3, NodeUS: -1, ProxyUS: -1, Nodes: nodes,
-		Args: slowlog.Args(args), Client: s.nc.RemoteAddr().String(), ClientName: s.clientName()}
+		Args: slowlog.Args(args), Client: s.nc.RemoteAddr().String(), ClientName: s.clientName(), Command: "unknown"}
+	if spec := command.Lookup(args); spec != nil {
+		en.Command = spec.Name
+	}
 	if nodeWait >= 0 {
 		en.NodeUS = nodeWait / 1e3
 		en.ProxyUS = en.DurationUS - en.NodeUS

@@ -50,6 +50,11 @@ type Entry struct {
 	Args       []string `json:"args"`        // truncated and redacted (Args)
 	Client     string   `json:"client"`      // client address, host:port
 	ClientName string   `json:"client_name"` // CLIENT SETNAME / HELLO SETNAME
+	// Command is the command's name in jupiter's command table (lower
+	// case, "container|sub" for subcommands; "unknown" when not in the
+	// table). Per-command counts (Counts) are kept by it, so it must come
+	// from a bounded set, never from the client's bytes.
+	Command string `json:"command,omitempty"`
 }
 
 // Log is a bounded ring buffer of Entries, newest first when read.
@@ -61,6 +66,7 @@ type Log struct {
 	buf    []Entry // ring; len(buf) == min(entries ever added, maxLen)
 	head   int     // where the next entry goes once buf is full
 	nextID int64
+	counts map[string]uint64 // entries ever added, by Entry.Command
 }
 
 // New returns a log recording commands that take at least slowerThan
@@ -95,6 +101,10 @@ func (l *Log) Add(e Entry) {
 	defer l.mu.Unlock()
 	e.ID = l.nextID
 	l.nextID++
+	if l.counts == nil {
+		l.counts = map[string]uint64{}
+	}
+	l.counts[e.Command]++
 	switch {
 	case l.maxLen == 0:
 	case len(l.buf) < l.maxLen:
@@ -125,6 +135,31 @@ func (l *Log) Get(n int) []Entry {
 		out = append(out, l.buf[(newest-i+len(l.buf))%len(l.buf)])
 	}
 	return out
+}
+
+// Added is how many entries were ever added (what the next id will be):
+// a counter, which RESET does not reset.
+func (l *Log) Added() int64 {
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.nextID
+}
+
+// Counts calls f with the number of entries ever added per command name
+// (Entry.Command), in no particular order. Like Added, RESET does not
+// reset them: they are counters.
+func (l *Log) Counts(f func(command string, n uint64)) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c, n := range l.counts {
+		f(c, n)
+	}
 }
 
 // Len is the number of entries held.

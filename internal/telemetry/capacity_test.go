@@ -93,6 +93,17 @@ jupiter_node_slot_share{node="10.0.0.2:6379"} 0.5
 # TYPE jupiter_node_used_memory_bytes gauge
 jupiter_node_used_memory_bytes{node="10.0.0.1:6379"} 1000
 `
+	if got := scrape(t, reg); got != strings.TrimPrefix(want, "\n") {
+		t.Fatalf("/metrics =\n%s\nwant\n%s", got, want)
+	}
+	if src.calls != 1 {
+		t.Errorf("one scrape read the gatherer's snapshot %d times, want 1", src.calls)
+	}
+}
+
+// scrape is reg's /metrics page, as promhttp serves it.
+func scrape(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
@@ -101,10 +112,5 @@ jupiter_node_used_memory_bytes{node="10.0.0.1:6379"} 1000
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if got := string(body); got != strings.TrimPrefix(want, "\n") {
-		t.Fatalf("/metrics =\n%s\nwant\n%s", got, want)
-	}
-	if src.calls != 1 {
-		t.Errorf("one scrape read the gatherer's snapshot %d times, want 1", src.calls)
-	}
+	return string(body)
 }

@@ -1332,12 +1332,320 @@ func (x *FleetHealth) GetAgeMs() int64 {
 	return 0
 }
 
+// HotKeysQuery asks for hot keys (JUPITER HOTKEYS, fleet-wide): a pod sends
+// it to the leader (LeaderMessage), which broadcasts it to every pod
+// (BroadcastMessage) and merges their HotKeysReports.
+type HotKeysQuery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// n is how many keys to return (0: all); pods always report every key
+	// they rank, so that the merge sees more than each pod's top n.
+	N int32 `protobuf:"varint,1,opt,name=n,proto3" json:"n,omitempty"`
+	// by_bytes ranks by request + reply bytes instead of commands.
+	ByBytes       bool `protobuf:"varint,2,opt,name=by_bytes,json=byBytes,proto3" json:"by_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HotKeysQuery) Reset() {
+	*x = HotKeysQuery{}
+	mi := &file_v1_jupiter_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HotKeysQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HotKeysQuery) ProtoMessage() {}
+
+func (x *HotKeysQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HotKeysQuery.ProtoReflect.Descriptor instead.
+func (*HotKeysQuery) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *HotKeysQuery) GetN() int32 {
+	if x != nil {
+		return x.N
+	}
+	return 0
+}
+
+func (x *HotKeysQuery) GetByBytes() bool {
+	if x != nil {
+		return x.ByBytes
+	}
+	return false
+}
+
+// HotKey is one key of a hot-key ranking (hotkeys.Item).
+type HotKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is at most 256 bytes of the key (bytes: keys need not be UTF-8).
+	Key []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// key_bytes is the key's full length.
+	KeyBytes int64 `protobuf:"varint,2,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
+	// node is the address of the node serving the key.
+	Node string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// count and bytes are estimates scaled by the sampling rate; reads and
+	// writes split count.
+	Count  uint64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	Bytes  uint64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Reads  uint64 `protobuf:"varint,6,opt,name=reads,proto3" json:"reads,omitempty"`
+	Writes uint64 `protobuf:"varint,7,opt,name=writes,proto3" json:"writes,omitempty"`
+	// pods is, in a merged reply, how many pods reported the key.
+	Pods          int32 `protobuf:"varint,8,opt,name=pods,proto3" json:"pods,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HotKey) Reset() {
+	*x = HotKey{}
+	mi := &file_v1_jupiter_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HotKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HotKey) ProtoMessage() {}
+
+func (x *HotKey) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HotKey.ProtoReflect.Descriptor instead.
+func (*HotKey) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HotKey) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *HotKey) GetKeyBytes() int64 {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return 0
+}
+
+func (x *HotKey) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *HotKey) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *HotKey) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *HotKey) GetReads() uint64 {
+	if x != nil {
+		return x.Reads
+	}
+	return 0
+}
+
+func (x *HotKey) GetWrites() uint64 {
+	if x != nil {
+		return x.Writes
+	}
+	return 0
+}
+
+func (x *HotKey) GetPods() int32 {
+	if x != nil {
+		return x.Pods
+	}
+	return 0
+}
+
+// HotKeysReport is a pod's answer to a broadcast HotKeysQuery.
+type HotKeysReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pod   string                 `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	Keys  []*HotKey              `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// off: the pod does not sample hot keys (--hotkeys-sample 0).
+	Off           bool `protobuf:"varint,3,opt,name=off,proto3" json:"off,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HotKeysReport) Reset() {
+	*x = HotKeysReport{}
+	mi := &file_v1_jupiter_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HotKeysReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HotKeysReport) ProtoMessage() {}
+
+func (x *HotKeysReport) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HotKeysReport.ProtoReflect.Descriptor instead.
+func (*HotKeysReport) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *HotKeysReport) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *HotKeysReport) GetKeys() []*HotKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *HotKeysReport) GetOff() bool {
+	if x != nil {
+		return x.Off
+	}
+	return false
+}
+
+// HotKeysReply is the leader's answer to a HotKeysQuery: the pods'
+// reports merged, counts summed per key.
+type HotKeysReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Keys  []*HotKey              `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// pods is how many pods' reports were merged; pods_off how many pods
+	// answered with hot keys off.
+	Pods          int32  `protobuf:"varint,2,opt,name=pods,proto3" json:"pods,omitempty"`
+	PodsOff       int32  `protobuf:"varint,3,opt,name=pods_off,json=podsOff,proto3" json:"pods_off,omitempty"`
+	Leader        string `protobuf:"bytes,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HotKeysReply) Reset() {
+	*x = HotKeysReply{}
+	mi := &file_v1_jupiter_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HotKeysReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HotKeysReply) ProtoMessage() {}
+
+func (x *HotKeysReply) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_jupiter_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HotKeysReply.ProtoReflect.Descriptor instead.
+func (*HotKeysReply) Descriptor() ([]byte, []int) {
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *HotKeysReply) GetKeys() []*HotKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *HotKeysReply) GetPods() int32 {
+	if x != nil {
+		return x.Pods
+	}
+	return 0
+}
+
+func (x *HotKeysReply) GetPodsOff() int32 {
+	if x != nil {
+		return x.PodsOff
+	}
+	return 0
+}
+
+func (x *HotKeysReply) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *HotKeysReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // LeaderMessage is everything a pod sends to the leader.
 type LeaderMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
 	//
 	//	*LeaderMessage_Admin
+	//	*LeaderMessage_HotKeys
 	Msg           isLeaderMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1345,7 +1653,7 @@ type LeaderMessage struct {
 
 func (x *LeaderMessage) Reset() {
 	*x = LeaderMessage{}
-	mi := &file_v1_jupiter_proto_msgTypes[17]
+	mi := &file_v1_jupiter_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1665,7 @@ func (x *LeaderMessage) String() string {
 func (*LeaderMessage) ProtoMessage() {}
 
 func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[17]
+	mi := &file_v1_jupiter_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1678,7 @@ func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderMessage.ProtoReflect.Descriptor instead.
 func (*LeaderMessage) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{17}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LeaderMessage) GetMsg() isLeaderMessage_Msg {
@@ -1389,6 +1697,15 @@ func (x *LeaderMessage) GetAdmin() *AdminRequest {
 	return nil
 }
 
+func (x *LeaderMessage) GetHotKeys() *HotKeysQuery {
+	if x != nil {
+		if x, ok := x.Msg.(*LeaderMessage_HotKeys); ok {
+			return x.HotKeys
+		}
+	}
+	return nil
+}
+
 type isLeaderMessage_Msg interface {
 	isLeaderMessage_Msg()
 }
@@ -1397,7 +1714,13 @@ type LeaderMessage_Admin struct {
 	Admin *AdminRequest `protobuf:"bytes,1,opt,name=admin,proto3,oneof"`
 }
 
+type LeaderMessage_HotKeys struct {
+	HotKeys *HotKeysQuery `protobuf:"bytes,2,opt,name=hot_keys,json=hotKeys,proto3,oneof"`
+}
+
 func (*LeaderMessage_Admin) isLeaderMessage_Msg() {}
+
+func (*LeaderMessage_HotKeys) isLeaderMessage_Msg() {}
 
 // LeaderReply is the leader's answer to a LeaderMessage.
 type LeaderReply struct {
@@ -1405,6 +1728,7 @@ type LeaderReply struct {
 	// Types that are valid to be assigned to Msg:
 	//
 	//	*LeaderReply_Admin
+	//	*LeaderReply_HotKeys
 	Msg           isLeaderReply_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1412,7 +1736,7 @@ type LeaderReply struct {
 
 func (x *LeaderReply) Reset() {
 	*x = LeaderReply{}
-	mi := &file_v1_jupiter_proto_msgTypes[18]
+	mi := &file_v1_jupiter_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1748,7 @@ func (x *LeaderReply) String() string {
 func (*LeaderReply) ProtoMessage() {}
 
 func (x *LeaderReply) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[18]
+	mi := &file_v1_jupiter_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1761,7 @@ func (x *LeaderReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderReply.ProtoReflect.Descriptor instead.
 func (*LeaderReply) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{18}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LeaderReply) GetMsg() isLeaderReply_Msg {
@@ -1456,6 +1780,15 @@ func (x *LeaderReply) GetAdmin() *AdminReply {
 	return nil
 }
 
+func (x *LeaderReply) GetHotKeys() *HotKeysReply {
+	if x != nil {
+		if x, ok := x.Msg.(*LeaderReply_HotKeys); ok {
+			return x.HotKeys
+		}
+	}
+	return nil
+}
+
 type isLeaderReply_Msg interface {
 	isLeaderReply_Msg()
 }
@@ -1464,7 +1797,13 @@ type LeaderReply_Admin struct {
 	Admin *AdminReply `protobuf:"bytes,1,opt,name=admin,proto3,oneof"`
 }
 
+type LeaderReply_HotKeys struct {
+	HotKeys *HotKeysReply `protobuf:"bytes,2,opt,name=hot_keys,json=hotKeys,proto3,oneof"`
+}
+
 func (*LeaderReply_Admin) isLeaderReply_Msg() {}
+
+func (*LeaderReply_HotKeys) isLeaderReply_Msg() {}
 
 // BroadcastMessage is everything the leader broadcasts to pods.
 type BroadcastMessage struct {
@@ -1474,6 +1813,7 @@ type BroadcastMessage struct {
 	//	*BroadcastMessage_RingUpdated
 	//	*BroadcastMessage_CapacityPoll
 	//	*BroadcastMessage_FleetHealth
+	//	*BroadcastMessage_HotKeysQuery
 	Msg           isBroadcastMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1481,7 +1821,7 @@ type BroadcastMessage struct {
 
 func (x *BroadcastMessage) Reset() {
 	*x = BroadcastMessage{}
-	mi := &file_v1_jupiter_proto_msgTypes[19]
+	mi := &file_v1_jupiter_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1833,7 @@ func (x *BroadcastMessage) String() string {
 func (*BroadcastMessage) ProtoMessage() {}
 
 func (x *BroadcastMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[19]
+	mi := &file_v1_jupiter_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1846,7 @@ func (x *BroadcastMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastMessage.ProtoReflect.Descriptor instead.
 func (*BroadcastMessage) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{19}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BroadcastMessage) GetMsg() isBroadcastMessage_Msg {
@@ -1543,6 +1883,15 @@ func (x *BroadcastMessage) GetFleetHealth() *FleetHealth {
 	return nil
 }
 
+func (x *BroadcastMessage) GetHotKeysQuery() *HotKeysQuery {
+	if x != nil {
+		if x, ok := x.Msg.(*BroadcastMessage_HotKeysQuery); ok {
+			return x.HotKeysQuery
+		}
+	}
+	return nil
+}
+
 type isBroadcastMessage_Msg interface {
 	isBroadcastMessage_Msg()
 }
@@ -1559,11 +1908,17 @@ type BroadcastMessage_FleetHealth struct {
 	FleetHealth *FleetHealth `protobuf:"bytes,10,opt,name=fleet_health,json=fleetHealth,proto3,oneof"`
 }
 
+type BroadcastMessage_HotKeysQuery struct {
+	HotKeysQuery *HotKeysQuery `protobuf:"bytes,3,opt,name=hot_keys_query,json=hotKeysQuery,proto3,oneof"`
+}
+
 func (*BroadcastMessage_RingUpdated) isBroadcastMessage_Msg() {}
 
 func (*BroadcastMessage_CapacityPoll) isBroadcastMessage_Msg() {}
 
 func (*BroadcastMessage_FleetHealth) isBroadcastMessage_Msg() {}
+
+func (*BroadcastMessage_HotKeysQuery) isBroadcastMessage_Msg() {}
 
 // BroadcastReply is a pod's answer to a BroadcastMessage.
 type BroadcastReply struct {
@@ -1572,6 +1927,7 @@ type BroadcastReply struct {
 	//
 	//	*BroadcastReply_RingAck
 	//	*BroadcastReply_CapacityReport
+	//	*BroadcastReply_HotKeysReport
 	Msg           isBroadcastReply_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1579,7 +1935,7 @@ type BroadcastReply struct {
 
 func (x *BroadcastReply) Reset() {
 	*x = BroadcastReply{}
-	mi := &file_v1_jupiter_proto_msgTypes[20]
+	mi := &file_v1_jupiter_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1947,7 @@ func (x *BroadcastReply) String() string {
 func (*BroadcastReply) ProtoMessage() {}
 
 func (x *BroadcastReply) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_jupiter_proto_msgTypes[20]
+	mi := &file_v1_jupiter_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1960,7 @@ func (x *BroadcastReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastReply.ProtoReflect.Descriptor instead.
 func (*BroadcastReply) Descriptor() ([]byte, []int) {
-	return file_v1_jupiter_proto_rawDescGZIP(), []int{20}
+	return file_v1_jupiter_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BroadcastReply) GetMsg() isBroadcastReply_Msg {
@@ -1632,6 +1988,15 @@ func (x *BroadcastReply) GetCapacityReport() *CapacityReport {
 	return nil
 }
 
+func (x *BroadcastReply) GetHotKeysReport() *HotKeysReport {
+	if x != nil {
+		if x, ok := x.Msg.(*BroadcastReply_HotKeysReport); ok {
+			return x.HotKeysReport
+		}
+	}
+	return nil
+}
+
 type isBroadcastReply_Msg interface {
 	isBroadcastReply_Msg()
 }
@@ -1644,9 +2009,15 @@ type BroadcastReply_CapacityReport struct {
 	CapacityReport *CapacityReport `protobuf:"bytes,2,opt,name=capacity_report,json=capacityReport,proto3,oneof"`
 }
 
+type BroadcastReply_HotKeysReport struct {
+	HotKeysReport *HotKeysReport `protobuf:"bytes,3,opt,name=hot_keys_report,json=hotKeysReport,proto3,oneof"`
+}
+
 func (*BroadcastReply_RingAck) isBroadcastReply_Msg() {}
 
 func (*BroadcastReply_CapacityReport) isBroadcastReply_Msg() {}
+
+func (*BroadcastReply_HotKeysReport) isBroadcastReply_Msg() {}
 
 var File_v1_jupiter_proto protoreflect.FileDescriptor
 
@@ -1739,22 +2110,48 @@ const file_v1_jupiter_proto_rawDesc = "" +
 	"\vFleetHealth\x12-\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x17.jupiter.v1.NodeVerdictR\x05nodes\x12\x12\n" +
 	"\x04pods\x18\x02 \x01(\x05R\x04pods\x12\x15\n" +
-	"\x06age_ms\x18\x03 \x01(\x03R\x05ageMs\"H\n" +
+	"\x06age_ms\x18\x03 \x01(\x03R\x05ageMs\"7\n" +
+	"\fHotKeysQuery\x12\f\n" +
+	"\x01n\x18\x01 \x01(\x05R\x01n\x12\x19\n" +
+	"\bby_bytes\x18\x02 \x01(\bR\abyBytes\"\xb9\x01\n" +
+	"\x06HotKey\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1b\n" +
+	"\tkey_bytes\x18\x02 \x01(\x03R\bkeyBytes\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x04R\x05count\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\x12\x14\n" +
+	"\x05reads\x18\x06 \x01(\x04R\x05reads\x12\x16\n" +
+	"\x06writes\x18\a \x01(\x04R\x06writes\x12\x12\n" +
+	"\x04pods\x18\b \x01(\x05R\x04pods\"[\n" +
+	"\rHotKeysReport\x12\x10\n" +
+	"\x03pod\x18\x01 \x01(\tR\x03pod\x12&\n" +
+	"\x04keys\x18\x02 \x03(\v2\x12.jupiter.v1.HotKeyR\x04keys\x12\x10\n" +
+	"\x03off\x18\x03 \x01(\bR\x03off\"\x93\x01\n" +
+	"\fHotKeysReply\x12&\n" +
+	"\x04keys\x18\x01 \x03(\v2\x12.jupiter.v1.HotKeyR\x04keys\x12\x12\n" +
+	"\x04pods\x18\x02 \x01(\x05R\x04pods\x12\x19\n" +
+	"\bpods_off\x18\x03 \x01(\x05R\apodsOff\x12\x16\n" +
+	"\x06leader\x18\x04 \x01(\tR\x06leader\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\x7f\n" +
 	"\rLeaderMessage\x120\n" +
-	"\x05admin\x18\x01 \x01(\v2\x18.jupiter.v1.AdminRequestH\x00R\x05adminB\x05\n" +
-	"\x03msg\"D\n" +
+	"\x05admin\x18\x01 \x01(\v2\x18.jupiter.v1.AdminRequestH\x00R\x05admin\x125\n" +
+	"\bhot_keys\x18\x02 \x01(\v2\x18.jupiter.v1.HotKeysQueryH\x00R\ahotKeysB\x05\n" +
+	"\x03msg\"{\n" +
 	"\vLeaderReply\x12.\n" +
-	"\x05admin\x18\x01 \x01(\v2\x16.jupiter.v1.AdminReplyH\x00R\x05adminB\x05\n" +
-	"\x03msg\"\xd6\x01\n" +
+	"\x05admin\x18\x01 \x01(\v2\x16.jupiter.v1.AdminReplyH\x00R\x05admin\x125\n" +
+	"\bhot_keys\x18\x02 \x01(\v2\x18.jupiter.v1.HotKeysReplyH\x00R\ahotKeysB\x05\n" +
+	"\x03msg\"\x98\x02\n" +
 	"\x10BroadcastMessage\x12<\n" +
 	"\fring_updated\x18\x01 \x01(\v2\x17.jupiter.v1.RingUpdatedH\x00R\vringUpdated\x12?\n" +
 	"\rcapacity_poll\x18\x02 \x01(\v2\x18.jupiter.v1.CapacityPollH\x00R\fcapacityPoll\x12<\n" +
 	"\ffleet_health\x18\n" +
-	" \x01(\v2\x17.jupiter.v1.FleetHealthH\x00R\vfleetHealthB\x05\n" +
-	"\x03msg\"\x90\x01\n" +
+	" \x01(\v2\x17.jupiter.v1.FleetHealthH\x00R\vfleetHealth\x12@\n" +
+	"\x0ehot_keys_query\x18\x03 \x01(\v2\x18.jupiter.v1.HotKeysQueryH\x00R\fhotKeysQueryB\x05\n" +
+	"\x03msg\"\xd5\x01\n" +
 	"\x0eBroadcastReply\x120\n" +
 	"\bring_ack\x18\x01 \x01(\v2\x13.jupiter.v1.RingAckH\x00R\aringAck\x12E\n" +
-	"\x0fcapacity_report\x18\x02 \x01(\v2\x1a.jupiter.v1.CapacityReportH\x00R\x0ecapacityReportB\x05\n" +
+	"\x0fcapacity_report\x18\x02 \x01(\v2\x1a.jupiter.v1.CapacityReportH\x00R\x0ecapacityReport\x12C\n" +
+	"\x0fhot_keys_report\x18\x03 \x01(\v2\x19.jupiter.v1.HotKeysReportH\x00R\rhotKeysReportB\x05\n" +
 	"\x03msg*\xf5\x01\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
@@ -1779,7 +2176,7 @@ func file_v1_jupiter_proto_rawDescGZIP() []byte {
 }
 
 var file_v1_jupiter_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_v1_jupiter_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_v1_jupiter_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_v1_jupiter_proto_goTypes = []any{
 	(ErrorCode)(0),           // 0: jupiter.v1.ErrorCode
 	(*Node)(nil),             // 1: jupiter.v1.Node
@@ -1799,10 +2196,14 @@ var file_v1_jupiter_proto_goTypes = []any{
 	(*NodeReach)(nil),        // 15: jupiter.v1.NodeReach
 	(*NodeVerdict)(nil),      // 16: jupiter.v1.NodeVerdict
 	(*FleetHealth)(nil),      // 17: jupiter.v1.FleetHealth
-	(*LeaderMessage)(nil),    // 18: jupiter.v1.LeaderMessage
-	(*LeaderReply)(nil),      // 19: jupiter.v1.LeaderReply
-	(*BroadcastMessage)(nil), // 20: jupiter.v1.BroadcastMessage
-	(*BroadcastReply)(nil),   // 21: jupiter.v1.BroadcastReply
+	(*HotKeysQuery)(nil),     // 18: jupiter.v1.HotKeysQuery
+	(*HotKey)(nil),           // 19: jupiter.v1.HotKey
+	(*HotKeysReport)(nil),    // 20: jupiter.v1.HotKeysReport
+	(*HotKeysReply)(nil),     // 21: jupiter.v1.HotKeysReply
+	(*LeaderMessage)(nil),    // 22: jupiter.v1.LeaderMessage
+	(*LeaderReply)(nil),      // 23: jupiter.v1.LeaderReply
+	(*BroadcastMessage)(nil), // 24: jupiter.v1.BroadcastMessage
+	(*BroadcastReply)(nil),   // 25: jupiter.v1.BroadcastReply
 }
 var file_v1_jupiter_proto_depIdxs = []int32{
 	1,  // 0: jupiter.v1.RingState.nodes:type_name -> jupiter.v1.Node
@@ -1820,18 +2221,24 @@ var file_v1_jupiter_proto_depIdxs = []int32{
 	12, // 12: jupiter.v1.CapacityReport.nodes:type_name -> jupiter.v1.NodeLoad
 	15, // 13: jupiter.v1.CapacityReport.health:type_name -> jupiter.v1.NodeReach
 	16, // 14: jupiter.v1.FleetHealth.nodes:type_name -> jupiter.v1.NodeVerdict
-	8,  // 15: jupiter.v1.LeaderMessage.admin:type_name -> jupiter.v1.AdminRequest
-	9,  // 16: jupiter.v1.LeaderReply.admin:type_name -> jupiter.v1.AdminReply
-	10, // 17: jupiter.v1.BroadcastMessage.ring_updated:type_name -> jupiter.v1.RingUpdated
-	13, // 18: jupiter.v1.BroadcastMessage.capacity_poll:type_name -> jupiter.v1.CapacityPoll
-	17, // 19: jupiter.v1.BroadcastMessage.fleet_health:type_name -> jupiter.v1.FleetHealth
-	11, // 20: jupiter.v1.BroadcastReply.ring_ack:type_name -> jupiter.v1.RingAck
-	14, // 21: jupiter.v1.BroadcastReply.capacity_report:type_name -> jupiter.v1.CapacityReport
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	19, // 15: jupiter.v1.HotKeysReport.keys:type_name -> jupiter.v1.HotKey
+	19, // 16: jupiter.v1.HotKeysReply.keys:type_name -> jupiter.v1.HotKey
+	8,  // 17: jupiter.v1.LeaderMessage.admin:type_name -> jupiter.v1.AdminRequest
+	18, // 18: jupiter.v1.LeaderMessage.hot_keys:type_name -> jupiter.v1.HotKeysQuery
+	9,  // 19: jupiter.v1.LeaderReply.admin:type_name -> jupiter.v1.AdminReply
+	21, // 20: jupiter.v1.LeaderReply.hot_keys:type_name -> jupiter.v1.HotKeysReply
+	10, // 21: jupiter.v1.BroadcastMessage.ring_updated:type_name -> jupiter.v1.RingUpdated
+	13, // 22: jupiter.v1.BroadcastMessage.capacity_poll:type_name -> jupiter.v1.CapacityPoll
+	17, // 23: jupiter.v1.BroadcastMessage.fleet_health:type_name -> jupiter.v1.FleetHealth
+	18, // 24: jupiter.v1.BroadcastMessage.hot_keys_query:type_name -> jupiter.v1.HotKeysQuery
+	11, // 25: jupiter.v1.BroadcastReply.ring_ack:type_name -> jupiter.v1.RingAck
+	14, // 26: jupiter.v1.BroadcastReply.capacity_report:type_name -> jupiter.v1.CapacityReport
+	20, // 27: jupiter.v1.BroadcastReply.hot_keys_report:type_name -> jupiter.v1.HotKeysReport
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_v1_jupiter_proto_init() }
@@ -1846,20 +2253,24 @@ func file_v1_jupiter_proto_init() {
 		(*AdminRequest_Status)(nil),
 		(*AdminRequest_Rebalance)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[17].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[21].OneofWrappers = []any{
 		(*LeaderMessage_Admin)(nil),
+		(*LeaderMessage_HotKeys)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[18].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[22].OneofWrappers = []any{
 		(*LeaderReply_Admin)(nil),
+		(*LeaderReply_HotKeys)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[19].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[23].OneofWrappers = []any{
 		(*BroadcastMessage_RingUpdated)(nil),
 		(*BroadcastMessage_CapacityPoll)(nil),
 		(*BroadcastMessage_FleetHealth)(nil),
+		(*BroadcastMessage_HotKeysQuery)(nil),
 	}
-	file_v1_jupiter_proto_msgTypes[20].OneofWrappers = []any{
+	file_v1_jupiter_proto_msgTypes[24].OneofWrappers = []any{
 		(*BroadcastReply_RingAck)(nil),
 		(*BroadcastReply_CapacityReport)(nil),
+		(*BroadcastReply_HotKeysReport)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1867,7 +2278,7 @@ func file_v1_jupiter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_v1_jupiter_proto_rawDesc), len(file_v1_jupiter_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
