@@ -155,6 +155,7 @@ type Member struct {
 	client    *spanner.Client
 	ownClient bool
 	healer    *sessionHealer // replaces lost Spanner sessions (nil with NewWithClient)
+	rpcs      *rpcCounter    // counts the client's Spanner calls (nil with NewWithClient)
 	op        *hedge.Op
 
 	handlers   atomic.Pointer[Handlers]
@@ -182,12 +183,13 @@ func New(cfg Config, logger *slog.Logger, h Handlers) (*Member, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	client, healer, err := newSpannerClient(context.Background(), cfg.SpannerDB, logger)
+	rc := &rpcCounter{}
+	client, healer, err := newSpannerClient(context.Background(), cfg.SpannerDB, logger, rc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: spanner client: %w", err)
 	}
 	m := newMember(cfg, client, logger, h)
-	m.ownClient, m.healer = true, healer
+	m.ownClient, m.healer, m.rpcs = true, healer, rc
 	return m, nil
 }
 
@@ -250,6 +252,10 @@ func (m *Member) SessionsReplaced() int64 {
 	}
 	return m.healer.Replaced()
 }
+
+// SpannerRPCs returns how many Spanner calls the Member's client has made
+// (zero with NewWithClient): jupiter's, spindle's and hedge's together.
+func (m *Member) SpannerRPCs() SpannerRPCs { return m.rpcs.snapshot() }
 
 // Config returns the effective configuration (defaults applied).
 func (m *Member) Config() Config { return m.cfg }
