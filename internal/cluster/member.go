@@ -337,21 +337,29 @@ func (m *Member) onLeader(_ any, msg []byte) {
 }
 
 // refreshLeader keeps the cached leader address current: on every callback
-// that says "not me" and every LockDuration.
+// that says "not me" (spindle's round, every LockDuration) and, as a
+// backstop for when those stop (spindle skips the callback when its lock
+// read fails), on a LockDuration ticker that looks up only if no lookup
+// ran for a LockDuration. Each lookup is a Spanner read, on every pod.
 func (m *Member) refreshLeader() {
 	defer m.wg.Done()
 	t := time.NewTicker(m.cfg.LockDuration)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-m.runCtx.Done():
 			return
 		case <-m.refresh:
 		case <-t.C:
+			if time.Since(last) < m.cfg.LockDuration {
+				continue
+			}
 		}
 		if !m.op.IsRunning() {
 			continue
 		}
+		last = time.Now()
 		if m.IsLeader() {
 			m.lockGone = time.Time{}
 			continue
