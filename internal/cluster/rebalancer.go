@@ -29,7 +29,8 @@ import (
 //	prepare|freeze --timeout or ABORT--> stable(R)        nothing was written to R' yet
 //
 // A barrier passes when every pod with a live lease in the member registry
-// has applied the stage's version (Registry). The driver is a loop on the
+// has applied the stage's version (Registry), by its heartbeat or by its
+// acknowledgement of the stage's broadcast. The driver is a loop on the
 // leader that re-reads the stored record and takes the next step, so a new
 // leader resumes whatever stage it finds: migrators restart from the
 // checkpoints in the ProgressStore (moves are idempotent), cleanup is
@@ -71,6 +72,7 @@ type Rebalancer struct {
 	run       *migration           // the migration this leader runs (nil: none)
 	lastErr   string
 	waiting   []string                      // pods the current barrier waits for
+	acked     map[string]uint64             // pod → highest ring version it acknowledged (broadcast)
 	cached    map[string][]byte             // follower view of checkpoints
 	cachedAt  time.Time                     // when cached was loaded
 	cachedFor uint64                        // epoch of cached
@@ -109,7 +111,7 @@ func NewRebalancer(cfg RebalancerConfig) (*Rebalancer, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	r := &Rebalancer{cfg: cfg, log: lg.With("component", "cluster.rebalancer"),
-		kick: make(chan struct{}, 1), seen: map[uint64]time.Time{}}
+		kick: make(chan struct{}, 1), seen: map[uint64]time.Time{}, acked: map[string]uint64{}}
 	cfg.Controller.reb = r
 	return r, nil
 }
@@ -243,22 +245,55 @@ func (r *Rebalancer) Step(ctx context.Context) error {
 }
 
 // barrier reports whether every pod with a live lease routes by version
-// (or later).
+// (or later): its registry heartbeat says so, or it acknowledged the
+// broadcast of version (or a later one) — see barrierWaiting.
 func (r *Rebalancer) barrier(ctx context.Context, version uint64) (bool, error) {
 	ms, err := r.cfg.Registry.Members(ctx)
 	if err != nil {
 		return false, err
 	}
-	var waiting []string
-	for _, m := range ms {
-		if m.Live && m.Applied < version {
-			waiting = append(waiting, fmt.Sprintf("%s@v%d", m.Pod, m.Applied))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waiting = barrierWaiting(ms, version, r.acked)
+	// Forget acks of pods that left the registry.
+	for pod := range r.acked {
+		if !slices.ContainsFunc(ms, func(l Lease) bool { return l.Pod == pod }) {
+			delete(r.acked, pod)
 		}
 	}
+	return len(r.waiting) == 0, nil
+}
+
+// barrierWaiting lists the pods a barrier at version waits for: every pod
+// with a live lease whose heartbeat reports an older version and that has
+// not acknowledged version or a later one (acked: pod → highest version it
+// acknowledged). The registry decides who must be waited for (a pod the
+// leader's broadcast did not reach is still in it); an ack is the pod's
+// own word that it routes by the version, as good as its heartbeat and
+// there before the heartbeat's write (rebalance.md §4.2: "Broadcast
+// replies only shorten the wait. The registry is the truth."). Pure.
+func barrierWaiting(ms []Lease, version uint64, acked map[string]uint64) []string {
+	var waiting []string
+	for _, m := range ms {
+		if m.Live && m.Applied < version && acked[m.Pod] < version {
+			waiting = append(waiting, fmt.Sprintf("%s@v%d", m.Pod, max(m.Applied, acked[m.Pod])))
+		}
+	}
+	return waiting
+}
+
+// noteAcks records the pods that acknowledged a ring announcement with the
+// version they route by, and wakes the driver to re-check its barrier.
+func (r *Rebalancer) noteAcks(acks map[string]uint64) {
+	if len(acks) == 0 {
+		return
+	}
 	r.mu.Lock()
-	r.waiting = waiting
+	for pod, v := range acks {
+		r.acked[pod] = max(r.acked[pod], v)
+	}
 	r.mu.Unlock()
-	return len(waiting) == 0, nil
+	r.Kick()
 }
 
 // Waiting lists the pods the last barrier check waited for.

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -309,5 +310,32 @@ func TestRebalancerActions(t *testing.T) {
 	}
 	if st := e.waitStable(20 * time.Second); st.Ring.Len() != 3 {
 		t.Fatalf("after resume: %s", RingText(st.Ring.Nodes()))
+	}
+}
+
+func TestBarrierWaiting(t *testing.T) {
+	live := func(pod string, applied uint64) Lease { return Lease{Pod: pod, Applied: applied, Live: true} }
+	dead := func(pod string, applied uint64) Lease { return Lease{Pod: pod, Applied: applied} }
+	for _, c := range []struct {
+		name  string
+		ms    []Lease
+		acked map[string]uint64
+		want  []string
+	}{
+		{"empty registry", nil, nil, nil},
+		{"all heartbeated", []Lease{live("a", 5), live("b", 6)}, nil, nil},
+		{"one behind", []Lease{live("a", 5), live("b", 4)}, nil, []string{"b@v4"}},
+		{"behind but acked", []Lease{live("a", 5), live("b", 4)}, map[string]uint64{"b": 5}, nil},
+		{"acked a later version", []Lease{live("b", 4)}, map[string]uint64{"b": 9}, nil},
+		{"acked an older version", []Lease{live("b", 3)}, map[string]uint64{"b": 4}, []string{"b@v4"}},
+		{"expired lease ignored", []Lease{live("a", 5), dead("b", 1)}, nil, nil},
+		{"ack of a pod not registered does not pass others", []Lease{live("a", 4)}, map[string]uint64{"z": 5}, []string{"a@v4"}},
+		{"new pod registered at 0", []Lease{live("a", 5), live("n", 0)}, map[string]uint64{"a": 5}, []string{"n@v0"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := barrierWaiting(c.ms, 5, c.acked); !slices.Equal(got, c.want) {
+				t.Fatalf("barrierWaiting = %v, want %v", got, c.want)
+			}
+		})
 	}
 }
