@@ -26,6 +26,7 @@ import (
 //	freeze     --barrier-->             migrating         marked writes, read rule, migrator
 //	migrating  --barrier, migrators done (verified)--> commit(R')  route by R' only
 //	commit     --barrier, cleanup-->    stable(R')        markers and leftovers removed
+//	freeze     --barrier timeout-->     prepare           unfreeze, wait out dead pods' leases (≤ MaxFreezeRetreats)
 //	prepare|freeze --timeout or ABORT--> stable(R)        nothing was written to R' yet
 //
 // A barrier passes when every pod with a live lease in the member registry
@@ -67,16 +68,18 @@ type Rebalancer struct {
 	kick chan struct{}
 	busy atomic.Bool // the last Step saw a rebalance running
 
-	mu        sync.Mutex
-	seen      map[uint64]time.Time // version → when this process first saw it (barrier timeouts)
-	run       *migration           // the migration this leader runs (nil: none)
-	lastErr   string
-	waiting   []string                      // pods the current barrier waits for
-	acked     map[string]uint64             // pod → highest ring version it acknowledged (broadcast)
-	cached    map[string][]byte             // follower view of checkpoints
-	cachedAt  time.Time                     // when cached was loaded
-	cachedFor uint64                        // epoch of cached
-	final     map[string]rebalance.Progress // last progress of a finished migration, for STATUS
+	mu          sync.Mutex
+	seen        map[uint64]time.Time // version → when this process first saw it (barrier timeouts)
+	run         *migration           // the migration this leader runs (nil: none)
+	lastErr     string
+	waiting     []string          // pods the current barrier waits for
+	acked       map[string]uint64 // pod → highest ring version it acknowledged (broadcast)
+	retreats    int               // freeze → prepare retreats of epoch retreatsFor
+	retreatsFor uint64
+	cached      map[string][]byte             // follower view of checkpoints
+	cachedAt    time.Time                     // when cached was loaded
+	cachedFor   uint64                        // epoch of cached
+	final       map[string]rebalance.Progress // last progress of a finished migration, for STATUS
 }
 
 // migration is one epoch's migrators on this leader.
@@ -215,10 +218,20 @@ func (r *Rebalancer) Step(ctx context.Context) error {
 			return err
 		}
 		if !ok {
-			if since > r.cfg.FreezeTimeout {
-				return r.abort(ctx, st, fmt.Sprintf("freeze barrier timed out after %v (pods not applying: %v)", r.cfg.FreezeTimeout, r.Waiting()))
+			if since <= r.cfg.FreezeTimeout {
+				return nil
 			}
-			return nil
+			why := fmt.Sprintf("freeze barrier timed out after %v (pods not applying: %v)", r.cfg.FreezeTimeout, r.Waiting())
+			if r.retreat(st.Epoch) {
+				// Most likely a pod died after the prepare barrier: its
+				// lease outlives the freeze timeout. Writes to moving keys
+				// must not stay held for a lease, so unfreeze and wait in
+				// prepare (whose timeout exceeds the lease) instead of
+				// dropping the change; nothing was written to a new owner.
+				r.log.Warn("rebalance back to prepare", "epoch", st.Epoch, "why", why)
+				return r.advance(ctx, st, StagePrepare)
+			}
+			return r.abort(ctx, st, why)
 		}
 		return r.advance(ctx, st, StageMigrating)
 	case StageMigrating:
@@ -351,6 +364,26 @@ func same(st *State, stage string) Commit {
 
 func (r *Rebalancer) advance(ctx context.Context, st *State, stage string) error {
 	return r.transition(ctx, st, st.Ring.Nodes(), same(st, stage))
+}
+
+// MaxFreezeRetreats is how many times a rebalance whose freeze barrier
+// timed out goes back to prepare before it is aborted.
+const MaxFreezeRetreats = 3
+
+// retreat reports whether the rebalance of epoch may go back from freeze to
+// prepare once more (and counts it). Counted per leader process: a new
+// leader allows MaxFreezeRetreats more.
+func (r *Rebalancer) retreat(epoch uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retreatsFor != epoch {
+		r.retreats, r.retreatsFor = 0, epoch
+	}
+	if r.retreats >= MaxFreezeRetreats {
+		return false
+	}
+	r.retreats++
+	return true
 }
 
 // abort returns to stable with the old ring. Only valid before migrating:

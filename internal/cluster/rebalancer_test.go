@@ -339,3 +339,43 @@ func TestBarrierWaiting(t *testing.T) {
 		})
 	}
 }
+
+// TestRebalancerFreezeTimeoutRetreats: a pod that dies right after the
+// prepare barrier keeps its lease past the freeze timeout; the rebalance
+// goes back to prepare, waits the lease out there and completes instead of
+// aborting.
+func TestRebalancerFreezeTimeoutRetreats(t *testing.T) {
+	e := newRbEnv(t, 3, 2, "pod-a")
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() { // heartbeats what it sees until freeze is written, then dies
+		defer close(done)
+		for {
+			st, err := e.store.Load(ctx)
+			if err == nil && st.Stage == StageFreeze {
+				return
+			}
+			if err == nil {
+				_ = e.store.Heartbeat(ctx, "dying", st.Version, st.Stage, 1500*time.Millisecond)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	e.apply(addReq(e.srv[2].Addr))
+	<-done
+	st := e.waitStable(20 * time.Second)
+	if st.Ring.Len() != 3 || !strings.HasPrefix(st.Change, "DONE") {
+		t.Fatalf("want the rebalance done on 3 nodes, got v%d %s %q", st.Version, RingText(st.Ring.Nodes()), st.Change)
+	}
+	hist, err := e.store.History(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stages []string
+	for i := len(hist) - 1; i >= 0; i-- {
+		stages = append(stages, hist[i].Stage)
+	}
+	if !strings.Contains(strings.Join(stages, ","), "freeze,prepare,freeze") {
+		t.Fatalf("want a retreat freeze → prepare → freeze in the history, got %v", stages)
+	}
+}
