@@ -132,7 +132,7 @@ func (r *Rebalancer) Run(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.Tick)
 	defer t.Stop()
 	defer r.stopMigration()
-	var last time.Time
+	var last, pruned time.Time
 	kicked := true
 	for {
 		// While stable, one Spanner read a second (and on every kick) is
@@ -144,6 +144,10 @@ func (r *Rebalancer) Run(ctx context.Context) error {
 			err := r.Step(sctx)
 			cancel()
 			r.noteErr(err)
+			if !r.busy.Load() && time.Since(pruned) >= PruneEvery {
+				pruned = time.Now()
+				r.prune(ctx)
+			}
 		} else if !r.cfg.IsLeader() {
 			r.stopMigration()
 		}
@@ -155,6 +159,28 @@ func (r *Rebalancer) Run(ctx context.Context) error {
 		case <-r.kick:
 			kicked = true
 		}
+	}
+}
+
+// PruneEvery and PruneAfter: while no rebalance runs, the leader deletes
+// every PruneEvery the member registry entries whose lease ran out more
+// than PruneAfter ago — pods that died without Leave (crash, OOM kill,
+// node loss), which barriers already ignore but which every barrier
+// query would read forever (docs/scale.md).
+const (
+	PruneEvery = time.Minute
+	PruneAfter = 10 * time.Minute
+)
+
+func (r *Rebalancer) prune(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := r.cfg.Registry.Prune(pctx, PruneAfter)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		r.log.Warn("could not prune the member registry", "err", err)
+	case n > 0:
+		r.log.Info("pruned the member registry", "expired_entries", n)
 	}
 }
 
