@@ -58,8 +58,9 @@ type Config struct {
 	// MemberLease is the member registry lease (default 10s): a pod that
 	// stopped heartbeating for this long no longer holds up a rebalance.
 	MemberLease time.Duration
-	// FreezeTimeout bounds the freeze barrier before the rebalance is
-	// aborted (default 5s); PrepareTimeout the prepare barrier (30s).
+	// FreezeTimeout bounds the freeze barrier before the rebalance goes
+	// back to prepare (MaxFreezeRetreats times, then it is aborted; default
+	// 5s); PrepareTimeout bounds the prepare barrier (30s).
 	FreezeTimeout, PrepareTimeout time.Duration
 }
 

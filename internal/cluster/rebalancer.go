@@ -51,8 +51,9 @@ type RebalancerConfig struct {
 	// (once a second while stable). Default 100ms.
 	Tick time.Duration
 	// PrepareTimeout and FreezeTimeout bound those barriers; past them the
-	// rebalance is aborted (nothing has been written to new owners yet).
-	// Defaults 30s and 5s.
+	// rebalance is aborted (nothing has been written to new owners yet),
+	// except that a freeze timeout first goes back to prepare, up to
+	// MaxFreezeRetreats times. Defaults 30s and 5s.
 	PrepareTimeout, FreezeTimeout time.Duration
 	// Migrator is the base migrator configuration (rates, batch sizes,
 	// marker TTL); Source, Dests, Moving and Epoch are filled per source.
