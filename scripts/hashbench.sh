@@ -84,7 +84,7 @@ for rep in $(seq 1 "$REPS"); do
 			read -r -a cmd <<<"${row#*|}"
 			order=("${!names[@]}")
 			if [ $((rep % 2)) -eq 0 ]; then
-				order=($(printf '%s\n' "${order[@]}" | tac))
+				mapfile -t order < <(printf '%s\n' "${order[@]}" | tac)
 			fi
 			for j in "${order[@]}"; do
 				v=$(run "${addrs[$j]}" "$p" "${cmd[@]}")
