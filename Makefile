@@ -14,12 +14,12 @@ FUZZTIME  ?= 10s
 # staticcheck 2026.2.2: the first releases that understand Go 1.26 are 2026.x.
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help build run test bench bench-syscalls membench soak dashboard lint fuzz proto tidy-check clean docker
+.PHONY: help build run test bench bench-syscalls bench-cluster membench soak dashboard lint fuzz proto tidy-check clean docker
 
 help: ## list the targets
 	@echo "usage: make <target> [VAR=value]"
 	@echo
-	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "variables: VERSION=$(VERSION) FUZZTIME=$(FUZZTIME) TESTFLAGS='$(TESTFLAGS)'"
 	@echo "           make run: LISTEN=:6379 ADMIN_LISTEN=:9090 REDIS_PORTS='7001 7002 7003' ARGS='<serve flags>'"
@@ -39,6 +39,12 @@ bench: ## anchors (redis-benchmark: direct / twemproxy / jupiter), Go micro-benc
 
 bench-syscalls: ## syscalls and user/sys CPU per command: jupiter vs predixy vs twemproxy (perf or strace)
 	scripts/syscalls.sh
+
+bench-cluster: ## control plane at scale: 100 in-process members on the emulator (docs/scale.md; MEMBERS=100 CHANGES=10)
+	scripts/deps.sh
+	grep -m1 'model name' /proc/cpuinfo || true
+	JUPITER_SCALE_MEMBERS=$(or $(MEMBERS),100) JUPITER_SCALE_CHANGES=$(or $(CHANGES),10) \
+		$(GO) test ./internal/cluster -run '^$$' -bench '^BenchmarkClusterScale$$' -benchtime 1x -timeout 40m
 
 membench: ## memory per idle client connection: jupiter vs plain redcon vs twemproxy
 	scripts/membench.sh

@@ -438,7 +438,8 @@ func (c *Controller) announce(ctx context.Context, st *State) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.BroadcastTimeout)
 	defer cancel()
 	res := c.cfg.Broadcaster.Broadcast(bctx, msg)
-	acked, failed := 0, 0
+	acks := map[string]uint64{}
+	failed := 0
 	for _, r := range res {
 		var rep jupiterv1.BroadcastReply
 		if r.Err != nil || proto.Unmarshal(r.Reply, &rep) != nil || rep.GetRingAck().GetAppliedVersion() < st.Version {
@@ -446,9 +447,13 @@ func (c *Controller) announce(ctx context.Context, st *State) {
 			c.log.Debug("ring announcement not acknowledged", "pod", r.ID, "err", r.Err, "ack", rep.GetRingAck())
 			continue
 		}
-		acked++
+		acks[rep.GetRingAck().GetPod()] = rep.GetRingAck().GetAppliedVersion()
 	}
-	c.log.Info("ring announced", "version", st.Version, "acked", acked, "not_acked", failed)
+	c.log.Info("ring announced", "version", st.Version, "acked", len(acks), "not_acked", failed)
+	if c.reb != nil {
+		// The acks shorten a rebalance barrier (rebalancer.go).
+		c.reb.noteAcks(acks)
+	}
 }
 
 // Planned is the outcome of Plan: the next ring (nil when the request

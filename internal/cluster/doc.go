@@ -69,7 +69,7 @@
 // (the rebalance package's migrators, checkpointed through ProgressStore),
 // commit and back to stable, one fenced version per stage, each only once
 // every pod with a live lease in the member Registry has applied the
-// previous one. Pods register in the Registry before their first ring
+// previous one (its registry heartbeat or its broadcast ack says so). Pods register in the Registry before their first ring
 // read, so a barrier that does not see a pod cannot be overtaken by it.
 // Config.Immediate (--rebalance=remap) keeps the old one-step switch.
 //

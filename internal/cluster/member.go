@@ -58,8 +58,9 @@ type Config struct {
 	// MemberLease is the member registry lease (default 10s): a pod that
 	// stopped heartbeating for this long no longer holds up a rebalance.
 	MemberLease time.Duration
-	// FreezeTimeout bounds the freeze barrier before the rebalance is
-	// aborted (default 5s); PrepareTimeout the prepare barrier (30s).
+	// FreezeTimeout bounds the freeze barrier before the rebalance goes
+	// back to prepare (MaxFreezeRetreats times, then it is aborted; default
+	// 5s); PrepareTimeout bounds the prepare barrier (30s).
 	FreezeTimeout, PrepareTimeout time.Duration
 }
 
@@ -155,6 +156,7 @@ type Member struct {
 	client    *spanner.Client
 	ownClient bool
 	healer    *sessionHealer // replaces lost Spanner sessions (nil with NewWithClient)
+	rpcs      *rpcCounter    // counts the client's Spanner calls (nil with NewWithClient)
 	op        *hedge.Op
 
 	handlers   atomic.Pointer[Handlers]
@@ -182,12 +184,13 @@ func New(cfg Config, logger *slog.Logger, h Handlers) (*Member, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	client, healer, err := newSpannerClient(context.Background(), cfg.SpannerDB, logger)
+	rc := &rpcCounter{}
+	client, healer, err := newSpannerClient(context.Background(), cfg.SpannerDB, logger, rc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: spanner client: %w", err)
 	}
 	m := newMember(cfg, client, logger, h)
-	m.ownClient, m.healer = true, healer
+	m.ownClient, m.healer, m.rpcs = true, healer, rc
 	return m, nil
 }
 
@@ -250,6 +253,10 @@ func (m *Member) SessionsReplaced() int64 {
 	}
 	return m.healer.Replaced()
 }
+
+// SpannerRPCs returns how many Spanner calls the Member's client has made
+// (zero with NewWithClient): jupiter's, spindle's and hedge's together.
+func (m *Member) SpannerRPCs() SpannerRPCs { return m.rpcs.snapshot() }
 
 // Config returns the effective configuration (defaults applied).
 func (m *Member) Config() Config { return m.cfg }
@@ -331,21 +338,29 @@ func (m *Member) onLeader(_ any, msg []byte) {
 }
 
 // refreshLeader keeps the cached leader address current: on every callback
-// that says "not me" and every LockDuration.
+// that says "not me" (spindle's round, every LockDuration) and, as a
+// backstop for when those stop (spindle skips the callback when its lock
+// read fails), on a LockDuration ticker that looks up only if no lookup
+// ran for a LockDuration. Each lookup is a Spanner read, on every pod.
 func (m *Member) refreshLeader() {
 	defer m.wg.Done()
 	t := time.NewTicker(m.cfg.LockDuration)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-m.runCtx.Done():
 			return
 		case <-m.refresh:
 		case <-t.C:
+			if time.Since(last) < m.cfg.LockDuration {
+				continue
+			}
 		}
 		if !m.op.IsRunning() {
 			continue
 		}
+		last = time.Now()
 		if m.IsLeader() {
 			m.lockGone = time.Time{}
 			continue

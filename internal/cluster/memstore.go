@@ -173,6 +173,24 @@ func (m *MemStore) Members(ctx context.Context) ([]Lease, error) {
 	return out, nil
 }
 
+// Prune implements Registry.
+func (m *MemStore) Prune(ctx context.Context, expiredFor time.Duration) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return 0, m.fail
+	}
+	var n int64
+	now := time.Now()
+	for pod, l := range m.members {
+		if now.After(l.expires.Add(expiredFor)) {
+			delete(m.members, pod)
+			n++
+		}
+	}
+	return n, nil
+}
+
 // SaveProgress implements ProgressStore.
 func (m *MemStore) SaveProgress(ctx context.Context, c Commit, epoch uint64, source string, progress []byte) error {
 	m.mu.Lock()

@@ -26,10 +26,12 @@ import (
 //	freeze     --barrier-->             migrating         marked writes, read rule, migrator
 //	migrating  --barrier, migrators done (verified)--> commit(R')  route by R' only
 //	commit     --barrier, cleanup-->    stable(R')        markers and leftovers removed
+//	freeze     --barrier timeout-->     prepare           unfreeze, wait out dead pods' leases (≤ MaxFreezeRetreats)
 //	prepare|freeze --timeout or ABORT--> stable(R)        nothing was written to R' yet
 //
 // A barrier passes when every pod with a live lease in the member registry
-// has applied the stage's version (Registry). The driver is a loop on the
+// has applied the stage's version (Registry), by its heartbeat or by its
+// acknowledgement of the stage's broadcast. The driver is a loop on the
 // leader that re-reads the stored record and takes the next step, so a new
 // leader resumes whatever stage it finds: migrators restart from the
 // checkpoints in the ProgressStore (moves are idempotent), cleanup is
@@ -49,8 +51,9 @@ type RebalancerConfig struct {
 	// (once a second while stable). Default 100ms.
 	Tick time.Duration
 	// PrepareTimeout and FreezeTimeout bound those barriers; past them the
-	// rebalance is aborted (nothing has been written to new owners yet).
-	// Defaults 30s and 5s.
+	// rebalance is aborted (nothing has been written to new owners yet),
+	// except that a freeze timeout first goes back to prepare, up to
+	// MaxFreezeRetreats times. Defaults 30s and 5s.
 	PrepareTimeout, FreezeTimeout time.Duration
 	// Migrator is the base migrator configuration (rates, batch sizes,
 	// marker TTL); Source, Dests, Moving and Epoch are filled per source.
@@ -66,15 +69,18 @@ type Rebalancer struct {
 	kick chan struct{}
 	busy atomic.Bool // the last Step saw a rebalance running
 
-	mu        sync.Mutex
-	seen      map[uint64]time.Time // version → when this process first saw it (barrier timeouts)
-	run       *migration           // the migration this leader runs (nil: none)
-	lastErr   string
-	waiting   []string                      // pods the current barrier waits for
-	cached    map[string][]byte             // follower view of checkpoints
-	cachedAt  time.Time                     // when cached was loaded
-	cachedFor uint64                        // epoch of cached
-	final     map[string]rebalance.Progress // last progress of a finished migration, for STATUS
+	mu          sync.Mutex
+	seen        map[uint64]time.Time // version → when this process first saw it (barrier timeouts)
+	run         *migration           // the migration this leader runs (nil: none)
+	lastErr     string
+	waiting     []string          // pods the current barrier waits for
+	acked       map[string]uint64 // pod → highest ring version it acknowledged (broadcast)
+	retreats    int               // freeze → prepare retreats of epoch retreatsFor
+	retreatsFor uint64
+	cached      map[string][]byte             // follower view of checkpoints
+	cachedAt    time.Time                     // when cached was loaded
+	cachedFor   uint64                        // epoch of cached
+	final       map[string]rebalance.Progress // last progress of a finished migration, for STATUS
 }
 
 // migration is one epoch's migrators on this leader.
@@ -109,7 +115,7 @@ func NewRebalancer(cfg RebalancerConfig) (*Rebalancer, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	r := &Rebalancer{cfg: cfg, log: lg.With("component", "cluster.rebalancer"),
-		kick: make(chan struct{}, 1), seen: map[uint64]time.Time{}}
+		kick: make(chan struct{}, 1), seen: map[uint64]time.Time{}, acked: map[string]uint64{}}
 	cfg.Controller.reb = r
 	return r, nil
 }
@@ -127,7 +133,7 @@ func (r *Rebalancer) Run(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.Tick)
 	defer t.Stop()
 	defer r.stopMigration()
-	var last time.Time
+	var last, pruned time.Time
 	kicked := true
 	for {
 		// While stable, one Spanner read a second (and on every kick) is
@@ -139,6 +145,10 @@ func (r *Rebalancer) Run(ctx context.Context) error {
 			err := r.Step(sctx)
 			cancel()
 			r.noteErr(err)
+			if !r.busy.Load() && time.Since(pruned) >= PruneEvery {
+				pruned = time.Now()
+				r.prune(ctx)
+			}
 		} else if !r.cfg.IsLeader() {
 			r.stopMigration()
 		}
@@ -150,6 +160,28 @@ func (r *Rebalancer) Run(ctx context.Context) error {
 		case <-r.kick:
 			kicked = true
 		}
+	}
+}
+
+// PruneEvery and PruneAfter: while no rebalance runs, the leader deletes
+// every PruneEvery the member registry entries whose lease ran out more
+// than PruneAfter ago — pods that died without Leave (crash, OOM kill,
+// node loss), which barriers already ignore but which every barrier
+// query would read forever (docs/scale.md).
+const (
+	PruneEvery = time.Minute
+	PruneAfter = 10 * time.Minute
+)
+
+func (r *Rebalancer) prune(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := r.cfg.Registry.Prune(pctx, PruneAfter)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		r.log.Warn("could not prune the member registry", "err", err)
+	case n > 0:
+		r.log.Info("pruned the member registry", "expired_entries", n)
 	}
 }
 
@@ -213,10 +245,20 @@ func (r *Rebalancer) Step(ctx context.Context) error {
 			return err
 		}
 		if !ok {
-			if since > r.cfg.FreezeTimeout {
-				return r.abort(ctx, st, fmt.Sprintf("freeze barrier timed out after %v (pods not applying: %v)", r.cfg.FreezeTimeout, r.Waiting()))
+			if since <= r.cfg.FreezeTimeout {
+				return nil
 			}
-			return nil
+			why := fmt.Sprintf("freeze barrier timed out after %v (pods not applying: %v)", r.cfg.FreezeTimeout, r.Waiting())
+			if r.retreat(st.Epoch) {
+				// Most likely a pod died after the prepare barrier: its
+				// lease outlives the freeze timeout. Writes to moving keys
+				// must not stay held for a lease, so unfreeze and wait in
+				// prepare (whose timeout exceeds the lease) instead of
+				// dropping the change; nothing was written to a new owner.
+				r.log.Warn("rebalance back to prepare", "epoch", st.Epoch, "why", why)
+				return r.advance(ctx, st, StagePrepare)
+			}
+			return r.abort(ctx, st, why)
 		}
 		return r.advance(ctx, st, StageMigrating)
 	case StageMigrating:
@@ -243,22 +285,55 @@ func (r *Rebalancer) Step(ctx context.Context) error {
 }
 
 // barrier reports whether every pod with a live lease routes by version
-// (or later).
+// (or later): its registry heartbeat says so, or it acknowledged the
+// broadcast of version (or a later one) — see barrierWaiting.
 func (r *Rebalancer) barrier(ctx context.Context, version uint64) (bool, error) {
 	ms, err := r.cfg.Registry.Members(ctx)
 	if err != nil {
 		return false, err
 	}
-	var waiting []string
-	for _, m := range ms {
-		if m.Live && m.Applied < version {
-			waiting = append(waiting, fmt.Sprintf("%s@v%d", m.Pod, m.Applied))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waiting = barrierWaiting(ms, version, r.acked)
+	// Forget acks of pods that left the registry.
+	for pod := range r.acked {
+		if !slices.ContainsFunc(ms, func(l Lease) bool { return l.Pod == pod }) {
+			delete(r.acked, pod)
 		}
 	}
+	return len(r.waiting) == 0, nil
+}
+
+// barrierWaiting lists the pods a barrier at version waits for: every pod
+// with a live lease whose heartbeat reports an older version and that has
+// not acknowledged version or a later one (acked: pod → highest version it
+// acknowledged). The registry decides who must be waited for (a pod the
+// leader's broadcast did not reach is still in it); an ack is the pod's
+// own word that it routes by the version, as good as its heartbeat and
+// there before the heartbeat's write (rebalance.md §4.2: "Broadcast
+// replies only shorten the wait. The registry is the truth."). Pure.
+func barrierWaiting(ms []Lease, version uint64, acked map[string]uint64) []string {
+	var waiting []string
+	for _, m := range ms {
+		if m.Live && m.Applied < version && acked[m.Pod] < version {
+			waiting = append(waiting, fmt.Sprintf("%s@v%d", m.Pod, max(m.Applied, acked[m.Pod])))
+		}
+	}
+	return waiting
+}
+
+// noteAcks records the pods that acknowledged a ring announcement with the
+// version they route by, and wakes the driver to re-check its barrier.
+func (r *Rebalancer) noteAcks(acks map[string]uint64) {
+	if len(acks) == 0 {
+		return
+	}
 	r.mu.Lock()
-	r.waiting = waiting
+	for pod, v := range acks {
+		r.acked[pod] = max(r.acked[pod], v)
+	}
 	r.mu.Unlock()
-	return len(waiting) == 0, nil
+	r.Kick()
 }
 
 // Waiting lists the pods the last barrier check waited for.
@@ -316,6 +391,26 @@ func same(st *State, stage string) Commit {
 
 func (r *Rebalancer) advance(ctx context.Context, st *State, stage string) error {
 	return r.transition(ctx, st, st.Ring.Nodes(), same(st, stage))
+}
+
+// MaxFreezeRetreats is how many times a rebalance whose freeze barrier
+// timed out goes back to prepare before it is aborted.
+const MaxFreezeRetreats = 3
+
+// retreat reports whether the rebalance of epoch may go back from freeze to
+// prepare once more (and counts it). Counted per leader process: a new
+// leader allows MaxFreezeRetreats more.
+func (r *Rebalancer) retreat(epoch uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retreatsFor != epoch {
+		r.retreats, r.retreatsFor = 0, epoch
+	}
+	if r.retreats >= MaxFreezeRetreats {
+		return false
+	}
+	r.retreats++
+	return true
 }
 
 // abort returns to stable with the old ring. Only valid before migrating:

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -309,5 +310,72 @@ func TestRebalancerActions(t *testing.T) {
 	}
 	if st := e.waitStable(20 * time.Second); st.Ring.Len() != 3 {
 		t.Fatalf("after resume: %s", RingText(st.Ring.Nodes()))
+	}
+}
+
+func TestBarrierWaiting(t *testing.T) {
+	live := func(pod string, applied uint64) Lease { return Lease{Pod: pod, Applied: applied, Live: true} }
+	dead := func(pod string, applied uint64) Lease { return Lease{Pod: pod, Applied: applied} }
+	for _, c := range []struct {
+		name  string
+		ms    []Lease
+		acked map[string]uint64
+		want  []string
+	}{
+		{"empty registry", nil, nil, nil},
+		{"all heartbeated", []Lease{live("a", 5), live("b", 6)}, nil, nil},
+		{"one behind", []Lease{live("a", 5), live("b", 4)}, nil, []string{"b@v4"}},
+		{"behind but acked", []Lease{live("a", 5), live("b", 4)}, map[string]uint64{"b": 5}, nil},
+		{"acked a later version", []Lease{live("b", 4)}, map[string]uint64{"b": 9}, nil},
+		{"acked an older version", []Lease{live("b", 3)}, map[string]uint64{"b": 4}, []string{"b@v4"}},
+		{"expired lease ignored", []Lease{live("a", 5), dead("b", 1)}, nil, nil},
+		{"ack of a pod not registered does not pass others", []Lease{live("a", 4)}, map[string]uint64{"z": 5}, []string{"a@v4"}},
+		{"new pod registered at 0", []Lease{live("a", 5), live("n", 0)}, map[string]uint64{"a": 5}, []string{"n@v0"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := barrierWaiting(c.ms, 5, c.acked); !slices.Equal(got, c.want) {
+				t.Fatalf("barrierWaiting = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+// TestRebalancerFreezeTimeoutRetreats: a pod that dies right after the
+// prepare barrier keeps its lease past the freeze timeout; the rebalance
+// goes back to prepare, waits the lease out there and completes instead of
+// aborting.
+func TestRebalancerFreezeTimeoutRetreats(t *testing.T) {
+	e := newRbEnv(t, 3, 2, "pod-a")
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() { // heartbeats what it sees until freeze is written, then dies
+		defer close(done)
+		for {
+			st, err := e.store.Load(ctx)
+			if err == nil && st.Stage == StageFreeze {
+				return
+			}
+			if err == nil {
+				_ = e.store.Heartbeat(ctx, "dying", st.Version, st.Stage, 1500*time.Millisecond)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	e.apply(addReq(e.srv[2].Addr))
+	<-done
+	st := e.waitStable(20 * time.Second)
+	if st.Ring.Len() != 3 || !strings.HasPrefix(st.Change, "DONE") {
+		t.Fatalf("want the rebalance done on 3 nodes, got v%d %s %q", st.Version, RingText(st.Ring.Nodes()), st.Change)
+	}
+	hist, err := e.store.History(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stages []string
+	for i := len(hist) - 1; i >= 0; i-- {
+		stages = append(stages, hist[i].Stage)
+	}
+	if !strings.Contains(strings.Join(stages, ","), "freeze,prepare,freeze") {
+		t.Fatalf("want a retreat freeze → prepare → freeze in the history, got %v", stages)
 	}
 }

@@ -22,12 +22,19 @@ import (
 )
 
 // newSpannerClient creates the Member's Spanner client (SPANNER_EMULATOR_HOST
-// is honoured by the library) with a sessionHealer on its gRPC channels.
-func newSpannerClient(ctx context.Context, db string, logger *slog.Logger) (*spanner.Client, *sessionHealer, error) {
+// is honoured by the library) with a sessionHealer on its gRPC channels and,
+// if rc is not nil, an RPC counter (spanner_rpcs.go).
+func newSpannerClient(ctx context.Context, db string, logger *slog.Logger, rc *rpcCounter) (*spanner.Client, *sessionHealer, error) {
 	h := newSessionHealer(logger)
+	unary := []grpc.UnaryClientInterceptor{h.unary}
+	stream := []grpc.StreamClientInterceptor{h.stream}
+	if rc != nil {
+		unary = append([]grpc.UnaryClientInterceptor{rc.unary}, unary...)
+		stream = append([]grpc.StreamClientInterceptor{rc.stream}, stream...)
+	}
 	c, err := spanner.NewClientWithConfig(ctx, db, spanner.ClientConfig{},
-		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(h.unary)),
-		option.WithGRPCDialOption(grpc.WithChainStreamInterceptor(h.stream)),
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(unary...)),
+		option.WithGRPCDialOption(grpc.WithChainStreamInterceptor(stream...)),
 	)
 	if err != nil {
 		return nil, nil, err

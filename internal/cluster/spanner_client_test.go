@@ -46,7 +46,7 @@ func deleteSessions(t *testing.T, db string) int {
 // transactions), without a new client.
 func TestSessionHealer(t *testing.T) {
 	db, _ := newEmulatorDB(t, "heal")
-	c, h, err := newSpannerClient(context.Background(), db, testLogger(t))
+	c, h, err := newSpannerClient(context.Background(), db, testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

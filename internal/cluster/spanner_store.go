@@ -320,6 +320,26 @@ func (s *SpannerStore) Members(ctx context.Context) ([]Lease, error) {
 	}
 }
 
+// Prune implements Registry with one DML statement: the lease test runs
+// on Spanner's clock inside the transaction, so a row renewed since the
+// caller last looked is not deleted.
+func (s *SpannerStore) Prune(ctx context.Context, expiredFor time.Duration) (int64, error) {
+	var n int64
+	_, err := s.readWrite(ctx, func(ctx context.Context, txn *spanner.ReadWriteTransaction) error {
+		var err error
+		n, err = txn.Update(ctx, spanner.Statement{
+			SQL: "delete from " + s.tables.Members() + " where name = @name and " +
+				"TIMESTAMP_ADD(updated_at, INTERVAL lease_ms + @after MILLISECOND) < CURRENT_TIMESTAMP()",
+			Params: map[string]any{"name": s.name, "after": expiredFor.Milliseconds()},
+		})
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cluster: prune member registry: %w", err)
+	}
+	return n, nil
+}
+
 // SaveProgress implements ProgressStore, fenced by the lock row like
 // CompareAndSwap: a deposed leader's migrator cannot overwrite the new
 // leader's checkpoints.

@@ -275,6 +275,11 @@ type Registry interface {
 	Leave(ctx context.Context, pod string) error
 	// Members lists every registered pod.
 	Members(ctx context.Context) ([]Lease, error)
+	// Prune deletes the entries whose lease ran out more than expiredFor
+	// ago (pods that died without Leave), judged by the store's clock in
+	// one statement, so an entry renewed meanwhile stays. It returns how
+	// many it deleted.
+	Prune(ctx context.Context, expiredFor time.Duration) (int64, error)
 }
 
 // ProgressStore keeps the migrator's checkpoints, so a new leader resumes a

@@ -79,7 +79,11 @@ type Syncer struct {
 	notify chan struct{}
 
 	applied atomic.Uint64 // version of the last ring published from the Store
-	state   atomic.Pointer[State]
+	// announced is the highest version a RingUpdated broadcast announced
+	// whose ack reports it applied (or is about to): the leader's barrier
+	// counts that ack, so applying it needs no registry write at once.
+	announced atomic.Uint64
+	state     atomic.Pointer[State]
 
 	mu      sync.Mutex
 	lastErr error
@@ -224,16 +228,35 @@ func (s *Syncer) syncOnce(ctx context.Context) error {
 		s.registered = true
 	}
 	err := s.load(ctx)
-	// Heartbeat at once after applying a new version (barriers wait for
-	// it), otherwise often enough to renew the lease (every third of it):
-	// every write to Spanner competes with spindle's lock rounds.
 	if s.cfg.Registry != nil && !errors.Is(ctx.Err(), context.Canceled) &&
-		(s.applied.Load() != s.hbVersion || time.Since(s.hbAt) >= s.cfg.Lease/3) {
+		heartbeatDue(s.applied.Load(), s.hbVersion, s.announced.Load(), time.Since(s.hbAt), s.cfg.Lease, s.cfg.PollInterval) {
 		if herr := s.heartbeat(ctx); herr != nil && err == nil {
 			s.log.Debug("member heartbeat failed", "err", herr)
 		}
 	}
 	return err
+}
+
+// heartbeatDue decides whether a sync writes a registry heartbeat: every
+// third of the lease (to renew it); at once after applying a version the
+// leader's barrier has no other word of — one that arrived by polling
+// (applied above announced); and for a version announced by broadcast, at
+// the first sync a poll interval after the last heartbeat. Such a version
+// is reported by this pod's ack, which the barrier counts (rebalancer.go):
+// writing each at once would cost every pod one Spanner commit per
+// rebalance stage, all at the same moment (docs/scale.md); the delayed
+// write covers an ack the leader did not receive in time, and coalesces
+// the stages of one rebalance into one or two writes. Pure.
+func heartbeatDue(applied, hbVersion, announced uint64, sinceLast, lease, poll time.Duration) bool {
+	switch {
+	case sinceLast >= lease/3:
+		return true
+	case applied == hbVersion:
+		return false
+	case applied > announced:
+		return true
+	}
+	return sinceLast >= poll
 }
 
 // heartbeat renews this pod's lease with the version it routes by.
@@ -350,7 +373,15 @@ func (s *Syncer) HandleBroadcast(ctx context.Context, msg []byte) []byte {
 	} else {
 		switch x := m.GetMsg().(type) {
 		case *jupiterv1.BroadcastMessage_RingUpdated:
-			s.waitApplied(ctx, x.RingUpdated.GetVersion())
+			v := x.RingUpdated.GetVersion()
+			// Before waiting: the sync that applies v checks it (heartbeatDue).
+			prev := storeMax(&s.announced, v)
+			s.waitApplied(ctx, v)
+			if s.applied.Load() < v {
+				// This ack will not count: let the sync that applies v
+				// heartbeat it at once after all.
+				s.announced.CompareAndSwap(v, prev)
+			}
 		default:
 			ack.Error = "unknown broadcast message"
 		}
@@ -442,4 +473,14 @@ func (s *Syncer) LastSync() (time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastSync, s.lastErr
+}
+
+// storeMax raises a to v if v is higher and returns a's previous value.
+func storeMax(a *atomic.Uint64, v uint64) uint64 {
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return old
+		}
+	}
 }

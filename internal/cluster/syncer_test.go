@@ -265,3 +265,37 @@ func TestSyncerOutageLogsOnce(t *testing.T) {
 		t.Fatalf("no recovery line:\n%s", out)
 	}
 }
+
+func TestHeartbeatDue(t *testing.T) {
+	const lease, poll = 9 * time.Second, 2 * time.Second
+	for _, c := range []struct {
+		name                          string
+		applied, hbVersion, announced uint64
+		since                         time.Duration
+		want                          bool
+	}{
+		{"nothing new, lease fresh", 5, 5, 0, time.Second, false},
+		{"lease renewal due", 5, 5, 0, 3 * time.Second, true},
+		{"renewal due even if announced", 6, 5, 6, 4 * time.Second, true},
+		{"new version by polling", 6, 5, 5, time.Second, true},
+		{"new version announced: the ack reports it", 6, 5, 6, time.Second, false},
+		{"announced, a poll interval since the last heartbeat", 6, 5, 6, 2 * time.Second, true},
+		{"announced a later one, applied this by polling first", 6, 5, 7, time.Second, false},
+		{"first ring applied, never announced", 1, 0, 0, time.Second, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := heartbeatDue(c.applied, c.hbVersion, c.announced, c.since, lease, poll); got != c.want {
+				t.Fatalf("heartbeatDue(%d, %d, %d, %v) = %v, want %v", c.applied, c.hbVersion, c.announced, c.since, got, c.want)
+			}
+		})
+	}
+}
+
+func TestStoreMax(t *testing.T) {
+	var a atomic.Uint64
+	for _, c := range []struct{ v, prev, after uint64 }{{3, 0, 3}, {2, 3, 3}, {7, 3, 7}, {7, 7, 7}} {
+		if prev := storeMax(&a, c.v); prev != c.prev || a.Load() != c.after {
+			t.Fatalf("storeMax(%d) = %d, a = %d; want %d, %d", c.v, prev, a.Load(), c.prev, c.after)
+		}
+	}
+}
