@@ -135,7 +135,7 @@ measure() {
 	fi
 	read -r u1 s1 < <(cpu "$pid")
 	rps=$(awk -F, 'NR==2 {gsub(/"/,"",$2); print $2}' "$out.csv")
-	[ -n "$rps" ] && [ -n "$calls" ] || die "no result for $name $test P$pipe (see $out.*)"
+	if [ -z "$rps" ] || [ -z "$calls" ]; then die "no result for $name $test P$pipe (see $out.*)"; fi
 	awk -v r="$rps" -v c="$calls" -v n="$N" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v t="$TICK" \
 		'BEGIN {printf "%s %.2f %.2f %.2f\n", r, c/n, u*1e6/t/n, s*1e6/t/n}' >>"$out.raw"
 }
