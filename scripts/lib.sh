@@ -104,3 +104,36 @@ jupiter_bin() {
 	make --no-print-directory -s -C "$ROOT" build >&2 || die "make build failed"
 	echo "$ROOT/bin/jupiter"
 }
+
+# stop_on_exit GRACE: when the script exits (or gets INT/TERM), stop every
+# PID the script appended to PIDS (stop_pids GRACE), then exit with the
+# script's status.
+PIDS=()
+stop_on_exit() {
+	STOP_GRACE=$1
+	trap _stop_on_exit EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+_stop_on_exit() {
+	local rc=$?
+	trap - EXIT INT TERM
+	stop_pids "$STOP_GRACE" "${PIDS[@]}"
+	exit "$rc"
+}
+
+# start_backends DIR FIRST_PORT: three throw-away redis-servers on the first
+# free ports from FIRST_PORT (data under DIR/redis-PORT), each answering
+# PING before it returns; their ports go to BACKEND_PORTS, their PIDs to PIDS.
+start_backends() {
+	local dir=$1 p=$2
+	BACKEND_PORTS=()
+	for _ in 1 2 3; do
+		while port_busy "$p"; do p=$((p + 1)); done
+		start_redis "$dir/redis-$p" "$p"
+		PIDS+=("$STARTED_PID")
+		wait_ping 127.0.0.1 "$p" || die "redis-server on $p did not answer (log $dir/redis-$p/redis.log)"
+		BACKEND_PORTS+=("$p")
+		p=$((p + 1))
+	done
+}

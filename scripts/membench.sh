@@ -28,27 +28,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((CONNS + 100)) ] ||
 	die "CONNS=$CONNS needs RLIMIT_NOFILE > $((CONNS + 100)), hard limit is $(ulimit -Hn)"
 
-PIDS=()
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	stop_pids 20 "${PIDS[@]}"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
+stop_on_exit 20
+start_backends "$WORK" 27001
 backends=()
-p=$(free_port 27001) || die "no free port"
-for _ in 1 2 3; do
-	while port_busy "$p"; do p=$((p + 1)); done
-	start_redis "$WORK/redis-$p" "$p"
-	PIDS+=("$STARTED_PID")
-	wait_ping 127.0.0.1 "$p" || die "redis-server on $p did not answer"
-	backends+=("127.0.0.1:$p")
-	p=$((p + 1))
-done
+for p in "${BACKEND_PORTS[@]}"; do backends+=("127.0.0.1:$p"); done
 BACKENDS=$(IFS=,; echo "${backends[*]}")
 
 jport=$(free_port 26379) || die "no free port"

@@ -46,27 +46,9 @@ if ! command -v perf >/dev/null 2>&1 ||
 	COUNTER=strace
 fi
 
-PIDS=()
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	stop_pids 10 "${PIDS[@]}"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-backends=()
-p=$(free_port 27101) || die "no free port"
-for _ in 1 2 3; do
-	while port_busy "$p"; do p=$((p + 1)); done
-	start_redis "$WORK/redis-$p" "$p"
-	PIDS+=("$STARTED_PID")
-	wait_ping 127.0.0.1 "$p" || die "redis-server on $p did not answer"
-	backends+=("$p")
-	p=$((p + 1))
-done
+stop_on_exit 10
+start_backends "$WORK" 27101
+backends=("${BACKEND_PORTS[@]}")
 BACKENDS=$(printf '127.0.0.1:%s,' "${backends[@]}")
 BACKENDS=${BACKENDS%,}
 
