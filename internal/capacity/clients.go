@@ -3,8 +3,8 @@ package capacity
 import (
 	"context"
 	"errors"
-	"sync"
 
+	"github.com/alphauslabs/jupiter/internal/nodeclients"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -14,13 +14,7 @@ var ErrClosed = errors.New("capacity: INFO clients closed")
 // Clients keeps one go-redis client per node for INFO: one connection
 // each (a gatherer asks a node once per round), created on first use and
 // closed when Retain no longer lists the node.
-type Clients struct {
-	opts func(addr string) (*redis.Options, error)
-
-	mu      sync.Mutex
-	clients map[string]*redis.Client
-	closed  bool
-}
+type Clients struct{ cache *nodeclients.Cache }
 
 // NewClients returns an empty set; opts gives a node's client options (the
 // data path's AUTH and TLS, RESP2, no CLIENT SETINFO: see
@@ -28,33 +22,21 @@ type Clients struct {
 // (dial and command) off, and the call's context bounds every read and
 // write.
 func NewClients(opts func(addr string) (*redis.Options, error)) *Clients {
-	return &Clients{opts: opts, clients: map[string]*redis.Client{}}
-}
-
-func (c *Clients) get(addr string) (*redis.Client, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil, ErrClosed
-	}
-	if cl := c.clients[addr]; cl != nil {
-		return cl, nil
-	}
-	o, err := c.opts(addr)
-	if err != nil {
-		return nil, err
-	}
-	o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 1, 0, 1
-	o.MaxRetries, o.DialerRetries = -1, 1 // the next round is the retry
-	o.ContextTimeoutEnabled = true
-	cl := redis.NewClient(o)
-	c.clients[addr] = cl
-	return cl, nil
+	return &Clients{cache: nodeclients.New(func(addr string) (*redis.Options, error) {
+		o, err := opts(addr)
+		if err != nil {
+			return nil, err
+		}
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 1, 0, 1
+		o.MaxRetries, o.DialerRetries = -1, 1 // the next round is the retry
+		o.ContextTimeoutEnabled = true
+		return o, nil
+	}, ErrClosed)}
 }
 
 // Info runs INFO (the default sections) on the node at addr.
 func (c *Clients) Info(ctx context.Context, addr string) (string, error) {
-	cl, err := c.get(addr)
+	cl, err := c.cache.Get(addr)
 	if err != nil {
 		return "", err
 	}
@@ -62,28 +44,7 @@ func (c *Clients) Info(ctx context.Context, addr string) (string, error) {
 }
 
 // Retain closes the clients of nodes not in keep.
-func (c *Clients) Retain(keep []string) {
-	want := make(map[string]bool, len(keep))
-	for _, a := range keep {
-		want[a] = true
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for a, cl := range c.clients {
-		if !want[a] {
-			_ = cl.Close()
-			delete(c.clients, a)
-		}
-	}
-}
+func (c *Clients) Retain(keep []string) { c.cache.Retain(keep) }
 
 // Close closes every client; later Info calls fail with ErrClosed.
-func (c *Clients) Close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.closed = true
-	for a, cl := range c.clients {
-		_ = cl.Close()
-		delete(c.clients, a)
-	}
-}
+func (c *Clients) Close() { c.cache.Close() }

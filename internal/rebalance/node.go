@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/alphauslabs/jupiter/internal/backend"
+	"github.com/alphauslabs/jupiter/internal/nodeclients"
 )
 
 // Node is the connection to one Redis node this package needs. A
@@ -98,54 +98,35 @@ var ErrClientsClosed = errors.New("rebalance: control clients closed (shutting d
 // Clients caches one control-path client per node address (ClientOptions:
 // the data path's AUTH/TLS, RESP2, no CLIENT commands), created on first
 // use. The leader's migrator and the proxy's rebalance path each keep one.
-type Clients struct {
-	sec      backend.Security
-	timeout  time.Duration
-	poolSize int
-	proto    int // 3: the clients speak RESP3 (raw replies for RESP3 clients)
-
-	mu      sync.Mutex
-	clients map[string]*redis.Client
-	closed  bool
-}
+type Clients struct{ cache *nodeclients.Cache }
 
 // NewClients returns an empty cache; poolSize 0 keeps ClientOptions' pool.
 func NewClients(sec backend.Security, timeout time.Duration, poolSize int) *Clients {
-	return &Clients{sec: sec, timeout: timeout, poolSize: poolSize, clients: map[string]*redis.Client{}}
+	return newClients(sec, timeout, poolSize, 2)
 }
 
 // NewClients3 is NewClients for clients speaking RESP3 (HELLO 3): the
 // proxy's rebalance path answers RESP3 clients with their raw replies.
 func NewClients3(sec backend.Security, timeout time.Duration, poolSize int) *Clients {
-	c := NewClients(sec, timeout, poolSize)
-	c.proto = 3
-	return c
+	return newClients(sec, timeout, poolSize, 3)
+}
+
+func newClients(sec backend.Security, timeout time.Duration, poolSize, proto int) *Clients {
+	return &Clients{cache: nodeclients.New(func(addr string) (*redis.Options, error) {
+		o, err := ClientOptions(addr, sec, timeout)
+		if err != nil {
+			return nil, err
+		}
+		if poolSize > 0 {
+			o.PoolSize = poolSize
+		}
+		o.Protocol = proto
+		return o, nil
+	}, ErrClientsClosed)}
 }
 
 // Get returns the client for addr, creating it on first use.
-func (c *Clients) Get(addr string) (*redis.Client, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil, ErrClientsClosed
-	}
-	if cl := c.clients[addr]; cl != nil {
-		return cl, nil
-	}
-	o, err := ClientOptions(addr, c.sec, c.timeout)
-	if err != nil {
-		return nil, err
-	}
-	if c.poolSize > 0 {
-		o.PoolSize = c.poolSize
-	}
-	if c.proto == 3 {
-		o.Protocol = 3
-	}
-	cl := redis.NewClient(o)
-	c.clients[addr] = cl
-	return cl, nil
-}
+func (c *Clients) Get(addr string) (*redis.Client, error) { return c.cache.Get(addr) }
 
 // Node is Get as a Node (what cluster.Options.ControlNode wants).
 func (c *Clients) Node(addr string) (Node, error) { return c.Get(addr) }
@@ -160,12 +141,4 @@ func (c *Clients) DBSize(ctx context.Context, addr string) (int64, error) {
 }
 
 // Close closes every client; later Gets fail with ErrClientsClosed.
-func (c *Clients) Close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.closed = true
-	for a, cl := range c.clients {
-		_ = cl.Close()
-		delete(c.clients, a)
-	}
-}
+func (c *Clients) Close() { c.cache.Close() }
