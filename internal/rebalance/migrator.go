@@ -30,6 +30,7 @@ const (
 // Migrator defaults.
 const (
 	DefaultScanCount       = 1000
+	PacedScanCount         = 100 // with Config.TargetDelay (a SCAN of 1000 holds the source ~1 ms)
 	DefaultCheckpointEvery = 5 * time.Second
 	DefaultMaxVerifyPasses = 10
 	DefaultMaxErrors       = 20
@@ -210,6 +211,11 @@ func NewMigrator(cfg Config) (*Migrator, error) {
 	}
 	if cfg.ScanCount <= 0 {
 		cfg.ScanCount = DefaultScanCount
+		if cfg.TargetDelay > 0 {
+			// A SCAN holds the source for its whole reply; a migrator
+			// that yields to clients takes it in smaller bites.
+			cfg.ScanCount = PacedScanCount
+		}
 	}
 	if cfg.CheckpointEvery <= 0 {
 		cfg.CheckpointEvery = DefaultCheckpointEvery
@@ -576,6 +582,11 @@ func (m *Migrator) prefetch(ctx context.Context, cursor uint64) *scanAhead {
 // scan runs `SCAN cursor COUNT n` on the source, then reads the keys'
 // placement records (placesOf).
 func (m *Migrator) scan(ctx context.Context, cursor uint64) (keys, places [][]byte, next uint64, err error) {
+	// A SCAN is work on the source too: it waits out the pacer's pause
+	// like a batch (pacer.go).
+	if err := sleepCtx(ctx, m.pace.pause()); err != nil && ctx.Err() != nil {
+		return nil, nil, 0, context.Cause(ctx)
+	}
 	if keys, next, err = scanOnce(ctx, m.cfg.Source, cursor, "", m.cfg.ScanCount); err != nil {
 		return nil, nil, 0, err
 	}

@@ -19,14 +19,17 @@ import (
 // the smallest one seen in the last baseWindow is the node's base, and what
 // a PING takes beyond it is the delay the migration may be adding. Every
 // decideEvery probes the pacer looks at the 90th percentile of the recent
-// delays: above TargetDelay the pause before each batch doubles (from
-// minGap, up to maxGap); at or below it, it shrinks by a quarter until it
-// is gone. So the migrator runs at full speed on an idle fleet and backs
-// off within a few tens of milliseconds once clients would notice it. The
-// fixed throttles still apply on top. On a node that stays busy with
-// others' work the pause stays at maxGap: the migration goes on at one
-// batch per 200 ms (about 1,000 keys/s with the default 200-key batches)
-// rather than stop.
+// delays: above TargetDelay the pause before each batch and each SCAN
+// doubles (from minGap, up to maxGap); at or below it, it shrinks by a
+// quarter until it is gone. SCANs are smaller too (PacedScanCount): a
+// SCAN holds the source for its whole reply. So the migrator runs at full
+// speed on an idle fleet and backs off within a few tens of milliseconds
+// once clients would notice it. The fixed throttles still apply on top. On
+// a node that stays busy with others' work the pause stays at maxGap: the
+// migration goes on at one SCAN reply (about 100 keys) per two pauses,
+// about 250 keys/s per source, rather than stop. A target below what the
+// nodes' round trips jitter by anyway (about 1 ms on a loaded machine)
+// keeps it there.
 
 const (
 	probeEvery  = 5 * time.Millisecond
