@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/alphauslabs/jupiter/internal/admin"
 	"github.com/alphauslabs/jupiter/internal/ring"
@@ -447,28 +446,9 @@ func printPlan(w io.Writer, p admin.PlanResult, op, addr string) {
 			strconv.Itoa(n.SlotsOut), strconv.Itoa(n.SlotsIn), count(n.KeysNow), count(n.KeysOut), count(n.KeysIn), note})
 	}
 	// The node and note columns align left, the numbers right.
-	left := map[int]bool{0: true, 2: true, 9: true}
-	width := make([]int, len(rows[0]))
-	for _, r := range rows {
-		for i, c := range r {
-			width[i] = max(width[i], utf8.RuneCountInString(c))
-		}
-	}
-	for _, r := range rows {
-		var b strings.Builder
-		for i, c := range r {
-			if i > 0 {
-				b.WriteString("  ")
-			}
-			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
-			if left[i] {
-				b.WriteString(c + pad)
-			} else {
-				b.WriteString(pad + c)
-			}
-		}
-		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
-	}
+	var b strings.Builder
+	writeTable(&b, rows, map[int]bool{0: true, 2: true, 9: true})
+	_, _ = io.WriteString(w, b.String())
 	keys := "keys unknown (no node answered DBSIZE)"
 	if p.MovingKeys >= 0 {
 		keys = fmt.Sprintf("~%d keys", p.MovingKeys)

@@ -355,3 +355,25 @@ func TestCtlObserve(t *testing.T) {
 		t.Errorf("slowlogLine = %q, want %q", got, want)
 	}
 }
+
+// TestPrintPlan: the plan table's columns line up (node and note left,
+// numbers right) and no line ends in spaces.
+func TestPrintPlan(t *testing.T) {
+	var b strings.Builder
+	printPlan(&b, admin.PlanResult{Change: "ADD 10.0.0.3:6379", RingVersion: 7, MovingSlots: 5461, MovingKeys: 1200,
+		Nodes: []admin.PlanNode{
+			{Addr: "10.0.0.1:6379", SlotsNow: 8192, SlotsAfter: 5461, SlotsOut: 2731, KeysNow: 1800, KeysOut: 600},
+			{Addr: "10.0.0.3:6379", SlotsAfter: 5461, SlotsIn: 5461, KeysNow: 0, KeysIn: 1200},
+		}}, "add", "10.0.0.3:6379")
+	want := `plan: ADD 10.0.0.3:6379 (against ring version 7; nothing was changed)
+
+NODE           SLOTS NOW     AFTER   OUT    IN  KEYS NOW  KEYS OUT  KEYS IN
+10.0.0.1:6379       8192  →   5461  2731     0      1800       600        0
+10.0.0.3:6379          0  →   5461     0  5461         0         0     1200  (new)
+
+moving: 5461 of 16384 slots (33.3%), ~1200 keys
+`
+	if got := b.String(); got != want {
+		t.Fatalf("plan output:\n%s\nwant:\n%s", got, want)
+	}
+}
