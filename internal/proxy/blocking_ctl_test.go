@@ -6,7 +6,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,65 +19,34 @@ import (
 // BLPOP with a nil array, PING with PONG, anything else with OK.
 func slowNode(t *testing.T, delay map[string]time.Duration) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, nc := range conns {
-			nc.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
+	return serveTCP(t, func(nc net.Conn) {
+		br := bufio.NewReader(nc)
 		for {
-			nc, err := ln.Accept()
+			args, err := readCommand(br)
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, nc)
-			mu.Unlock()
-			wg.Go(func() {
-				defer nc.Close()
-				br := bufio.NewReader(nc)
-				for {
-					args, err := readCommand(br)
-					if err != nil {
-						return
-					}
-					name := strings.ToUpper(args[0])
-					if name == "CLIENT" && len(args) > 1 {
-						name += " " + strings.ToUpper(args[1])
-					}
-					time.Sleep(delay[name])
-					reply := "+OK\r\n"
-					switch name {
-					case "CLIENT ID":
-						reply = ":7\r\n"
-					case "EVAL":
-						reply = ":1\r\n"
-					case "BLPOP":
-						reply = "*-1\r\n"
-					case "PING":
-						reply = "+PONG\r\n"
-					}
-					if _, err := io.WriteString(nc, reply); err != nil {
-						return
-					}
-				}
-			})
+			name := strings.ToUpper(args[0])
+			if name == "CLIENT" && len(args) > 1 {
+				name += " " + strings.ToUpper(args[1])
+			}
+			time.Sleep(delay[name])
+			reply := "+OK\r\n"
+			switch name {
+			case "CLIENT ID":
+				reply = ":7\r\n"
+			case "EVAL":
+				reply = ":1\r\n"
+			case "BLPOP":
+				reply = "*-1\r\n"
+			case "PING":
+				reply = "+PONG\r\n"
+			}
+			if _, err := io.WriteString(nc, reply); err != nil {
+				return
+			}
 		}
 	})
-	return ln.Addr().String()
 }
 
 // readCommand reads one RESP array of bulk strings.
