@@ -74,7 +74,11 @@
 //	                old: MULTI; EXISTS k; <read>; EXEC   (at the same time)
 //	                new: as the first probe    (if new had neither, old no k)
 //	Migrator        source: DBSIZE; SCAN <cursor> COUNT 1000; MGET pk…; then
-//	                MoveBatch; EVAL <GCScript> … for records whose key is gone
+//	                MoveBatch with the records just read (snapshot blocks
+//	                without GET pk, UNLINK naming only existing records);
+//	                EVAL <GCScript> … for records whose key is gone. Its
+//	                pipelines use raw RESP connections made from the Nodes'
+//	                go-redis options (wire.go), everything else go-redis
 //	Cleanup         node: SCAN <cursor> MATCH <MarkerPattern(epoch)> COUNT 1000; UNLINK …
 //	RemoveLeftovers node: SCAN <cursor> COUNT 1000; MGET pk…; UNLINK …;
 //	                EVAL <GCScript> …

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/alphauslabs/jupiter/internal/resp"
 )
 
 // Phase of a migrator.
@@ -179,6 +181,10 @@ type Migrator struct {
 	keysB  *bucket
 	bytesB *bucket
 	pace   *pacer // nil: no latency pacing
+	// src reaches the source for SCAN, MGET and the movers' snapshots and
+	// UNLINKs; raw are the raw connection pools Run closes (wire.go).
+	src wire
+	raw []*rawPool
 
 	mu       sync.Mutex
 	p        Progress
@@ -231,12 +237,14 @@ func NewMigrator(cfg Config) (*Migrator, error) {
 	}
 	m := &Migrator{cfg: cfg, movers: map[int]*Mover{}, keysB: newBucket(cfg.KeysPerSec), bytesB: newBucket(cfg.BytesPerSec),
 		pace: newPacer(cfg.TargetDelay)}
+	m.src = m.wireFor(cfg.Source)
 	for d, n := range cfg.Dests {
 		if n == nil {
 			return nil, fmt.Errorf("rebalance: Dests[%d] is nil", d)
 		}
 		m.movers[d] = &Mover{Old: cfg.Source, New: n, Epoch: cfg.Epoch, MarkerTTL: cfg.MarkerTTL,
-			BatchKeys: cfg.BatchKeys, BatchBytes: cfg.BatchBytes, beforeRestore: cfg.beforeRestore}
+			BatchKeys: cfg.BatchKeys, BatchBytes: cfg.BatchBytes, beforeRestore: cfg.beforeRestore,
+			oldWire: m.src, newWire: m.wireFor(n)}
 	}
 	if cfg.From != nil {
 		m.p = *cfg.From
@@ -250,6 +258,16 @@ func NewMigrator(cfg Config) (*Migrator, error) {
 		m.p.MovingFraction = cfg.MovingFraction
 	}
 	return m, nil
+}
+
+// wireFor is a raw connection pool for n (closed when Run returns), or n's
+// own pipelines if n is not a go-redis client.
+func (m *Migrator) wireFor(n Node) wire {
+	if p := rawPoolFor(n); p != nil {
+		m.raw = append(m.raw, p)
+		return p
+	}
+	return clientWire{n}
 }
 
 // Pause stops the migrator at the next batch boundary until Resume.
@@ -401,6 +419,11 @@ func (m *Migrator) Run(ctx context.Context) (p Progress, err error) {
 		m.p.StartedAt = m.runStart
 	}
 	m.mu.Unlock()
+	defer func() {
+		for _, p := range m.raw {
+			p.close()
+		}
+	}()
 	defer func() {
 		if c := context.Cause(ctx); err != nil && errors.Is(c, ErrAborted) {
 			err = ErrAborted
@@ -587,51 +610,61 @@ func (m *Migrator) scan(ctx context.Context, cursor uint64) (keys, places [][]by
 	if err := sleepCtx(ctx, m.pace.pause()); err != nil && ctx.Err() != nil {
 		return nil, nil, 0, context.Cause(ctx)
 	}
-	if keys, next, err = scanOnce(ctx, m.cfg.Source, cursor, "", m.cfg.ScanCount); err != nil {
+	if keys, next, err = scanOnce(ctx, m.src, cursor, "", m.cfg.ScanCount); err != nil {
 		return nil, nil, 0, err
 	}
-	places, err = placesOf(ctx, m.cfg.Source, keys)
+	places, err = placesOf(ctx, m.src, keys)
 	return keys, places, next, err
 }
 
-func scanOnce(ctx context.Context, n Node, cursor uint64, match string, count int) ([][]byte, uint64, error) {
-	args := []any{"SCAN", strconv.FormatUint(cursor, 10)}
+func scanOnce(ctx context.Context, w wire, cursor uint64, match string, count int) (keys [][]byte, next uint64, err error) {
+	c := cmd("SCAN", strconv.AppendUint(nil, cursor, 10))
 	if match != "" {
-		args = append(args, "MATCH", match)
+		c = append(c, []byte("MATCH"), []byte(match))
 	}
-	args = append(args, "COUNT", strconv.Itoa(count))
-	v, err := n.Do(ctx, args...).Slice()
-	if err != nil {
-		return nil, 0, err
-	}
-	if len(v) != 2 {
-		return nil, 0, fmt.Errorf("SCAN: %d replies", len(v))
-	}
-	cs, ok1 := v[0].(string)
-	ks, ok2 := v[1].([]any)
-	if !ok1 || !ok2 {
-		return nil, 0, fmt.Errorf("SCAN: reply types %T, %T", v[0], v[1])
-	}
-	next, err := strconv.ParseUint(cs, 10, 64)
-	if err != nil {
-		return nil, 0, fmt.Errorf("SCAN cursor %q: %w", cs, err)
-	}
-	keys := make([][]byte, 0, len(ks))
-	for _, k := range ks {
-		s, ok := k.(string)
-		if !ok {
-			return nil, 0, fmt.Errorf("SCAN: key type %T", k)
+	c = append(c, []byte("COUNT"), strconv.AppendInt(nil, int64(count), 10))
+	err = w.roundTrip(ctx, []Command{c}, func(r [][]byte) error {
+		v, _, ok := resp.Elements(r[0], nil)
+		if !ok || len(v) != 2 {
+			return fmt.Errorf("SCAN replied %s", replyText(r[0]))
 		}
-		keys = append(keys, []byte(s))
-	}
-	return keys, next, nil
+		cs, null, ok := resp.Bulk(v[0])
+		if !ok || null {
+			return fmt.Errorf("SCAN cursor %s", replyText(v[0]))
+		}
+		if next, err = strconv.ParseUint(string(cs), 10, 64); err != nil {
+			return fmt.Errorf("SCAN cursor %q: %w", cs, err)
+		}
+		ks, _, ok := resp.Elements(v[1], nil)
+		if !ok {
+			return fmt.Errorf("SCAN keys %s", replyText(v[1]))
+		}
+		// One allocation holds every key of the reply (the wire's buffer
+		// is reused by the next round trip).
+		size := 0
+		for _, k := range ks {
+			size += len(k)
+		}
+		arena := make([]byte, 0, size)
+		keys = make([][]byte, 0, len(ks))
+		for _, k := range ks {
+			b, null, ok := resp.Bulk(k)
+			if !ok || null {
+				return fmt.Errorf("SCAN key %s", replyText(k))
+			}
+			arena = append(arena, b...)
+			keys = append(keys, arena[len(arena)-len(b):len(arena):len(arena)])
+		}
+		return nil
+	})
+	return keys, next, err
 }
 
 // handle moves the moving keys among one SCAN reply, grouped by destination.
 // A key with a placement record moves by the record's hash key (the move
 // carries the record).
 func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
-	groups := map[int][][]byte{}
+	groups := map[int]*batch{}
 	var order []int
 	for i, k := range keys {
 		if IsMarker(k) {
@@ -641,14 +674,18 @@ func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
 		if !ok {
 			continue
 		}
-		if _, seen := groups[d]; !seen {
+		g := groups[d]
+		if g == nil {
+			g = &batch{}
+			groups[d] = g
 			order = append(order, d)
 		}
-		groups[d] = append(groups[d], k)
+		g.keys = append(g.keys, k)
+		g.places = append(g.places, places[i])
 	}
 	var moving, internal int64
 	for _, g := range groups {
-		moving += int64(len(g))
+		moving += int64(len(g.keys))
 	}
 	for _, k := range keys {
 		if IsMarker(k) {
@@ -669,24 +706,33 @@ func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
 		if mv == nil {
 			return fmt.Errorf("rebalance %s: Moving returned destination %d, which is not in Dests", m.cfg.SourceName, d)
 		}
-		if err := m.moveGroup(ctx, mv, groups[d]); err != nil {
+		if err := m.moveGroup(ctx, mv, *groups[d]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// batch is keys to move with their placement records (nil: none), as SCAN
+// and MGET found them on the source in this stage.
+type batch struct{ keys, places [][]byte }
+
+// cut splits off the first n keys.
+func (b batch) cut(n int) (head, rest batch) {
+	return batch{b.keys[:n], b.places[:n]}, batch{b.keys[n:], b.places[n:]}
+}
+
 // moveGroup moves keys to one destination in batches, up to Inflight of
 // them at once, each retried on batch-level failures (see moveBatch). A
 // checkpoint may follow (from this goroutine only).
-func (m *Migrator) moveGroup(ctx context.Context, mv *Mover, keys [][]byte) error {
+func (m *Migrator) moveGroup(ctx context.Context, mv *Mover, keys batch) error {
 	n := mv.batchKeys()
 	sem := make(chan struct{}, m.cfg.Inflight)
-	errs := make(chan error, (len(keys)+n-1)/n)
+	errs := make(chan error, (len(keys.keys)+n-1)/n)
 	var wg sync.WaitGroup
-	for len(keys) > 0 {
-		chunk := keys[:min(n, len(keys))]
-		keys = keys[len(chunk):]
+	for len(keys.keys) > 0 {
+		var chunk batch
+		chunk, keys = keys.cut(min(n, len(keys.keys)))
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -722,27 +768,29 @@ func (m *Migrator) moveGroup(ctx context.Context, mv *Mover, keys [][]byte) erro
 // moveBatch moves one batch, retrying batch-level failures (only the keys
 // that were not handled) with backoff. Batches of one source run
 // concurrently: everything here is safe for that.
-func (m *Migrator) moveBatch(ctx context.Context, mv *Mover, keys [][]byte) error {
-	for len(keys) > 0 {
+func (m *Migrator) moveBatch(ctx context.Context, mv *Mover, keys batch) error {
+	for len(keys.keys) > 0 {
 		if err := m.waitResumed(ctx); err != nil {
 			return err
 		}
-		n := min(len(keys), mv.batchKeys())
+		n := min(len(keys.keys), mv.batchKeys())
 		if err := sleepCtx(ctx, m.pace.pause()); err != nil && ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
 		if err := m.keysB.take(ctx, float64(n)); err != nil {
 			return context.Cause(ctx)
 		}
-		out, berr := mv.MoveBatch(ctx, keys[:n])
-		var retry [][]byte
+		now, later := keys.cut(n)
+		out, berr := mv.moveBatch(ctx, now.keys, now.places)
+		var retry batch
 		var fatal error
 		var payloadBytes int64
 		m.update(func(p *Progress) {
-			for _, o := range out {
+			for j, o := range out {
 				payloadBytes += int64(o.Bytes)
 				if berr != nil && o.Err == berr {
-					retry = append(retry, o.Key)
+					retry.keys = append(retry.keys, o.Key)
+					retry.places = append(retry.places, now.places[j])
 					continue
 				}
 				if o.Result != Missing {
@@ -780,7 +828,7 @@ func (m *Migrator) moveBatch(ctx context.Context, mv *Mover, keys [][]byte) erro
 		if err := m.bytesB.take(ctx, float64(payloadBytes)); err != nil {
 			return context.Cause(ctx)
 		}
-		keys = append(retry, keys[n:]...)
+		keys = batch{append(retry.keys, later.keys...), append(retry.places, later.places...)}
 		if berr != nil {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)

@@ -361,7 +361,7 @@ func (f *fixture) checkFinal(t *testing.T) {
 		moving, _ := MovingFrom(f.A, f.B, n.srv.Addr)
 		var cursor uint64
 		for {
-			keys, next, err := scanOnce(ctx, n.c, cursor, "", 1000)
+			keys, next, err := scanOnce(ctx, clientWire{n.c}, cursor, "", 1000)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -436,7 +436,7 @@ func TestMigratorEndToEnd(t *testing.T) {
 	var markers int64
 	var cursor uint64
 	for {
-		keys, next, err := scanOnce(ctx, dst, cursor, MarkerPattern(2), 1000)
+		keys, next, err := scanOnce(ctx, clientWire{dst}, cursor, MarkerPattern(2), 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -460,7 +460,7 @@ func TestMigratorEndToEnd(t *testing.T) {
 			t.Errorf("Cleanup deleted %d markers from a source", del)
 		}
 	}
-	if keys, _, _ := scanOnce(ctx, dst, 0, MarkerPrefix+"*", 100000); len(keys) != 0 {
+	if keys, _, _ := scanOnce(ctx, clientWire{dst}, 0, MarkerPrefix+"*", 100000); len(keys) != 0 {
 		t.Errorf("%d markers left after Cleanup", len(keys))
 	}
 	f.checkFinal(t) // cleanup touched no data

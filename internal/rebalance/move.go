@@ -1,14 +1,18 @@
 package rebalance
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alphauslabs/jupiter/internal/resp"
 )
 
 // Result is what one move of one key did.
@@ -114,6 +118,10 @@ type Mover struct {
 	// pipelines by payload bytes); 0 means the defaults (200 keys, 4 MiB).
 	BatchKeys, BatchBytes int
 
+	// oldWire and newWire, if set, replace the Nodes' go-redis pipelines
+	// for MoveBatch (the migrator's raw connections, wire.go).
+	oldWire, newWire wire
+
 	// beforeRestore, if set, runs after the snapshot and before the TTL is
 	// computed and the restore sent (tests inject races here).
 	beforeRestore func()
@@ -171,9 +179,10 @@ func (m *Mover) Move(ctx context.Context, key []byte) (Result, error) {
 
 // MoveBatch moves keys with the same per-key semantics as Move, in
 // pipelines. Per chunk of keys: one pipeline to old with a `MULTI; DUMP k;
-// PTTL k; EXEC` block per key, then pipelines to new of the EVALSHA
-// restores (at most ~BatchBytes of payload each), then one `UNLINK k1 … kn`
-// to old for every key that is now on new, was refused by new, or expired.
+// PTTL k; GET PlaceKey(k); EXEC` block per at most 64 keys, then pipelines
+// to new of the EVALSHA restores (at most ~BatchBytes of payload each),
+// then one `UNLINK k1 … kn pk1 … pkn` to old for every key that is now on
+// new, was refused by new, or expired.
 //
 // A chunk has at most BatchKeys keys, and fewer once payload sizes are
 // known: its size follows the mean payload of the previous chunk (also
@@ -186,6 +195,15 @@ func (m *Mover) Move(ctx context.Context, key []byte) (Result, error) {
 // the keys not handled have Result Failed and Err set to it. Retrying is
 // always safe.
 func (m *Mover) MoveBatch(ctx context.Context, keys [][]byte) ([]Outcome, error) {
+	return m.moveBatch(ctx, keys, nil)
+}
+
+// moveBatch is MoveBatch; places, if not nil, are the keys' placement
+// records as the caller read them on old in this MIGRATING stage (nil
+// entries: none). Records on old cannot appear or change then (nobody
+// writes old, I0), so the snapshot need not read them again, and the
+// UNLINK names only the records that exist: the migrator's path.
+func (m *Mover) moveBatch(ctx context.Context, keys, places [][]byte) ([]Outcome, error) {
 	out := make([]Outcome, len(keys))
 	for i, k := range keys {
 		out[i].Key = k
@@ -196,7 +214,11 @@ func (m *Mover) MoveBatch(ctx context.Context, keys [][]byte) ([]Outcome, error)
 			n = max(1, min(n, m.batchBytes()/avg))
 		}
 		j := min(i+n, len(keys))
-		if err := m.moveChunk(ctx, out[i:j]); err != nil {
+		var pl [][]byte
+		if places != nil {
+			pl = places[i:j]
+		}
+		if err := m.moveChunk(ctx, out[i:j], pl); err != nil {
 			for k := i; k < len(out); k++ {
 				if out[k].Result == Failed && out[k].Err == nil {
 					out[k].Err = err
@@ -214,68 +236,95 @@ func (m *Mover) MoveBatch(ctx context.Context, keys [][]byte) ([]Outcome, error)
 	return out, nil
 }
 
+// wires returns how the mover reaches old and new: the migrator's raw
+// connections if it set them, else the Nodes' go-redis pipelines.
+func (m *Mover) wires() (old, new wire) {
+	old, new = m.oldWire, m.newWire
+	if old == nil {
+		old = clientWire{m.Old}
+	}
+	if new == nil {
+		new = clientWire{m.New}
+	}
+	return old, new
+}
+
 // snapshot is one key's DUMP/PTTL and placement record as read from old.
 type snapshot struct {
-	payload string
+	payload []byte
 	pttl    int64
 	place   []byte // the record's hash key; nil: none
 }
 
-func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
-	// 1. Snapshot on old: MULTI blocks of DUMP/PTTL/GET record per key,
-	// pipelined. A block is atomic, so it is kept short like a restore
-	// script call (scriptKeys keys, ~scriptBytes at the mean payload
-	// size), letting other clients in between blocks.
+func (m *Mover) moveChunk(ctx context.Context, out []Outcome, places [][]byte) error {
+	oldW, newW := m.wires()
+	// 1. Snapshot on old: MULTI blocks of DUMP/PTTL (and GET record, when
+	// the records are not known) per key, pipelined. A block is atomic, so
+	// it is kept short like a restore script call (scriptKeys keys,
+	// ~scriptBytes at the mean payload size), letting other clients in
+	// between blocks.
 	per := scriptKeys
 	if avg := int(m.avgBytes.Load()); avg > 0 {
 		per = max(1, min(per, scriptBytes/avg))
 	}
-	pipe := m.Old.Pipeline()
-	var execs []*redis.Cmd
+	stride := 3
+	if places != nil {
+		stride = 2
+	}
+	cmds := make([]Command, 0, len(out)*stride+2*(len(out)/per+1))
 	for i := 0; i < len(out); i += per {
-		pipe.Do(ctx, "MULTI")
+		cmds = append(cmds, cmd("MULTI"))
 		for _, o := range out[i:min(i+per, len(out))] {
-			pipe.Do(ctx, "DUMP", o.Key)
-			pipe.Do(ctx, "PTTL", o.Key)
-			pipe.Do(ctx, "GET", PlaceKey(o.Key))
+			cmds = append(cmds, cmd("DUMP", o.Key), cmd("PTTL", o.Key))
+			if places == nil {
+				cmds = append(cmds, cmd("GET", PlaceKey(o.Key)))
+			}
 		}
-		execs = append(execs, pipe.Do(ctx, "EXEC"))
+		cmds = append(cmds, cmd("EXEC"))
 	}
 	// t0 is taken when the snapshot is sent, not when its reply arrives:
 	// the elapsed time subtracted from PTTL then includes the snapshot's
 	// whole latency, which can only shorten the TTL (the restore side is
 	// discussed in the package doc).
 	t0 := time.Now()
-	_, perr := pipe.Exec(ctx)
 	snaps := make([]snapshot, len(out))
 	var todo []int
-	for b, c := range execs {
-		v, err := c.Slice()
-		if err != nil && !isReply(err) {
-			return fmt.Errorf("snapshot on old: %w", err)
+	err := oldW.roundTrip(ctx, cmds, func(replies [][]byte) error {
+		var elems [][]byte
+		at := 0 // the reply of the current block's MULTI
+		for b := 0; b*per < len(out); b++ {
+			keys := min(per, len(out)-b*per)
+			exec := replies[at+1+keys*stride]
+			at += 2 + keys*stride
+			var ok bool
+			elems, _, ok = resp.Elements(exec, elems[:0])
+			for j := range keys {
+				i := b*per + j
+				if !ok || len(elems) != keys*stride {
+					out[i].Err = fmt.Errorf("snapshot on old: EXEC replied %s", replyText(exec))
+					continue
+				}
+				s, res, err := parseSnapshot(elems[j*stride : (j+1)*stride])
+				if err != nil {
+					out[i].Err = err
+					continue
+				}
+				if res == Missing {
+					out[i].Result = Missing
+					continue
+				}
+				if places != nil {
+					s.place = places[i]
+				}
+				snaps[i] = s
+				out[i].Bytes = len(s.payload)
+				todo = append(todo, i)
+			}
 		}
-		for j := range min(per, len(out)-b*per) {
-			i := b*per + j
-			if err != nil {
-				out[i].Err = fmt.Errorf("snapshot on old: %w", err)
-				continue
-			}
-			s, res, err := parseSnapshot(v, j)
-			if err != nil {
-				out[i].Err = err
-				continue
-			}
-			if res == Missing {
-				out[i].Result = Missing
-				continue
-			}
-			snaps[i] = s
-			out[i].Bytes = len(s.payload)
-			todo = append(todo, i)
-		}
-	}
-	if perr != nil && !isReply(perr) {
-		return fmt.Errorf("snapshot on old: %w", perr)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("snapshot on old: %w", err)
 	}
 
 	if m.beforeRestore != nil {
@@ -285,7 +334,7 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
 	// 2+3. TTL and conditional restore on new, pipelined by payload bytes.
 	var retry []int
 	for len(todo) > 0 {
-		nosc, err := m.restore(ctx, out, snaps, todo, t0)
+		nosc, err := m.restore(ctx, newW, out, snaps, todo, t0)
 		if err != nil {
 			return err
 		}
@@ -305,8 +354,9 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
 	}
 
 	// 4. UNLINK on old every key new is now authoritative for (or that
-	// expired). Safe without a check: in MIGRATING nobody writes old, so
-	// old's copy is the one just snapshotted or an older one.
+	// expired), with its placement record. Safe without a check: in
+	// MIGRATING nobody writes old, so old's copy is the one just
+	// snapshotted or an older one.
 	var gone [][]byte
 	var idx []int
 	for i, o := range out {
@@ -318,14 +368,30 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
 			idx = append(idx, i)
 		}
 	}
-	if len(gone) > 0 {
-		if err := m.Old.Do(ctx, UnlinkCommand(withRecords(gone)...).args()...).Err(); err != nil {
-			for _, i := range idx {
-				out[i].Err = fmt.Errorf("%w: %v", ErrUnlink, err)
+	if len(gone) == 0 {
+		return nil
+	}
+	unlink := withRecords(gone)
+	if places != nil {
+		unlink = gone
+		for _, i := range idx {
+			if places[i] != nil {
+				unlink = append(unlink, PlaceKey(out[i].Key))
 			}
-			if !isReply(err) {
-				return fmt.Errorf("%w: %v", ErrUnlink, err)
-			}
+		}
+	}
+	uerr := oldW.roundTrip(ctx, []Command{UnlinkCommand(unlink...)}, func(r [][]byte) error {
+		if resp.IsError(r[0]) {
+			return replyError(replyText(r[0]))
+		}
+		return nil
+	})
+	if uerr != nil {
+		for _, i := range idx {
+			out[i].Err = fmt.Errorf("%w: %v", ErrUnlink, uerr)
+		}
+		if ctx.Err() != nil || !isReplyText(uerr) {
+			return fmt.Errorf("%w: %v", ErrUnlink, uerr)
 		}
 	}
 	return nil
@@ -334,10 +400,9 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome) error {
 // restore sends the restores for todo, one RestoreCommand per
 // scriptKeys keys or ~scriptBytes of payload, all in one pipeline, and
 // returns the keys that got -NOSCRIPT.
-func (m *Mover) restore(ctx context.Context, out []Outcome, snaps []snapshot, todo []int, t0 time.Time) (noscript []int, err error) {
+func (m *Mover) restore(ctx context.Context, w wire, out []Outcome, snaps []snapshot, todo []int, t0 time.Time) (noscript []int, err error) {
 	minTTL := m.minTTL()
-	pipe := m.New.Pipeline()
-	var calls []*redis.Cmd
+	var calls []Command
 	var sent [][]int // per call, the keys it restores
 	elapsed := time.Since(t0)
 	for len(todo) > 0 {
@@ -360,94 +425,118 @@ func (m *Mover) restore(ctx context.Context, out []Outcome, snaps []snapshot, to
 			if place == nil {
 				place = m.Place
 			}
-			rs = append(rs, Restore{Key: out[i].Key, Payload: []byte(s.payload), Place: place, TTL: ttl})
+			rs = append(rs, Restore{Key: out[i].Key, Payload: s.payload, Place: place, TTL: ttl})
 			idx = append(idx, i)
 			size += len(s.payload)
 		}
 		if len(rs) == 0 {
 			continue
 		}
-		calls = append(calls, pipe.Do(ctx, RestoreCommand(m.Epoch, m.MarkerTTL, rs...).args()...))
+		calls = append(calls, RestoreCommand(m.Epoch, m.MarkerTTL, rs...))
 		sent = append(sent, idx)
 	}
 	if len(calls) == 0 {
 		return nil, nil
 	}
-	_, perr := pipe.Exec(ctx)
-	for n, c := range calls {
-		v, err := c.Slice()
-		switch {
-		case err == nil:
-		case !isReply(err):
-			return nil, fmt.Errorf("restore on new: %w", err)
-		case strings.HasPrefix(err.Error(), "NOSCRIPT"):
-			noscript = append(noscript, sent[n]...)
-			continue
-		default:
-			for _, i := range sent[n] {
-				out[i].Err = fmt.Errorf("restore on new: %w", err)
-			}
-			continue
-		}
-		if len(v) != len(sent[n]) {
-			for _, i := range sent[n] {
-				out[i].Err = fmt.Errorf("restore script returned %d results for %d keys", len(v), len(sent[n]))
-			}
-			continue
-		}
-		for j, i := range sent[n] {
-			switch x := v[j].(type) {
-			case int64:
-				if x == 1 {
-					out[i].Result = Moved
-				} else {
-					out[i].Result = AlreadyOnNew
+	err = w.roundTrip(ctx, calls, func(replies [][]byte) error {
+		var v [][]byte
+		for n, r := range replies {
+			if resp.IsError(r) {
+				text := replyText(r)
+				if strings.HasPrefix(text, "NOSCRIPT") {
+					noscript = append(noscript, sent[n]...)
+					continue
 				}
-			case string:
-				if strings.Contains(x, "payload version or checksum") {
+				for _, i := range sent[n] {
+					out[i].Err = fmt.Errorf("restore on new: %s", text)
+				}
+				continue
+			}
+			var ok bool
+			v, _, ok = resp.Elements(r, v[:0])
+			if !ok || len(v) != len(sent[n]) {
+				for _, i := range sent[n] {
+					out[i].Err = fmt.Errorf("restore script returned %s for %d keys", replyText(r), len(sent[n]))
+				}
+				continue
+			}
+			for j, i := range sent[n] {
+				if x, ok := resp.Int(v[j]); ok {
+					if x == 1 {
+						out[i].Result = Moved
+					} else {
+						out[i].Result = AlreadyOnNew
+					}
+					continue
+				}
+				x, _, ok := resp.Bulk(v[j])
+				switch {
+				case !ok:
+					out[i].Err = fmt.Errorf("restore script returned %s", replyText(v[j]))
+				case strings.Contains(string(x), "payload version or checksum"):
 					out[i].Err = fmt.Errorf("%w: %s", ErrPayloadVersion, x)
-				} else {
+				default:
 					out[i].Err = fmt.Errorf("restore on new: %s", x)
 				}
-			default:
-				out[i].Err = fmt.Errorf("restore script returned %T", x)
 			}
 		}
-	}
-	if perr != nil && !isReply(perr) {
-		return nil, fmt.Errorf("restore on new: %w", perr)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restore on new: %w", err)
 	}
 	return noscript, nil
 }
 
-// parseSnapshot reads the j-th key's [payload|nil, pttl, record|nil] from a
-// snapshot block's EXEC reply.
-func parseSnapshot(v []any, j int) (snapshot, Result, error) {
-	if len(v) < 3*(j+1) {
-		return snapshot{}, Failed, fmt.Errorf("snapshot: EXEC returned %d replies, want %d", len(v), 3*(j+1))
-	}
-	v = v[3*j : 3*j+3]
+// parseSnapshot reads one key's [payload|nil, pttl(, record|nil)] from a
+// snapshot block's EXEC reply. The payload and record are copied: the
+// replies belong to the wire.
+func parseSnapshot(v [][]byte) (snapshot, Result, error) {
 	for _, x := range v {
-		if e, ok := x.(error); ok {
-			return snapshot{}, Failed, fmt.Errorf("snapshot: %w", e)
+		if resp.IsError(x) {
+			return snapshot{}, Failed, fmt.Errorf("snapshot: %s", replyText(x))
 		}
 	}
-	pttl, ok := v[1].(int64)
+	pttl, ok := resp.Int(v[1])
 	if !ok {
-		return snapshot{}, Failed, fmt.Errorf("snapshot: PTTL reply %T", v[1])
+		return snapshot{}, Failed, fmt.Errorf("snapshot: PTTL replied %s", replyText(v[1]))
 	}
-	if v[0] == nil || pttl == -2 {
+	p, null, ok := resp.Bulk(v[0])
+	if !ok {
+		return snapshot{}, Failed, fmt.Errorf("snapshot: DUMP replied %s", replyText(v[0]))
+	}
+	if null || pttl == -2 {
 		return snapshot{}, Missing, nil
 	}
-	p, ok := v[0].(string)
-	if !ok {
-		return snapshot{}, Failed, fmt.Errorf("snapshot: DUMP reply %T", v[0])
+	s := snapshot{payload: bytes.Clone(p), pttl: pttl}
+	if len(v) > 2 {
+		if r, null, ok := resp.Bulk(v[2]); ok && !null {
+			s.place = bytes.Clone(r)
+		}
 	}
-	var place []byte
-	if r, ok := v[2].(string); ok {
-		place = []byte(r)
+	return s, Moved, nil
+}
+
+// replyText renders a raw reply for an error message: an error reply's
+// text, anything else quoted and cut short.
+func replyText(r []byte) string {
+	if resp.IsError(r) {
+		return string(bytes.TrimRight(r[1:], "\r\n"))
 	}
-	return snapshot{payload: p, pttl: pttl, place: place}, Moved, nil
+	if len(r) > 64 {
+		return strconv.Quote(string(r[:64])) + "…"
+	}
+	return strconv.Quote(string(r))
+}
+
+// replyError is an error reply turned into an error by a wire's caller.
+type replyError string
+
+func (e replyError) Error() string { return string(e) }
+
+func isReplyText(err error) bool {
+	var re replyError
+	return errors.As(err, &re)
 }
 
 // isReply reports whether err is a reply from Redis (an error reply or

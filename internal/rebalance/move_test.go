@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -282,6 +283,49 @@ func TestMoveNoScript(t *testing.T) {
 	}
 }
 
+// TestRestoreScriptBatchCheck: the script's one EXISTS over the whole call
+// must not change a single key's verdict: a key already on new, a marker
+// (tombstone), a key named twice in one call and fresh keys, in one call.
+func TestRestoreScriptBatchCheck(t *testing.T) {
+	ns := startNodes(t, 2)
+	ctx := tctx(t, 10*time.Second)
+	do(t, ns[0].c, "SET", "src", "v")
+	payload, err := ns[0].c.Dump(ctx, "src").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := []byte(payload)
+	if err := LoadScript(ctx, ns[1].c); err != nil {
+		t.Fatal(err)
+	}
+	do(t, ns[1].c, "SET", "busy", "newer")
+	do(t, ns[1].c, "SET", string(MarkerKey(1, []byte("gone"))), "1")
+	rs := []Restore{{Key: []byte("fresh1"), Payload: p}, {Key: []byte("busy"), Payload: p},
+		{Key: []byte("twice"), Payload: p, Place: []byte("X")}, {Key: []byte("gone"), Payload: p},
+		{Key: []byte("twice"), Payload: p}, {Key: []byte("fresh2"), Payload: p}}
+	got := do(t, ns[1].c, RestoreCommand(1, time.Hour, rs...).args()...)
+	want := []any{int64(1), int64(0), int64(1), int64(0), int64(0), int64(1)}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("restore script = %v, want %v", got, want)
+	}
+	for k, v := range map[string]string{"fresh1": "v", "fresh2": "v", "twice": "v", "busy": "newer",
+		string(PlaceKey([]byte("twice"))): "X"} {
+		if s, err := ns[1].c.Get(ctx, k).Result(); err != nil || s != v {
+			t.Errorf("%q = %q, %v; want %q", k, s, err, v)
+		}
+	}
+	if exists(t, ns[1].c, "gone") {
+		t.Error("a key with a tombstone was restored")
+	}
+	// The per-key path (something exists) and the fast path (nothing does)
+	// give the same answers for fresh keys.
+	got = do(t, ns[1].c, RestoreCommand(1, time.Hour, Restore{Key: []byte("fresh3"), Payload: p},
+		Restore{Key: []byte("fresh4"), Payload: p}).args()...)
+	if !reflect.DeepEqual(got, []any{int64(1), int64(1)}) {
+		t.Fatalf("fresh keys: %v", got)
+	}
+}
+
 func TestRestoreErrorsClassified(t *testing.T) {
 	ns := startNodes(t, 2)
 	ctx := tctx(t, 10*time.Second)
@@ -289,17 +333,21 @@ func TestRestoreErrorsClassified(t *testing.T) {
 	if err := LoadScript(ctx, ns[1].c); err != nil {
 		t.Fatal(err)
 	}
-	out := []Outcome{{Key: []byte("k")}}
-	// A corrupt payload is what a newer-version DUMP looks like to an older server.
-	snaps := []snapshot{{payload: "\x00\x03abc\x0b\x00garbage!", pttl: -1}}
-	if _, err := m.restore(ctx, out, snaps, []int{0}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if !errors.Is(out[0].Err, ErrPayloadVersion) || out[0].Result != Failed {
-		t.Fatalf("restore of a bad payload: %v, %v; want ErrPayloadVersion", out[0].Result, out[0].Err)
-	}
-	if exists(t, ns[1].c, string(MarkerKey(1, []byte("k")))) {
-		t.Error("a failed restore left a marker")
+	raw := rawPoolFor(ns[1].c)
+	defer raw.close()
+	for name, w := range map[string]wire{"go-redis": clientWire{ns[1].c}, "raw": raw} {
+		out := []Outcome{{Key: []byte("k")}}
+		// A corrupt payload is what a newer-version DUMP looks like to an older server.
+		snaps := []snapshot{{payload: []byte("\x00\x03abc\x0b\x00garbage!"), pttl: -1}}
+		if _, err := m.restore(ctx, w, out, snaps, []int{0}, time.Now()); err != nil {
+			t.Fatal(name, err)
+		}
+		if !errors.Is(out[0].Err, ErrPayloadVersion) || out[0].Result != Failed {
+			t.Fatalf("%s: restore of a bad payload: %v, %v; want ErrPayloadVersion", name, out[0].Result, out[0].Err)
+		}
+		if exists(t, ns[1].c, string(MarkerKey(1, []byte("k")))) {
+			t.Errorf("%s: a failed restore left a marker", name)
+		}
 	}
 }
 
@@ -807,9 +855,10 @@ func TestMoveBatchBounds(t *testing.T) {
 			t.Fatalf("%s: %v %d bytes", o.Key, o.Result, o.Bytes)
 		}
 	}
-	// 1 chunk of 100 keys, then 200 keys in chunks of 10000/~1011 = 9 keys.
-	if snaps != 1+(200+8)/9 {
-		t.Errorf("%d snapshot pipelines, want %d", snaps, 1+(200+8)/9)
+	// 1 chunk of 100 keys, then 200 keys in chunks of 10000/~1011 = 9
+	// keys; old gets a snapshot and an UNLINK pipeline per chunk.
+	if want := 2 * (1 + (200+8)/9); snaps != want {
+		t.Errorf("%d pipelines on old, want %d (a snapshot and an UNLINK per chunk)", snaps, want)
 	}
 	// One restore pipeline per chunk (of ≤ 9 payloads of ~1 KB per script call).
 	if want := 1 + (200+8)/9; restores != want {

@@ -1,10 +1,13 @@
 package rebalance
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/alphauslabs/jupiter/internal/resp"
 )
 
 // Placement records: how keys written with a hash=<key> override move with
@@ -150,9 +153,9 @@ func gc(ctx context.Context, node Node, recs [][]byte) (int64, error) {
 // placesOf returns, for each key, the hash key its placement record names
 // (nil: the key has none and is placed by its own name), with one
 // `MGET pk1 … pkn` on node. Markers and records get nil.
-func placesOf(ctx context.Context, node Node, keys [][]byte) ([][]byte, error) {
-	args := make([]any, 0, 1+len(keys))
-	args = append(args, "MGET")
+func placesOf(ctx context.Context, w wire, keys [][]byte) ([][]byte, error) {
+	args := make(Command, 0, 1+len(keys))
+	args = append(args, []byte("MGET"))
 	idx := make([]int, 0, len(keys))
 	for i, k := range keys {
 		if IsMarker(k) {
@@ -165,17 +168,20 @@ func placesOf(ctx context.Context, node Node, keys [][]byte) ([][]byte, error) {
 	if len(idx) == 0 {
 		return out, nil
 	}
-	v, err := node.Do(ctx, args...).Slice()
+	err := w.roundTrip(ctx, []Command{args}, func(r [][]byte) error {
+		v, _, ok := resp.Elements(r[0], nil)
+		if !ok || len(v) != len(idx) {
+			return fmt.Errorf("%s for %d keys", replyText(r[0]), len(idx))
+		}
+		for j, x := range v {
+			if b, null, ok := resp.Bulk(x); ok && !null {
+				out[idx[j]] = bytes.Clone(b)
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("MGET placement records: %w", err)
-	}
-	if len(v) != len(idx) {
-		return nil, fmt.Errorf("MGET placement records: %d replies for %d keys", len(v), len(idx))
-	}
-	for j, x := range v {
-		if s, ok := x.(string); ok {
-			out[idx[j]] = []byte(s)
-		}
 	}
 	return out, nil
 }
@@ -183,7 +189,7 @@ func placesOf(ctx context.Context, node Node, keys [][]byte) ([][]byte, error) {
 // Places is placesOf for callers outside the package (the proxy's SCAN and
 // KEYS during MIGRATING, which judge a source's keys by their placement).
 func Places(ctx context.Context, node Node, keys [][]byte) ([][]byte, error) {
-	return placesOf(ctx, node, keys)
+	return placesOf(ctx, clientWire{node}, keys)
 }
 
 // placeOr is the key that decides where k lives: its record's hash key, or

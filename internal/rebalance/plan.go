@@ -107,7 +107,7 @@ func sweep(ctx context.Context, node Node, pattern string, pick func(keys [][]by
 	var total int64
 	var cursor uint64
 	for {
-		keys, next, err := scanOnce(ctx, node, cursor, pattern, DefaultScanCount)
+		keys, next, err := scanOnce(ctx, clientWire{node}, cursor, pattern, DefaultScanCount)
 		if err != nil {
 			return total, fmt.Errorf("SCAN: %w", err)
 		}
@@ -163,7 +163,7 @@ func Cleanup(ctx context.Context, node Node, epoch uint64) (int64, error) {
 // (records not counted).
 func RemoveLeftovers(ctx context.Context, node Node, foreign func(key []byte) bool) (int64, error) {
 	return sweep(ctx, node, "", func(keys [][]byte) (del, recs [][]byte, err error) {
-		places, err := placesOf(ctx, node, keys)
+		places, err := placesOf(ctx, clientWire{node}, keys)
 		if err != nil {
 			return nil, nil, err
 		}

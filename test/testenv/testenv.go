@@ -171,9 +171,18 @@ var (
 )
 
 // Binary builds ./cmd/jupiter once per test process and returns its path.
+// JUPITER_TEST_BINARY names a prebuilt binary to use instead: benchmarks
+// compare two builds in one session that way (bench/README.md).
 func Binary(tb testing.TB) string {
 	tb.Helper()
 	buildOnce.Do(func() {
+		if p := os.Getenv("JUPITER_TEST_BINARY"); p != "" {
+			binPath = p
+			if _, err := os.Stat(p); err != nil {
+				buildErr = fmt.Errorf("JUPITER_TEST_BINARY: %w", err)
+			}
+			return
+		}
 		dir, err := os.MkdirTemp("", "jupiter-bin-")
 		if err != nil {
 			buildErr = err
