@@ -203,7 +203,11 @@ func BenchmarkClusterScale(b *testing.B) {
 		close(stopChurn)
 		churnWG.Wait()
 		table(label, a)
-		fmt.Fprintf(out, "%-34s %d cycles of 10 members\n", label+": churn", cycles)
+		var gone int64
+		for _, m := range e.live() {
+			gone += m.c.Rebalancer.GoneCounted()
+		}
+		fmt.Fprintf(out, "%-34s %d cycles of 10 members; barriers counted a member gone (connection refused) %d times in all\n", label+": churn", cycles, gone)
 		// Let the killed members' leases run out before the next phase.
 		time.Sleep(cfg.MemberLease)
 	}
