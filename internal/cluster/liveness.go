@@ -70,12 +70,14 @@ const (
 )
 
 // dialRefused reports whether a TCP connection to addr (a pod's hedge
-// address, IP:port) is refused. Any other outcome, and an address that is
-// not an IP literal (a name may resolve to several addresses, of which the
-// first error would speak for all), is false: it proves nothing.
+// address, IP:port) is refused. Any other outcome is false: it proves
+// nothing. So is an address that is not an IP literal (a name may resolve
+// to several addresses, of which the first error would speak for all) or
+// an unspecified one (0.0.0.0 names no pod: a dial reaches the leader's
+// own host).
 func dialRefused(ctx context.Context, addr string) bool {
 	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
+	if err != nil || ap.Addr().IsUnspecified() {
 		return false
 	}
 	var d net.Dialer

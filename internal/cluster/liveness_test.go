@@ -65,6 +65,7 @@ func TestDialRefused(t *testing.T) {
 		{"nothing listens", context.Background(), closedAddr, true},
 		{"a name, not an IP", context.Background(), "localhost:" + port, false},
 		{"not host:port", context.Background(), "pod-a", false},
+		{"unspecified", context.Background(), "0.0.0.0:" + port, false},
 		{"context already done", cancelled, closedAddr, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
