@@ -61,7 +61,9 @@ import (
 // waited for ProbeAfter (acks normally arrive sooner; a pod found gone at
 // the previous stage is probed at once), then at most every ProbeEvery,
 // each dial bounded by ProbeTimeout, at most ProbeMax pods at a time
-// (least recently probed first).
+// (least recently probed first). The driver waits for a round of dials:
+// a pod that refuses answers in well under a millisecond; one that does not
+// answer (node lost) holds the driver up to ProbeTimeout, once a ProbeEvery.
 const (
 	ProbeAfter   = 500 * time.Millisecond
 	ProbeEvery   = time.Second

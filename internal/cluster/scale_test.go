@@ -110,7 +110,10 @@ func TestScaleKilledChurn(t *testing.T) {
 	e.forget(doomed)
 
 	// Killed during the change: 2 members at a time, each killed once ready
-	// (or after 3s), until the rebalance is over.
+	// (it routes by the current stage and will be waited for at the next),
+	// then 500ms without a member starting (a live member that has not read
+	// the ring yet must be waited for: without a gap, a slow machine could
+	// hold the prepare barrier for ever), until the rebalance is over.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -129,7 +132,14 @@ func TestScaleKilledChurn(t *testing.T) {
 				e.mu.Unlock()
 				ms = append(ms, m)
 			}
-			scaleWait(3*time.Second, func() bool { return !slices.ContainsFunc(ms, func(m *scaleMember) bool { return !m.c.Ready() }) })
+			scaleWait(30*time.Second, func() bool {
+				select {
+				case <-stop:
+					return true
+				default:
+				}
+				return !slices.ContainsFunc(ms, func(m *scaleMember) bool { return !m.c.Ready() })
+			})
 			for _, m := range ms {
 				m.kill()
 			}
@@ -137,7 +147,7 @@ func TestScaleKilledChurn(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			default:
+			case <-time.After(500 * time.Millisecond):
 			}
 		}
 	}()
