@@ -31,12 +31,12 @@ import (
 //
 // A barrier passes when every pod with a live lease in the member registry
 // has applied the stage's version (Registry), by its heartbeat or by its
-// acknowledgement of the stage's broadcast, or is found gone (barrier.go,
-// liveness.go). The driver is a loop on the
-// leader that re-reads the stored record and takes the next step, so a new
-// leader resumes whatever stage it finds: migrators restart from the
-// checkpoints in the ProgressStore (moves are idempotent), cleanup is
-// idempotent, and prepare/freeze time out into an abort.
+// acknowledgement of the stage's broadcast, or is found gone: its hedge
+// address refuses connections (barrier.go, liveness.go). The driver is a
+// loop on the leader that re-reads the stored record and takes the next
+// step, so a new leader resumes whatever stage it finds: migrators restart
+// from the checkpoints in the ProgressStore (moves are idempotent), cleanup
+// is idempotent, and prepare/freeze time out into an abort.
 
 // RebalancerConfig wires a Rebalancer.
 type RebalancerConfig struct {
