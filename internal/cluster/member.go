@@ -59,8 +59,9 @@ type Config struct {
 	// stopped heartbeating for this long no longer holds up a rebalance.
 	MemberLease time.Duration
 	// FreezeTimeout bounds the freeze barrier before the rebalance goes
-	// back to prepare (MaxFreezeRetreats times, then it is aborted; default
-	// 5s); PrepareTimeout bounds the prepare barrier (30s).
+	// back to prepare (default 5s; aborted instead when one pod held up
+	// MaxFreezeRetreats of them in a row, or after MaxRetreating);
+	// PrepareTimeout bounds the prepare barrier (30s).
 	FreezeTimeout, PrepareTimeout time.Duration
 }
 

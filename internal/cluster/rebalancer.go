@@ -26,16 +26,17 @@ import (
 //	freeze     --barrier-->             migrating         marked writes, read rule, migrator
 //	migrating  --barrier, migrators done (verified)--> commit(R')  route by R' only
 //	commit     --barrier, cleanup-->    stable(R')        markers and leftovers removed
-//	freeze     --barrier timeout-->     prepare           unfreeze, wait out dead pods' leases (≤ MaxFreezeRetreats)
+//	freeze     --barrier timeout-->     prepare           unfreeze, wait out dead pods' leases (retreat.go)
 //	prepare|freeze --timeout or ABORT--> stable(R)        nothing was written to R' yet
 //
 // A barrier passes when every pod with a live lease in the member registry
 // has applied the stage's version (Registry), by its heartbeat or by its
-// acknowledgement of the stage's broadcast. The driver is a loop on the
-// leader that re-reads the stored record and takes the next step, so a new
-// leader resumes whatever stage it finds: migrators restart from the
-// checkpoints in the ProgressStore (moves are idempotent), cleanup is
-// idempotent, and prepare/freeze time out into an abort.
+// acknowledgement of the stage's broadcast, or is found gone: its hedge
+// address refuses connections (barrier.go, liveness.go). The driver is a
+// loop on the leader that re-reads the stored record and takes the next
+// step, so a new leader resumes whatever stage it finds: migrators restart
+// from the checkpoints in the ProgressStore (moves are idempotent), cleanup
+// is idempotent, and prepare/freeze time out into an abort.
 
 // RebalancerConfig wires a Rebalancer.
 type RebalancerConfig struct {
@@ -52,9 +53,14 @@ type RebalancerConfig struct {
 	Tick time.Duration
 	// PrepareTimeout and FreezeTimeout bound those barriers; past them the
 	// rebalance is aborted (nothing has been written to new owners yet),
-	// except that a freeze timeout first goes back to prepare, up to
-	// MaxFreezeRetreats times. Defaults 30s and 5s.
+	// except that a freeze timeout first goes back to prepare unless the
+	// same pod held it up MaxFreezeRetreats times in a row or the retreats
+	// went on for MaxRetreating (retreat.go). Defaults 30s and 5s.
 	PrepareTimeout, FreezeTimeout time.Duration
+	// Probe reports whether nothing listens at a pod's hedge address (the
+	// connection is refused); a barrier then counts the pod as gone
+	// (liveness.go). Default: a TCP dial.
+	Probe func(ctx context.Context, addr string) bool
 	// Migrator is the base migrator configuration (rates, batch sizes,
 	// marker TTL); Source, Dests, Moving and Epoch are filled per source.
 	Migrator rebalance.Config
@@ -73,10 +79,11 @@ type Rebalancer struct {
 	seen        map[uint64]time.Time // version → when this process first saw it (barrier timeouts)
 	run         *migration           // the migration this leader runs (nil: none)
 	lastErr     string
-	waiting     []string          // pods the current barrier waits for
-	acked       map[string]uint64 // pod → highest ring version it acknowledged (broadcast)
-	retreats    int               // freeze → prepare retreats of epoch retreatsFor
-	retreatsFor uint64
+	waiting     []string                      // pods the current barrier waits for, "pod@vN"
+	waitingPods []string                      // the same, pod names
+	acked       map[string]uint64             // pod → highest ring version it acknowledged (broadcast)
+	retreats    retreats                      // freeze → prepare retreats of the running rebalance
+	live        *liveness                     // pods found gone (barrier.go)
 	cached      map[string][]byte             // follower view of checkpoints
 	cachedAt    time.Time                     // when cached was loaded
 	cachedFor   uint64                        // epoch of cached
@@ -110,12 +117,16 @@ func NewRebalancer(cfg RebalancerConfig) (*Rebalancer, error) {
 	if cfg.Migrator.CheckpointEvery <= 0 {
 		cfg.Migrator.CheckpointEvery = 2 * time.Second
 	}
+	if cfg.Probe == nil {
+		cfg.Probe = dialRefused
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	r := &Rebalancer{cfg: cfg, log: lg.With("component", "cluster.rebalancer"),
-		kick: make(chan struct{}, 1), seen: map[uint64]time.Time{}, acked: map[string]uint64{}}
+	log := lg.With("component", "cluster.rebalancer")
+	r := &Rebalancer{cfg: cfg, log: log, kick: make(chan struct{}, 1), seen: map[uint64]time.Time{}, acked: map[string]uint64{},
+		live: &liveness{probe: cfg.Probe, log: log}}
 	cfg.Controller.reb = r
 	return r, nil
 }
@@ -249,8 +260,10 @@ func (r *Rebalancer) Step(ctx context.Context) error {
 				return nil
 			}
 			why := fmt.Sprintf("freeze barrier timed out after %v (pods not applying: %v)", r.cfg.FreezeTimeout, r.Waiting())
-			if r.retreat(st.Epoch) {
-				// Most likely a pod died after the prepare barrier: its
+			ok, stop := r.retreat(st.Epoch)
+			if ok {
+				// Most likely a pod died after the prepare barrier and its
+				// address does not refuse connections (liveness.go): its
 				// lease outlives the freeze timeout. Writes to moving keys
 				// must not stay held for a lease, so unfreeze and wait in
 				// prepare (whose timeout exceeds the lease) instead of
@@ -258,7 +271,7 @@ func (r *Rebalancer) Step(ctx context.Context) error {
 				r.log.Warn("rebalance back to prepare", "epoch", st.Epoch, "why", why)
 				return r.advance(ctx, st, StagePrepare)
 			}
-			return r.abort(ctx, st, why)
+			return r.abort(ctx, st, why+"; "+stop)
 		}
 		return r.advance(ctx, st, StageMigrating)
 	case StageMigrating:
@@ -282,65 +295,6 @@ func (r *Rebalancer) Step(ctx context.Context) error {
 		return r.finish(ctx, st)
 	}
 	return fmt.Errorf("cluster: unknown stage %q in ring v%d", st.Stage, st.Version)
-}
-
-// barrier reports whether every pod with a live lease routes by version
-// (or later): its registry heartbeat says so, or it acknowledged the
-// broadcast of version (or a later one) — see barrierWaiting.
-func (r *Rebalancer) barrier(ctx context.Context, version uint64) (bool, error) {
-	ms, err := r.cfg.Registry.Members(ctx)
-	if err != nil {
-		return false, err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.waiting = barrierWaiting(ms, version, r.acked)
-	// Forget acks of pods that left the registry.
-	for pod := range r.acked {
-		if !slices.ContainsFunc(ms, func(l Lease) bool { return l.Pod == pod }) {
-			delete(r.acked, pod)
-		}
-	}
-	return len(r.waiting) == 0, nil
-}
-
-// barrierWaiting lists the pods a barrier at version waits for: every pod
-// with a live lease whose heartbeat reports an older version and that has
-// not acknowledged version or a later one (acked: pod → highest version it
-// acknowledged). The registry decides who must be waited for (a pod the
-// leader's broadcast did not reach is still in it); an ack is the pod's
-// own word that it routes by the version, as good as its heartbeat and
-// there before the heartbeat's write (rebalance.md §4.2: "Broadcast
-// replies only shorten the wait. The registry is the truth."). Pure.
-func barrierWaiting(ms []Lease, version uint64, acked map[string]uint64) []string {
-	var waiting []string
-	for _, m := range ms {
-		if m.Live && m.Applied < version && acked[m.Pod] < version {
-			waiting = append(waiting, fmt.Sprintf("%s@v%d", m.Pod, max(m.Applied, acked[m.Pod])))
-		}
-	}
-	return waiting
-}
-
-// noteAcks records the pods that acknowledged a ring announcement with the
-// version they route by, and wakes the driver to re-check its barrier.
-func (r *Rebalancer) noteAcks(acks map[string]uint64) {
-	if len(acks) == 0 {
-		return
-	}
-	r.mu.Lock()
-	for pod, v := range acks {
-		r.acked[pod] = max(r.acked[pod], v)
-	}
-	r.mu.Unlock()
-	r.Kick()
-}
-
-// Waiting lists the pods the last barrier check waited for.
-func (r *Rebalancer) Waiting() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.waiting)
 }
 
 // preflight checks, before any write is held, that every destination takes
@@ -391,26 +345,6 @@ func same(st *State, stage string) Commit {
 
 func (r *Rebalancer) advance(ctx context.Context, st *State, stage string) error {
 	return r.transition(ctx, st, st.Ring.Nodes(), same(st, stage))
-}
-
-// MaxFreezeRetreats is how many times a rebalance whose freeze barrier
-// timed out goes back to prepare before it is aborted.
-const MaxFreezeRetreats = 3
-
-// retreat reports whether the rebalance of epoch may go back from freeze to
-// prepare once more (and counts it). Counted per leader process: a new
-// leader allows MaxFreezeRetreats more.
-func (r *Rebalancer) retreat(epoch uint64) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.retreatsFor != epoch {
-		r.retreats, r.retreatsFor = 0, epoch
-	}
-	if r.retreats >= MaxFreezeRetreats {
-		return false
-	}
-	r.retreats++
-	return true
 }
 
 // abort returns to stable with the old ring. Only valid before migrating:
@@ -735,6 +669,10 @@ func anyEpoch(m map[string]rebalance.Progress) uint64 {
 	}
 	return 0
 }
+
+// GoneCounted returns how many times a barrier counted a waited-for pod
+// as gone because its hedge address refused connections (liveness.go).
+func (r *Rebalancer) GoneCounted() int64 { return r.live.gone.Load() }
 
 // LastError is the last failure of a step ("" if none since start).
 func (r *Rebalancer) LastError() string {

@@ -46,6 +46,13 @@ type rbEnv struct {
 
 func newRbEnv(t *testing.T, redisN int, ringN int, pods ...string) *rbEnv {
 	t.Helper()
+	return newRbEnvWith(t, nil, redisN, ringN, pods...)
+}
+
+// newRbEnvWith is newRbEnv with the Rebalancer's configuration adjusted by
+// with (if not nil) before it starts.
+func newRbEnvWith(t *testing.T, with func(*RebalancerConfig), redisN int, ringN int, pods ...string) *rbEnv {
+	t.Helper()
 	e := &rbEnv{t: t, store: NewMemStore(), clients: map[string]*redis.Client{}}
 	fence := &lockedFence{leader: "10.0.0.1:7000", token: 7}
 	e.store.SetLock(fence.leader, fence.token)
@@ -71,7 +78,7 @@ func newRbEnv(t *testing.T, redisN int, ringN int, pods ...string) *rbEnv {
 	if err := e.ctl.Seed(context.Background(), nodes); err != nil {
 		t.Fatal(err)
 	}
-	e.reb, err = NewRebalancer(RebalancerConfig{
+	rc := RebalancerConfig{
 		Controller: e.ctl, Registry: e.store, Progress: e.store, IsLeader: func() bool { return true },
 		Node: func(addr string) (rebalance.Node, error) {
 			if c := e.clients[addr]; c != nil {
@@ -81,7 +88,11 @@ func newRbEnv(t *testing.T, redisN int, ringN int, pods ...string) *rbEnv {
 		},
 		Tick: 20 * time.Millisecond, PrepareTimeout: time.Second, FreezeTimeout: time.Second,
 		Migrator: rebalance.Config{CheckpointEvery: 50 * time.Millisecond},
-	})
+	}
+	if with != nil {
+		with(&rc)
+	}
+	e.reb, err = NewRebalancer(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,11 +344,37 @@ func TestBarrierWaiting(t *testing.T) {
 		{"new pod registered at 0", []Lease{live("a", 5), live("n", 0)}, map[string]uint64{"a": 5}, []string{"n@v0"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := barrierWaiting(c.ms, 5, c.acked); !slices.Equal(got, c.want) {
+			var got []string
+			for _, l := range barrierWaiting(c.ms, 5, c.acked) {
+				got = append(got, fmt.Sprintf("%s@v%d", l.Pod, l.Applied))
+			}
+			if !slices.Equal(got, c.want) {
 				t.Fatalf("barrierWaiting = %v, want %v", got, c.want)
 			}
 		})
 	}
+}
+
+// dieAtFreeze runs a pod that heartbeats (with lease) every record it sees
+// until freeze is written, then dies without Leave; the channel closes
+// when it has.
+func (e *rbEnv) dieAtFreeze(pod string, lease time.Duration) <-chan struct{} {
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			st, err := e.store.Load(ctx)
+			if err == nil && st.Stage == StageFreeze {
+				return
+			}
+			if err == nil {
+				_ = e.store.Heartbeat(ctx, pod, st.Version, st.Stage, lease)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	return done
 }
 
 // TestRebalancerFreezeTimeoutRetreats: a pod that dies right after the
@@ -347,20 +384,7 @@ func TestBarrierWaiting(t *testing.T) {
 func TestRebalancerFreezeTimeoutRetreats(t *testing.T) {
 	e := newRbEnv(t, 3, 2, "pod-a")
 	ctx := context.Background()
-	done := make(chan struct{})
-	go func() { // heartbeats what it sees until freeze is written, then dies
-		defer close(done)
-		for {
-			st, err := e.store.Load(ctx)
-			if err == nil && st.Stage == StageFreeze {
-				return
-			}
-			if err == nil {
-				_ = e.store.Heartbeat(ctx, "dying", st.Version, st.Stage, 1500*time.Millisecond)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
+	done := e.dieAtFreeze("dying", 1500*time.Millisecond)
 	e.apply(addReq(e.srv[2].Addr))
 	<-done
 	st := e.waitStable(20 * time.Second)
@@ -377,5 +401,78 @@ func TestRebalancerFreezeTimeoutRetreats(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(stages, ","), "freeze,prepare,freeze") {
 		t.Fatalf("want a retreat freeze → prepare → freeze in the history, got %v", stages)
+	}
+}
+
+// TestRebalancerKilledPodsCountedGone: pods killed without Leave keep their
+// leases (30s here), but their hedge addresses refuse connections: every
+// barrier counts them as gone, so the rebalance completes in far less than
+// a lease, without retreating. A pod whose address does not refuse (a
+// timeout proves nothing) is still waited for (TestRebalancerFreezeTimeoutRetreats).
+func TestRebalancerKilledPodsCountedGone(t *testing.T) {
+	e := newRbEnvWith(t, func(c *RebalancerConfig) {
+		c.Probe = func(_ context.Context, addr string) bool { return strings.HasPrefix(addr, "killed") }
+		c.FreezeTimeout = 3 * time.Second // ProbeAfter, with room for a loaded machine
+	}, 3, 2, "pod-a")
+	ctx := context.Background()
+	// Killed before the change: registered at v1 with a long lease.
+	if err := e.store.Heartbeat(ctx, "killed-1", 1, StageStable, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	done := e.dieAtFreeze("killed-2", 30*time.Second) // killed after the prepare barrier
+	t0 := time.Now()
+	e.apply(addReq(e.srv[2].Addr))
+	<-done
+	st := e.waitStable(20 * time.Second)
+	if st.Ring.Len() != 3 || !strings.HasPrefix(st.Change, "DONE") {
+		t.Fatalf("want the rebalance done on 3 nodes, got v%d %s %q", st.Version, RingText(st.Ring.Nodes()), st.Change)
+	}
+	if d := time.Since(t0); d > 15*time.Second {
+		t.Fatalf("rebalance took %v: the killed pods were waited for", d)
+	}
+	hist, err := e.store.History(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	freezes := 0
+	for _, h := range hist {
+		if h.Stage == StageFreeze {
+			freezes++
+		}
+	}
+	if freezes != 1 {
+		t.Fatalf("freeze written %d times, want once (no retreat)", freezes)
+	}
+	// killed-1 is counted gone at prepare, freeze, migrating and commit;
+	// killed-2 at least at freeze, migrating and commit.
+	if n := e.reb.GoneCounted(); n < 7 {
+		t.Fatalf("GoneCounted = %d, want at least 7 (each killed pod at every barrier it was waited for at)", n)
+	}
+}
+
+// TestRebalancerFreezeStuckPodAborts: a live pod that applies every stage
+// but freeze holds up every freeze barrier; after MaxFreezeRetreats
+// retreats the rebalance is aborted, naming it.
+func TestRebalancerFreezeStuckPodAborts(t *testing.T) {
+	e := newRbEnv(t, 3, 2, "pod-a")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	defer func() { cancel(); <-done }()
+	go func() { // heartbeats every version but the freeze records
+		defer close(done)
+		var v uint64
+		for ctx.Err() == nil {
+			if st, err := e.store.Load(ctx); err == nil && st.Stage != StageFreeze {
+				v = st.Version
+			}
+			_ = e.store.Heartbeat(ctx, "stuck", v, StagePrepare, time.Second)
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	e.apply(addReq(e.srv[2].Addr))
+	st := e.waitStable(30 * time.Second)
+	if st.Ring.Len() != 2 || !strings.HasPrefix(st.Change, "ABORT") ||
+		!strings.Contains(st.Change, fmt.Sprintf("pod stuck held up %d freeze barriers in a row", MaxFreezeRetreats+1)) {
+		t.Fatalf("want an abort naming the stuck pod, got v%d %s %q", st.Version, RingText(st.Ring.Nodes()), st.Change)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,7 +27,11 @@ import (
 //   - the same stages while 10 members join and leave every few seconds;
 //   - leader killed: time to a new leader and to an accepted admin change.
 //
-// JUPITER_SCALE_QUICK=1 leaves the churn phases out (about 6 minutes).
+// JUPITER_SCALE_QUICK=1 leaves the churn phases out (about 6 minutes);
+// JUPITER_SCALE_PHASES picks phases by name, comma-separated (default:
+// all): steady, broadcast, poll, churn-leave, churn-kill, leader — e.g.
+// JUPITER_SCALE_PHASES=churn-kill measures only the killed churn. The
+// Spanner summary needs steady and broadcast.
 // Not part of `make test`: TestScaleSmoke runs the same harness with 10
 // members and asserts correctness only.
 func BenchmarkClusterScale(b *testing.B) {
@@ -34,6 +39,7 @@ func BenchmarkClusterScale(b *testing.B) {
 	changes := envInt("JUPITER_SCALE_CHANGES", 10)
 	steady := time.Duration(envInt("JUPITER_SCALE_STEADY_S", 30)) * time.Second
 	out := io.Writer(os.Stdout)
+	phase := scalePhases(os.Getenv("JUPITER_SCALE_PHASES"), os.Getenv("JUPITER_SCALE_QUICK") != "")
 	cfg := Config{PollInterval: DefaultPollInterval, MemberLease: DefaultMemberLease}.WithDefaults()
 	e := newScaleEnv(b, 3, cfg)
 	b.ResetTimer()
@@ -46,12 +52,16 @@ func BenchmarkClusterScale(b *testing.B) {
 
 	// Spanner calls at steady state (no change).
 	time.Sleep(cfg.SyncInterval) // let the start-up burst pass
-	r0, l0 := rpcTotals(base)
-	ts := time.Now()
-	time.Sleep(steady)
-	r1, l1 := rpcTotals(base)
-	steadyAll, steadyLeader := r1.Sub(r0), l1.Sub(l0)
-	secs := time.Since(ts).Seconds()
+	var steadyAll, steadyLeader SpannerRPCs
+	var secs float64
+	if phase("steady") {
+		r0, l0 := rpcTotals(base)
+		ts := time.Now()
+		time.Sleep(steady)
+		r1, l1 := rpcTotals(base)
+		steadyAll, steadyLeader = r1.Sub(r0), l1.Sub(l0)
+		secs = time.Since(ts).Seconds()
+	}
 
 	extra := e.redis[2].Addr
 	in := false
@@ -97,7 +107,7 @@ func BenchmarkClusterScale(b *testing.B) {
 	type agg struct {
 		reach, spread, total []time.Duration
 		stages               map[string][]time.Duration
-		aborts               int
+		aborts, retreats     int
 		rpcs                 SpannerRPCs
 		dur                  time.Duration
 	}
@@ -110,6 +120,9 @@ func BenchmarkClusterScale(b *testing.B) {
 			a.total = append(a.total, d)
 			for k, name := range ct.names {
 				a.stages[name] = append(a.stages[name], ct.stage[k])
+				if name == StageFreeze && k+1 < len(ct.names) && ct.names[k+1] == StagePrepare {
+					a.retreats++
+				}
 			}
 			if aborted {
 				a.aborts++
@@ -129,20 +142,25 @@ func BenchmarkClusterScale(b *testing.B) {
 			row("stage "+name, a.stages[name])
 		}
 		row("whole rebalance", a.total)
-		if a.aborts > 0 {
-			fmt.Fprintf(out, "%-34s %d of %d\n", label+": aborted", a.aborts, len(a.total))
+		if a.aborts > 0 || a.retreats > 0 {
+			fmt.Fprintf(out, "%-34s %d of %d (freeze → prepare retreats: %d)\n", label+": aborted", a.aborts, len(a.total), a.retreats)
 		}
 	}
 
-	bc := runN("broadcast", changes)
-	table("broadcast", bc)
-	b.ReportMetric(float64(percentile(bc.reach, 50).Milliseconds()), "reach-median-ms")
-	b.ReportMetric(float64(percentile(bc.reach, 99).Milliseconds()), "reach-p99-ms")
+	var bc *agg
+	if phase("broadcast") {
+		bc = runN("broadcast", changes)
+		table("broadcast", bc)
+		b.ReportMetric(float64(percentile(bc.reach, 50).Milliseconds()), "reach-median-ms")
+		b.ReportMetric(float64(percentile(bc.reach, 99).Milliseconds()), "reach-p99-ms")
+	}
 
-	e.noBroadcast.Store(true)
-	po := runN("poll only", max(changes/2, 1))
-	e.noBroadcast.Store(false)
-	table("poll only", po)
+	if phase("poll") {
+		e.noBroadcast.Store(true)
+		po := runN("poll only", max(changes/2, 1))
+		e.noBroadcast.Store(false)
+		table("poll only", po)
+	}
 
 	// Churn: 10 members join and leave every few seconds. leave: clean
 	// stop (Leave) or kill (the lease stays until it runs out).
@@ -185,16 +203,33 @@ func BenchmarkClusterScale(b *testing.B) {
 		close(stopChurn)
 		churnWG.Wait()
 		table(label, a)
-		fmt.Fprintf(out, "%-34s %d cycles of 10 members\n", label+": churn", cycles)
+		var gone int64
+		for _, m := range e.live() {
+			gone += m.c.Rebalancer.GoneCounted()
+		}
+		fmt.Fprintf(out, "%-34s %d cycles of 10 members; barriers counted a member gone (connection refused) %d times in all\n", label+": churn", cycles, gone)
 		// Let the killed members' leases run out before the next phase.
 		time.Sleep(cfg.MemberLease)
 	}
-	if os.Getenv("JUPITER_SCALE_QUICK") == "" {
+	if phase("churn-leave") {
 		churn("churn, clean leave", false)
+	}
+	if phase("churn-kill") {
 		churn("churn, killed", true)
 	}
+	if phase("leader") {
+		leaderKilled(b, e, out, extra, in)
+	}
+	if phase("steady") && bc != nil {
+		spannerSummary(out, n, steadyAll, steadyLeader, secs, bc.rpcs, bc.dur, len(bc.total))
+	}
+	b.ReportMetric(0, "ns/op")
+}
 
-	// Leader killed.
+// leaderKilled kills the leader and reports the time to a new leader, to
+// an accepted admin change (extra added, or removed if in) and to its
+// rebalance done.
+func leaderKilled(b *testing.B, e *scaleEnv, out io.Writer, extra string, in bool) {
 	e.waitReady(time.Minute)
 	l := e.leader()
 	tk := time.Now()
@@ -227,8 +262,12 @@ func BenchmarkClusterScale(b *testing.B) {
 	}
 	toStable := time.Since(tk)
 	fmt.Fprintf(out, "%-34s new leader %v, admin change accepted %v, its rebalance done %v\n", "leader killed:", ms(toLeader), ms(toAdmin), ms(toStable))
+}
 
-	// Spanner calls.
+// spannerSummary prints the Spanner calls per member per second, steady
+// (over secs) and during the broadcast changes (chg over chgDur, nChg
+// changes).
+func spannerSummary(out io.Writer, n int, steadyAll, steadyLeader SpannerRPCs, secs float64, chg SpannerRPCs, chgDur time.Duration, nChg int) {
 	perSec := func(r SpannerRPCs, members int, s float64) string {
 		f := float64(members) * s
 		return fmt.Sprintf("reads %.3f  dml %.3f  commits %.3f  other %.3f", float64(r.Reads)/f, float64(r.DML)/f, float64(r.Commits)/f, float64(r.Other)/f)
@@ -236,12 +275,22 @@ func BenchmarkClusterScale(b *testing.B) {
 	fmt.Fprintf(out, "%-34s %s  (per member per s, %.0fs window)\n", "spanner steady, all:", perSec(steadyAll, n, secs), secs)
 	fmt.Fprintf(out, "%-34s %s\n", "spanner steady, leader:", perSec(steadyLeader, 1, secs))
 	fmt.Fprintf(out, "%-34s %s\n", "spanner steady, follower:", perSec(steadyAll.Sub(steadyLeader), n-1, secs))
-	chg, chgDur := bc.rpcs, bc.dur
 	fmt.Fprintf(out, "%-34s %s  (per member per s over %v of changes)\n", "spanner during changes:", perSec(chg, n, chgDur.Seconds()), ms(chgDur))
 	fmt.Fprintf(out, "%-34s reads %.1f  commits %.1f  (whole cluster, per change, above steady)\n", "spanner per change:",
-		(float64(chg.Reads)-float64(steadyAll.Reads)/secs*chgDur.Seconds())/float64(len(bc.total)),
-		(float64(chg.Commits)-float64(steadyAll.Commits)/secs*chgDur.Seconds())/float64(len(bc.total)))
-	b.ReportMetric(0, "ns/op")
+		(float64(chg.Reads)-float64(steadyAll.Reads)/secs*chgDur.Seconds())/float64(nChg),
+		(float64(chg.Commits)-float64(steadyAll.Commits)/secs*chgDur.Seconds())/float64(nChg))
+}
+
+// scalePhases returns whether a phase of BenchmarkClusterScale runs: those
+// named in list (comma-separated), or all when list is empty (all but the
+// churn phases with quick).
+func scalePhases(list string, quick bool) func(string) bool {
+	return func(name string) bool {
+		if list == "" {
+			return !quick || !strings.HasPrefix(name, "churn")
+		}
+		return slices.Contains(strings.Split(list, ","), name)
+	}
 }
 
 func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -78,4 +80,105 @@ func TestScaleSmoke(t *testing.T) {
 		}
 	}
 	change("ADD after the leader was killed", follower, true)
+}
+
+// TestScaleKilledChurn: members killed without Leave (like SIGKILL: their
+// registry leases stay) before and during a rebalance. The member lease
+// (45s) is longer than the prepare timeout (30s), so a barrier that waited
+// for the killed members' leases would abort the rebalance; their hedge
+// addresses refuse connections, so the barriers count them as gone and the
+// rebalance completes.
+func TestScaleKilledChurn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts cluster members")
+	}
+	cfg := Config{LockDuration: 3 * time.Second, SyncInterval: 2 * time.Second, PollInterval: 500 * time.Millisecond,
+		MemberLease: 45 * time.Second, FreezeTimeout: 2 * time.Second}.WithDefaults()
+	e := newScaleEnv(t, 3, cfg)
+	base := e.start(5)
+	e.waitReady(2 * time.Minute)
+	extra := e.redis[2].Addr
+
+	// Killed before the change, once registered with the ring applied.
+	doomed := e.start(3)
+	if !scaleWait(time.Minute, func() bool { return !slices.ContainsFunc(doomed, func(m *scaleMember) bool { return !m.c.Ready() }) }) {
+		t.Fatal("the members to kill did not become ready within 1m")
+	}
+	for _, m := range doomed {
+		m.kill()
+	}
+	e.forget(doomed)
+
+	// Killed during the change: 2 members at a time, each killed once ready
+	// (it routes by the current stage and will be waited for at the next),
+	// then 500ms without a member starting (a live member that has not read
+	// the ring yet must be waited for: without a gap, a slow machine could
+	// hold the prepare barrier for ever), until the rebalance is over.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			var ms []*scaleMember
+			for range 2 {
+				m, err := e.startOne()
+				if err != nil {
+					t.Errorf("churn: %v", err)
+					return
+				}
+				e.mu.Lock()
+				e.members = append(e.members, m)
+				e.mu.Unlock()
+				ms = append(ms, m)
+			}
+			scaleWait(30*time.Second, func() bool {
+				select {
+				case <-stop:
+					return true
+				default:
+				}
+				return !slices.ContainsFunc(ms, func(m *scaleMember) bool { return !m.c.Ready() })
+			})
+			for _, m := range ms {
+				m.kill()
+			}
+			e.forget(ms)
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	var via *scaleMember
+	for _, m := range base {
+		if !m.c.Member.IsLeader() {
+			via = m
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := submit(ctx, via, addReq(extra))
+	if err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	st := waitStable(base, rep.GetVersion(), 2*time.Minute)
+	if st == nil {
+		t.Fatalf("not stable after v%d on every member within 2m: %s", rep.GetVersion(), e.stuck())
+	}
+	if !strings.HasPrefix(st.Change, "DONE") || findNode(st.Ring, extra) < 0 {
+		t.Fatalf("rebalance ended at v%d with %q, want DONE with %s in the ring", st.Version, st.Change, extra)
+	}
+	var gone int64
+	for _, m := range base {
+		gone += m.c.Rebalancer.GoneCounted()
+	}
+	if gone < int64(len(doomed)) {
+		t.Fatalf("barriers counted %d killed members as gone, want at least the %d killed before the change", gone, len(doomed))
+	}
+	t.Logf("rebalance v%d..v%d done; barriers counted killed members gone %d times", rep.GetVersion(), st.Version, gone)
 }
