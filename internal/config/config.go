@@ -36,7 +36,7 @@ type Config struct {
 	// Rebalancing (cluster mode).
 	Rebalance          string        // "staged" (move keys, default) or "remap" (switch at once, keys re-miss)
 	MemberLease        time.Duration // member registry lease: a silent pod stops holding up barriers after this
-	FreezeTimeout      time.Duration // freeze barrier bound before a rebalance goes back to prepare (3 times, then aborts)
+	FreezeTimeout      time.Duration // freeze barrier bound before a rebalance goes back to prepare (retreat.go: aborts for a pod stuck 3 times in a row or after 3 minutes)
 	MigrateKeysPerSec  float64       // migrator throttle per source node (0 = unlimited)
 	MigrateBytesPerSec float64       // migrator throttle per source node in DUMP bytes/s (0 = unlimited)
 	MigrateTargetDelay time.Duration // migrator pauses while node PINGs take this much over their base (0 = off)
@@ -345,7 +345,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MemberSync, "member-sync-interval", c.MemberSync, "cluster mode: hedge membership heartbeat interval (min 2s)")
 	fs.StringVar(&c.Rebalance, "rebalance", c.Rebalance, "cluster mode: staged (ADD/REMOVE move keys online, nothing lost) or remap (switch the ring at once; moved keys miss)")
 	fs.DurationVar(&c.MemberLease, "member-lease", c.MemberLease, "cluster mode: member registry lease; a pod silent this long no longer holds up a rebalance")
-	fs.DurationVar(&c.FreezeTimeout, "rebalance-freeze-timeout", c.FreezeTimeout, "cluster mode: a freeze barrier taking longer goes back to prepare (up to 3 times, then the rebalance is aborted)")
+	fs.DurationVar(&c.FreezeTimeout, "rebalance-freeze-timeout", c.FreezeTimeout, "cluster mode: a freeze barrier taking longer goes back to prepare (aborted when one pod holds up 3 in a row, or after 3 minutes of retreats)")
 	fs.Float64Var(&c.MigrateKeysPerSec, "migrate-keys-per-sec", c.MigrateKeysPerSec, "cluster mode: migrator keys/s per source node (0 = unlimited)")
 	fs.Float64Var(&c.MigrateBytesPerSec, "migrate-bytes-per-sec", c.MigrateBytesPerSec, "cluster mode: migrator DUMP bytes/s per source node (0 = unlimited)")
 	fs.DurationVar(&c.MigrateTargetDelay, "migrate-target-delay", c.MigrateTargetDelay, "cluster mode: the migrator pauses between batches while PINGs to its nodes take this much longer than their usual round trip (0 = off)")
