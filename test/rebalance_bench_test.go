@@ -65,6 +65,7 @@ type rbLat struct {
 	d      time.Duration
 	moving bool // the key changes node in the first change (ADD)
 	leader bool // the client talks to the leader pod (which runs the migrators)
+	at     time.Time
 }
 
 const (
@@ -201,7 +202,7 @@ func rbBench(b *testing.B, nkeys, size int) {
 				if ph2 := phase.Load(); ph2 != ph {
 					ph = rbPhaseChanging // straddled a boundary: neither steady nor migrating
 				}
-				mine = append(mine, rbLat{get, ph, d, moves(k), onLeader})
+				mine = append(mine, rbLat{get, ph, d, moves(k), onLeader, t0})
 			}
 		}()
 	}
@@ -219,6 +220,7 @@ func rbBench(b *testing.B, nkeys, size int) {
 	direct := clClient(b, extra)
 	in := false
 	var migrating, total time.Duration
+	var windows [][2]time.Time // [start, end] of each migrating stage seen
 	var moved, statusMoved, statusBytes int64
 	var statusRate float64
 	sawMigrating := false
@@ -252,6 +254,7 @@ func rbBench(b *testing.B, nkeys, size int) {
 			} else {
 				if !migStart.IsZero() {
 					migrating += time.Since(migStart)
+					windows = append(windows, [2]time.Time{migStart, time.Now()})
 					migStart = time.Time{}
 				}
 				phase.Store(rbPhaseChanging)
@@ -354,6 +357,26 @@ func rbBench(b *testing.B, nkeys, size int) {
 	b.Logf("migrating p99 by key: moving %s, staying %s; by pod: leader %s, other %s",
 		split(func(l rbLat) bool { return l.moving }), split(func(l rbLat) bool { return !l.moving }),
 		split(func(l rbLat) bool { return l.leader }), split(func(l rbLat) bool { return !l.leader }))
+	// When the slowest migrating GETs happened: ms from the start of their
+	// migrating window (as the leader's STATUS was polled, ~20-40 ms late
+	// at both ends), to tell the stage's edges from its middle.
+	var slow []rbLat
+	for _, l := range lats {
+		if l.get && l.phase == rbPhaseMigrating {
+			slow = append(slow, l)
+		}
+	}
+	slices.SortFunc(slow, func(a, b rbLat) int { return int(b.d - a.d) })
+	var where []string
+	for _, l := range slow[:min(len(slow), max(5, len(slow)/100))] {
+		for _, w := range windows {
+			if !l.at.Before(w[0].Add(-time.Second)) && l.at.Before(w[1]) {
+				where = append(where, fmt.Sprintf("%dms@%d/%d", l.d.Milliseconds(), l.at.Sub(w[0]).Milliseconds(), w[1].Sub(w[0]).Milliseconds()))
+				break
+			}
+		}
+	}
+	b.Logf("slowest migrating GETs (latency@start ms into the window/window ms): %s", strings.Join(where, " "))
 	b.ReportMetric(float64(tryAgain.Load()), "tryagain")
 	b.ReportMetric(float64(errs.Load()), "errors")
 	b.ReportMetric(float64(missing.Load()), "get-nil")

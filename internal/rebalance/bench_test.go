@@ -4,11 +4,17 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // nodeCPU is a redis-server's CPU time so far (INFO cpu, user + system).
@@ -58,7 +64,7 @@ func fill(b *testing.B, n node, keys, size int) {
 }
 
 // BenchmarkMigrate runs a Migrator (scan, verification pass, defaults:
-// SCAN COUNT 1000, 200-key / 4 MiB batches, no throttle) moving every key
+// SCAN COUNT 200, 32-key / 256 KiB batches, no throttle) moving every key
 // of one redis-server to another over loopback, and reports keys/s and
 // payload MB/s.
 func BenchmarkMigrate(b *testing.B) {
@@ -126,4 +132,97 @@ func BenchmarkEnsure(b *testing.B) {
 			b.Fatalf("Ensure = %v, %v", r, err)
 		}
 	}
+}
+
+// BenchmarkMigrateLatency isolates what a migration costs the clients of
+// its nodes, without proxies or a control plane: 100k keys of 100 B on a
+// source, a quarter of them moving to a destination, and 4 clients GETting
+// random keys on the source and 2 on the destination, one GET per ms each,
+// first for 2 s alone (steady), then while the migrator runs at
+// JUPITER_BENCH_RATE keys/s (0: unlimited). Reported: keys/s and the GET
+// p99 steady / migrating of each node's clients.
+//
+//	JUPITER_BENCH_RATE=5000 go test -run XXX -bench MigrateLatency -benchtime 1x ./internal/rebalance/
+func BenchmarkMigrateLatency(b *testing.B) {
+	ns := startNodes(b, 2)
+	ctx := context.Background()
+	const keys = 100_000
+	fill(b, ns[0], keys, 100)
+	rate, _ := strconv.ParseFloat(os.Getenv("JUPITER_BENCH_RATE"), 64)
+	quarter := func(k []byte) (int, bool) { return 0, k[len(k)-1]%4 == 0 }
+
+	type sample struct {
+		d         time.Duration
+		migrating bool
+		dst       bool
+	}
+	var phase atomic.Bool
+	var mu sync.Mutex
+	var samples []sample
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := ns[0]
+			if g >= 4 {
+				n = ns[1]
+			}
+			c := redis.NewClient(&redis.Options{Addr: n.srv.Addr})
+			defer c.Close()
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			var mine []sample
+			for i := g; ; i += 7919 {
+				select {
+				case <-stop:
+					mu.Lock()
+					samples = append(samples, mine...)
+					mu.Unlock()
+					return
+				case <-tick.C:
+				}
+				m := phase.Load()
+				t0 := time.Now()
+				_ = c.Get(ctx, fmtKey("b", i%keys)).Err()
+				mine = append(mine, sample{time.Since(t0), m, g >= 4})
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	m, err := NewMigrator(Config{Source: ns[0].c, Dests: map[int]Node{0: ns[1].c}, Moving: quarter, Epoch: 1, KeysPerSec: rate})
+	if err != nil {
+		b.Fatal(err)
+	}
+	phase.Store(true)
+	b.ResetTimer()
+	start := time.Now()
+	p, err := m.Run(ctx)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		b.Fatal(err)
+	}
+	p99 := func(migrating, dst bool) float64 {
+		var ds []time.Duration
+		for _, s := range samples {
+			if s.migrating == migrating && s.dst == dst {
+				ds = append(ds, s.d)
+			}
+		}
+		slices.Sort(ds)
+		if len(ds) == 0 {
+			return 0
+		}
+		return float64(ds[len(ds)*99/100].Microseconds())
+	}
+	b.ReportMetric(float64(p.KeysMoved)/elapsed.Seconds(), "keys/s")
+	b.ReportMetric(p99(false, false), "src-p99-us-steady")
+	b.ReportMetric(p99(true, false), "src-p99-us-migrating")
+	b.ReportMetric(p99(false, true), "dst-p99-us-steady")
+	b.ReportMetric(p99(true, true), "dst-p99-us-migrating")
+	b.ReportMetric(0, "ns/op")
 }

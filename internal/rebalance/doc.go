@@ -53,9 +53,9 @@
 //	                     EVALSHA <sha> 3 k mk pk <ttl ms|0> <payload> T X)
 //	                     (-NOSCRIPT: SCRIPT LOAD <script>, then EVALSHA again)
 //	                old: UNLINK k pk   (unless Missing or failed)
-//	MoveBatch(ks)   the same, batched: snapshot MULTI blocks of ≤ 64 keys
+//	MoveBatch(ks)   the same, batched: snapshot MULTI blocks of ≤ 32 keys
 //	                (~64 KB) in one pipeline, then restore script calls of
-//	                ≤ 64 keys (~64 KB) in one pipeline (EVALSHA <sha> 3n
+//	                ≤ 32 keys (~64 KB) in one pipeline (EVALSHA <sha> 3n
 //	                k1 mk1 pk1 … T ttl1 payload1 place1 …), then one
 //	                UNLINK k1 … kn pk1 … pkn
 //	Ensure(k)       new: EXISTS k mk   (> 0: done) — else Move(k)
@@ -73,14 +73,14 @@
 //	ReadRule        new: MULTI; EXISTS k; EXISTS mk; <read>; EXEC
 //	                old: MULTI; EXISTS k; <read>; EXEC   (at the same time)
 //	                new: as the first probe    (if new had neither, old no k)
-//	Migrator        source: DBSIZE; SCAN <cursor> COUNT 1000; MGET pk…; then
+//	Migrator        source: DBSIZE; SCAN <cursor> COUNT 200; MGET pk…; then
 //	                MoveBatch with the records just read (snapshot blocks
 //	                without GET pk, UNLINK naming only existing records);
 //	                EVAL <GCScript> … for records whose key is gone. Its
 //	                pipelines use raw RESP connections made from the Nodes'
 //	                go-redis options (wire.go), everything else go-redis
-//	Cleanup         node: SCAN <cursor> MATCH <MarkerPattern(epoch)> COUNT 1000; UNLINK …
-//	RemoveLeftovers node: SCAN <cursor> COUNT 1000; MGET pk…; UNLINK …;
+//	Cleanup         node: SCAN <cursor> MATCH <MarkerPattern(epoch)> COUNT 200; UNLINK …
+//	RemoveLeftovers node: SCAN <cursor> COUNT 200; MGET pk…; UNLINK …;
 //	                EVAL <GCScript> …
 //	CheckDrained    node: DBSIZE
 //	LoadScript      node: SCRIPT LOAD <RestoreScript>

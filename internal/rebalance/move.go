@@ -67,18 +67,24 @@ func errScriptSHA(got string) error {
 }
 
 // A restore script call holds its node for its whole run, so it is kept
-// short (well under a millisecond on a loaded node): other clients get
-// their turn between two calls of a pipeline.
+// short: a default batch is one call of 32 keys (about 150 µs of a node
+// for 100-byte values).
 const (
-	scriptKeys  = 64
+	scriptKeys  = 32
 	scriptBytes = 64 << 10
 )
 
-// Defaults for Mover.
+// Defaults for Mover. A batch's pipelines are what hold the nodes: Redis
+// runs every command of a client's read (up to 16 KB) before it serves
+// anyone else, so a GET that arrives behind a snapshot or restore pipeline
+// waits for all of it. 32 keys and 256 KiB keep that wait near 100-200 µs
+// for small values; 200 keys and 4 MiB (before) made it 1-3 ms, the
+// clients' p99 during a migration 5-10 times steady, for a quarter more
+// keys/s (BenchmarkMigrateLatency, bench/README.md).
 const (
 	DefaultMinTTL     = 5 * time.Millisecond
-	DefaultBatchKeys  = 200
-	DefaultBatchBytes = 4 << 20
+	DefaultBatchKeys  = 32
+	DefaultBatchBytes = 256 << 10
 )
 
 // Mover moves keys from one old owner to one new owner (rebalance.md §4.6)
@@ -115,7 +121,7 @@ type Mover struct {
 	LeaveOld bool
 	// BatchKeys and BatchBytes bound one MoveBatch pipeline (snapshot
 	// pipelines by keys, and by bytes after the first chunk; restore
-	// pipelines by payload bytes); 0 means the defaults (200 keys, 4 MiB).
+	// pipelines by payload bytes); 0 means the defaults (32 keys, 256 KiB).
 	BatchKeys, BatchBytes int
 
 	// oldWire and newWire, if set, replace the Nodes' go-redis pipelines

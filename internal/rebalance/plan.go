@@ -132,7 +132,7 @@ func sweep(ctx context.Context, node Node, pattern string, pick func(keys [][]by
 }
 
 // Cleanup deletes the markers of epoch from node (CLEANUP stage): `SCAN
-// cursor MATCH <MarkerPattern(epoch)> COUNT 1000` over the whole keyspace
+// cursor MATCH <MarkerPattern(epoch)> COUNT 200` over the whole keyspace
 // and `UNLINK` of what it finds. Run it on every destination only after
 // the COMMIT barrier (no pod applies the read rule or Ensure of that epoch
 // any more); markers also expire by themselves after their TTL. It returns
@@ -157,7 +157,7 @@ func Cleanup(ctx context.Context, node Node, epoch uint64) (int64, error) {
 // hash key is foreign: the proxy never writes such a key here, so nothing
 // can be creating it; records placed here are left alone (a write with
 // hash= puts the record before the key, and could be between the two).
-// Run only after the COMMIT barrier. Commands: `SCAN cursor COUNT 1000`,
+// Run only after the COMMIT barrier. Commands: `SCAN cursor COUNT 200`,
 // `MGET pk…` (the keys' records), `MGET` (the records' own values),
 // `UNLINK k…`, `EVAL <GCScript> …`. It returns the number of keys unlinked
 // (records not counted).
