@@ -18,12 +18,13 @@ import (
 const (
 	healthInterval = 500 * time.Millisecond
 	healthInfoTO   = healthInterval
-	// healthBound is the documented detection (and recovery) bound,
-	// docs/health.md: a pod's next INFO round starts within one interval
-	// and fails after the INFO timeout; the leader's next poll collects
-	// the reports within one more interval and broadcasts a changed
-	// verdict at once.
-	healthBound = 2*healthInterval + healthInfoTO
+	// healthBound is the documented detection bound for a node that stops
+	// answering (docs/health.md): a pod's next INFO round starts within one
+	// interval and times out, the round after it times out again (one slow
+	// round proves nothing, capacity.SlowRounds), and the leader's next
+	// poll collects the reports within one more interval and broadcasts a
+	// changed verdict at once. Recovery is within one interval less.
+	healthBound = 3*healthInterval + healthInfoTO
 	// healthSlack is what this shared 2-core machine adds to the bound:
 	// scheduling of 3 pods, 3 redis-servers and the emulator, the poll's
 	// broadcast round trips and this test's own 50ms polling.
@@ -127,8 +128,10 @@ func TestClusterFleetHealth(t *testing.T) {
 	}
 	for _, p := range pods {
 		n := nodeOf(t, p, down)
-		if n.Health.DownReports < 2 || n.Health.Reporters != 3 {
-			t.Errorf("pod %s: node 1 health %+v; want >= 2 of 3 down reports", p.Hedge, n.Health)
+		// A pod whose second timed-out round had not ended by the poll that
+		// decided has no view of the node yet: 2 reporters is a verdict too.
+		if n.Health.DownReports < 2 || n.Health.Reporters < 2 || n.Health.Reporters > 3 || n.Health.DownReports < n.Health.Reporters/2+1 {
+			t.Errorf("pod %s: node 1 health %+v; want a quorum (>= 2) of 2 or 3 reporters down", p.Hedge, n.Health)
 		}
 		for addr, k := range keys {
 			t0 := time.Now()
@@ -172,6 +175,25 @@ func TestClusterFleetHealth(t *testing.T) {
 		if v, err := p.do("GET", keys[down]); err != nil || v != "v" {
 			t.Errorf("pod %s: GET of node 1's key after SIGCONT = %q, %v", p.Hedge, v, err)
 		}
+	}
+
+	// A node busy once for longer than the INFO timeout is not down: frozen
+	// for 800ms (more than the timeout, less than an interval plus the
+	// timeout), it costs each pod at most one timed-out round, which
+	// proves nothing (capacity.SlowRounds); every pod keeps it up.
+	before := strings.Count(e.logs(), "node does not answer INFO")
+	e.redis[1].Pause()
+	time.Sleep(800 * time.Millisecond)
+	e.redis[1].Resume()
+	for end := time.Now().Add(4 * healthInterval); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if why := healthIs(pods, seeds[1:2], "up", -1); why != "" {
+			t.Fatalf("node 1 frozen for 800ms was marked down: %s\n%s", why, e.logs())
+		}
+	}
+	if n := strings.Count(e.logs(), "node does not answer INFO") - before; n == 0 {
+		t.Logf("no pod's INFO round timed out during the 800ms freeze (rounds not aligned with it): nothing exercised")
+	} else {
+		t.Logf("800ms freeze: %d pod(s) had an INFO round time out; node 1 stayed up on every pod", n)
 	}
 }
 

@@ -2,7 +2,9 @@ package capacity
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -87,6 +89,10 @@ type nodeState struct {
 	at           time.Time // last INFO answered (zero: never)
 	err          string    // last INFO's error ("" once one succeeds)
 	calls, fails uint64
+	// streak counts the INFOs failed in a row; slowOnly: every one of them
+	// timed out (none was refused or reset), see Reach.
+	streak   int
+	slowOnly bool
 
 	reqs   uint64 // Requests at reqAt
 	reqAt  time.Time
@@ -265,6 +271,8 @@ func (g *Gatherer) record(addr, text string, err error) {
 	st.calls++
 	if err != nil {
 		st.fails++
+		st.streak++
+		st.slowOnly = isTimeout(err) && (st.streak == 1 || st.slowOnly)
 		if st.err == "" {
 			g.log.Warn("node does not answer INFO; showing its last figures", "node", addr, "err", err)
 		}
@@ -274,7 +282,14 @@ func (g *Gatherer) record(addr, text string, err error) {
 	if st.err != "" {
 		g.log.Info("node answers INFO again", "node", addr)
 	}
-	st.info, st.at, st.err = in, time.Now(), ""
+	st.info, st.at, st.err, st.streak = in, time.Now(), "", 0
+}
+
+// isTimeout reports whether an INFO failed by running out of time (the
+// node may only be busy) rather than by being refused or reset.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // PodOps returns this pod's request rate per node (nodes with a known rate
@@ -294,18 +309,30 @@ func (g *Gatherer) PodOps() map[string]float64 {
 // Reach returns, per node of the last round that has been asked INFO at
 // least once, "" if its last INFO answered and the error if it did not:
 // this pod's own view of which nodes it reaches, what it reports for fleet
-// node health. Nodes not asked yet are left out (no view).
+// node health. Nodes not asked yet are left out (no view), and so is a
+// node whose only failure so far is one INFO that timed out: a node busy
+// for longer than the INFO timeout once (a long KEYS or DEL, a fork) is not
+// down, and one round of every pod seeing it slow would otherwise mark it
+// down for the whole fleet. A second failure in a row, or a refused or
+// reset connection, is reported at once (SlowRounds).
 func (g *Gatherer) Reach() map[string]string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	out := make(map[string]string, len(g.nodes))
 	for a, st := range g.nodes {
-		if st.calls > 0 {
+		switch {
+		case st.calls == 0:
+		case st.err != "" && st.slowOnly && st.streak < SlowRounds:
+		default:
 			out[a] = st.err
 		}
 	}
 	return out
 }
+
+// SlowRounds is how many INFO rounds in a row must time out before Reach
+// reports a node unreachable (a refused or reset connection counts at once).
+const SlowRounds = 2
 
 // SetFleet records the fleet-wide rates (cluster mode: the leader's sums).
 func (g *Gatherer) SetFleet(f Fleet) {

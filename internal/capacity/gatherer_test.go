@@ -2,11 +2,15 @@ package capacity
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -355,6 +359,35 @@ func TestGathererBoundedWaits(t *testing.T) {
 	for _, f := range g.Snapshot() {
 		if f.InfoErrors != 1 || f.InfoError == "" || f.Keys != -1 {
 			t.Errorf("silent node %s: %+v", f.Addr, f)
+		}
+	}
+	// One round that timed out proves nothing (the node may be busy):
+	// Reach leaves the nodes out; a second one in a row reports them.
+	if reach := g.Reach(); len(reach) != 0 {
+		t.Errorf("Reach after one timed-out round = %q, want no view", reach)
+	}
+	g.Round(context.Background())
+	if reach := g.Reach(); len(reach) != 3 || reach[addrs[0]] == "" {
+		t.Errorf("Reach after %d timed-out rounds = %q, want all 3 unreachable", SlowRounds, reach)
+	}
+}
+
+// TestIsTimeout: which INFO failures count as "slow" (Reach waits for a
+// second one) and which at once.
+func TestIsTimeout(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{context.DeadlineExceeded, true},
+		{fmt.Errorf("info: %w", context.DeadlineExceeded), true},
+		{&net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}, true},
+		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, false},
+		{io.EOF, false},
+		{errors.New("ERR unknown command"), false},
+	} {
+		if got := isTimeout(c.err); got != c.want {
+			t.Errorf("isTimeout(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }
