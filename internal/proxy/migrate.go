@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/redcon"
 
+	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/command"
 	"github.com/alphauslabs/jupiter/internal/merge"
 	"github.com/alphauslabs/jupiter/internal/rebalance"
@@ -311,7 +312,7 @@ func (s *session) slowSplit(ctx context.Context, v *view, spec *command.Spec, ar
 		var reply []byte
 		var err error
 		if !moving {
-			reply, err = s.srv.direct(ctx, v.addrs[old], sub, s.resp3())
+			reply, err = s.srv.onNode(ctx, v, old, sub, s.resp3())
 		} else {
 			mv, merr := s.srv.mover(v, old, dest, s.resp3())
 			if merr != nil {
@@ -366,7 +367,7 @@ func (s *session) slowScan(ctx context.Context, v *view, fan []int32, tag uint64
 	sub := make(rebalance.Command, len(args))
 	copy(sub, args)
 	sub[1] = strconv.AppendUint(nil, nodeCur, 10)
-	reply, err := s.srv.direct(ctx, v.addrs[node], sub, s.resp3())
+	reply, err := s.srv.onNode(ctx, v, node, sub, s.resp3())
 	if err != nil {
 		return s.nodeError(dst, err)
 	}
@@ -397,7 +398,7 @@ func (s *session) slowKeys(ctx context.Context, v *view, fan []int32, args [][]b
 	parts := make([][]byte, 0, len(fan))
 	drops := make([][]bool, 0, len(fan))
 	for _, i := range fan {
-		reply, err := s.srv.direct(ctx, v.addrs[i], rebalance.Command(args), s.resp3())
+		reply, err := s.srv.onNode(ctx, v, int(i), rebalance.Command(args), s.resp3())
 		if err != nil {
 			return s.nodeError(dst, err)
 		}
@@ -425,7 +426,7 @@ func (s *session) slowRandomKey(ctx context.Context, v *view, dst []byte) []byte
 	for j := range v.fan {
 		i := v.fan[(first+j)%len(v.fan)]
 		for range 8 {
-			reply, err := s.srv.direct(ctx, v.addrs[i], rebalance.Command{[]byte("RANDOMKEY")}, s.resp3())
+			reply, err := s.srv.onNode(ctx, v, int(i), rebalance.Command{[]byte("RANDOMKEY")}, s.resp3())
 			if err != nil {
 				return s.nodeError(dst, err)
 			}
@@ -518,6 +519,29 @@ func (srv *Server) movedAway(ctx context.Context, v *view, node int, arr []byte)
 	return drop, nil
 }
 
+// onNode is direct on the view's node i, failing at once, as the data path
+// does, while the fleet marks that node down (docs/health.md).
+func (srv *Server) onNode(ctx context.Context, v *view, i int, c rebalance.Command, resp3 bool) ([]byte, error) {
+	if err := fleetDown(v, i); err != nil {
+		return nil, err
+	}
+	return srv.direct(ctx, v.addrs[i], c, resp3)
+}
+
+// fleetDown is the data path's ErrFleetDown for the first of the view's
+// nodes that the fleet marks down, nil if none is. The rebalance path's
+// control clients have their own connections and timeouts: without this a
+// moving key of a down node would wait out --request-timeout where every
+// other key of it fails at once.
+func fleetDown(v *view, nodes ...int) error {
+	for _, i := range nodes {
+		if i >= 0 && i < len(v.nodes) && v.nodes[i] != nil && v.nodes[i].FleetDown() {
+			return &backend.NodeError{Addr: v.addrs[i], Err: backend.ErrFleetDown}
+		}
+	}
+	return nil
+}
+
 // direct runs c on the node at addr and returns its raw reply (error
 // replies included; err is a failure to talk to the node).
 func (srv *Server) direct(ctx context.Context, addr string, c rebalance.Command, resp3 bool) ([]byte, error) {
@@ -539,6 +563,11 @@ func anyArgs(c rebalance.Command) []any {
 // mover is the rebalance operations between the view's nodes old and dest,
 // with replies in RESP3 for a RESP3 client.
 func (srv *Server) mover(v *view, old, dest int, resp3 bool) (*rebalance.Mover, error) {
+	// A moving key needs both owners (the read rule probes both, an RMW
+	// moves it first): either one down fails it like the data path does.
+	if err := fleetDown(v, old, dest); err != nil {
+		return nil, err
+	}
 	ctl := srv.ctlFor(resp3)
 	o, err := ctl.Get(v.addrs[old])
 	if err != nil {

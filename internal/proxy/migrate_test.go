@@ -969,3 +969,64 @@ func bulkOf(r string) string {
 	b, _, _ := resp.Bulk([]byte(r))
 	return string(b)
 }
+
+// TestMigratingFleetDown: while the fleet marks a node down, a moving key
+// whose old or new owner it is fails at once with the data path's error
+// (the rebalance path's control clients would otherwise wait out their
+// timeout), keys of other nodes keep working, and everything works again
+// once the verdict clears.
+func TestMigratingFleetDown(t *testing.T) {
+	e := newMigEnv(t, Options{})
+	k, s := e.key("fd", true), e.key("fdstay", false)
+	p := dial(t, e.px.addr)
+	for _, key := range []string{k, s} {
+		if r := p.do("SET", key, "v"); r != "+OK\r\n" {
+			t.Fatal(r)
+		}
+	}
+	e.stage(t, StagePrepare, 9)
+	e.stage(t, StageFreeze, 9)
+	e.stage(t, StageMigrating, 9)
+	newOwner := e.T.Node(e.T.Owner([]byte(k))).Addr
+	oldOwner := e.R.Node(e.R.Owner([]byte(k))).Addr
+	staysOn := e.R.Node(e.R.Owner([]byte(s))).Addr
+	for _, down := range []string{newOwner, oldOwner} {
+		e.px.pool.SetFleetDown(map[string]bool{down: true})
+		want := "-ERR jupiter: node " + down + " is down (fleet)\r\n"
+		for _, c := range [][]string{{"GET", k}, {"SET", k, "w"}, {"INCR", k}, {"DEL", k}} {
+			start := time.Now()
+			if r := p.do(c...); r != want {
+				t.Errorf("%s down: %v = %q, want %q", down, c, r, want)
+			}
+			if d := time.Since(start); d > 500*time.Millisecond {
+				t.Errorf("%s down: %v took %v, want at once", down, c, d)
+			}
+		}
+		if staysOn != down {
+			if r := p.do("GET", s); r != "$1\r\nv\r\n" {
+				t.Errorf("%s down: GET of a key on another node = %q", down, r)
+			}
+		}
+		e.px.pool.SetFleetDown(nil)
+		if r := p.do("GET", k); r != "$1\r\nv\r\n" {
+			t.Errorf("verdict cleared: GET %s = %q, want the value unharmed", k, r)
+		}
+	}
+	// SCAN during MIGRATING visits every node of both rings: a down one
+	// fails it at once too.
+	e.px.pool.SetFleetDown(map[string]bool{newOwner: true})
+	for cur, n := "0", 0; ; n++ {
+		r := p.do("SCAN", cur, "COUNT", "1000")
+		if strings.Contains(r, "node "+newOwner+" is down (fleet)") {
+			break
+		}
+		elems, _, ok := resp2Elements(r)
+		if !ok || len(elems) != 2 || n > 10 {
+			t.Fatalf("SCAN with a node down: %q after %d calls", r, n)
+		}
+		if cur = bulkOf(elems[0]); cur == "0" {
+			t.Fatal("SCAN with a node down went through every node without an error")
+		}
+	}
+	e.px.pool.SetFleetDown(nil)
+}
