@@ -350,11 +350,16 @@ func (r *Rebalancer) advance(ctx context.Context, st *State, stage string) error
 // abort returns to stable with the old ring. Only valid before migrating:
 // until then nothing was written to a new owner.
 func (r *Rebalancer) abort(ctx context.Context, st *State, why string) error {
+	// Logged once it is stored: a commit that fails (a conflict, Spanner
+	// busy) is retried by the next step, which would log it again.
+	if err := r.transition(ctx, st, st.Ring.Nodes(), Commit{Stage: StageStable, Change: "ABORT " + st.Change + ": " + why}); err != nil {
+		return err
+	}
 	r.log.Warn("rebalance aborted", "epoch", st.Epoch, "stage", st.Stage, "why", why)
 	r.mu.Lock()
 	r.lastErr = "aborted: " + why
 	r.mu.Unlock()
-	return r.transition(ctx, st, st.Ring.Nodes(), Commit{Stage: StageStable, Change: "ABORT " + st.Change + ": " + why})
+	return nil
 }
 
 // commit switches routing to the target ring.
