@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/alphauslabs/jupiter/internal/backend"
 	"github.com/alphauslabs/jupiter/internal/resp"
@@ -44,6 +47,45 @@ func TestRawPoolAuth(t *testing.T) {
 		}
 		p.close()
 		cl.Close()
+	}
+}
+
+// TestRawPoolTLS: the raw pool dials with the client's TLS (Memorystore's
+// in-transit encryption: a per-instance CA) and AUTH, and a Migrator moves
+// keys between two TLS nodes over it.
+func TestRawPoolTLS(t *testing.T) {
+	ca := testenv.NewCA(t, "rawpool")
+	cert := ca.Issue(testenv.CertSpec{CommonName: "127.0.0.1", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	sec := backend.Security{CAFile: ca.File, Password: "secret"}
+	var cs []*redis.Client
+	for range 2 {
+		srv := testenv.StartRedisTLS(t, cert, "--requirepass", "secret")
+		c, err := NewClient(srv.Addr, sec, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cs = append(cs, c)
+	}
+	ctx := tctx(t, 20*time.Second)
+	for i := range 500 {
+		if err := cs[0].Set(ctx, fmtKey("tls", i), "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rawPoolFor(cs[0]) == nil {
+		t.Fatal("no raw pool for a TLS client")
+	}
+	m, err := NewMigrator(Config{Source: cs[0], Dests: map[int]Node{0: cs[1]}, Moving: allMoving, Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.Run(ctx)
+	if err != nil || p.KeysMoved != 500 {
+		t.Fatalf("Run over TLS: %v, moved %d", err, p.KeysMoved)
+	}
+	if n := cs[1].Exists(ctx, fmtKey("tls", 499)).Val(); n != 1 {
+		t.Error("a moved key is not on the destination")
 	}
 }
 
