@@ -160,13 +160,17 @@ func (p *rawPool) get(ctx context.Context) (*rawConn, error) {
 func (p *rawPool) put(c *rawConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle) >= 4 {
+	if p.closed || len(p.idle) >= maxIdleRaw {
 		c.close()
 		return
 	}
 	c.shrink()
 	p.idle = append(p.idle, c)
 }
+
+// maxIdleRaw bounds a pool's idle connections: enough for Inflight batches
+// to every destination of a removed node, whose source pool they share.
+const maxIdleRaw = 16
 
 // close closes the idle connections; one in use is closed when returned.
 func (p *rawPool) close() {
