@@ -63,10 +63,8 @@ type dedicatedSet struct {
 // borrow it. Only the current borrower touches its fields other than nc.
 type dconn struct {
 	nc      net.Conn
-	proto   int    // the RESP version the node speaks on it (HELLO)
-	buf     []byte // buf[r:w] is read but not yet returned
-	r, w    int
-	sc      resp.Scanner
+	proto   int         // the RESP version the node speaks on it (HELLO)
+	fr      resp.Framer // what was read; fr.Buf[fr.R:fr.W] not yet returned
 	replies [][]byte
 	bounds  []int
 }
@@ -258,12 +256,12 @@ func (d *Dedicated) Receive(deadline time.Time) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.c.buf[start:end:end], nil
+	return d.c.fr.Buf[start:end:end], nil
 }
 
 // Buffered reports whether bytes read from the node already wait for the
 // next Receive (a reader that sees none has drained what arrived at once).
-func (d *Dedicated) Buffered() bool { return d.c.r < d.c.w }
+func (d *Dedicated) Buffered() bool { return d.c.fr.Buffered() }
 
 // Do sends payload and receives n replies, valid until the next Receive, Do
 // or Release.
@@ -288,50 +286,31 @@ func (d *Dedicated) Do(payload []byte, n int, deadline time.Time) ([][]byte, err
 	}
 	c.replies = c.replies[:0]
 	for i := 0; i < len(c.bounds); i += 2 {
-		c.replies = append(c.replies, c.buf[c.bounds[i]:c.bounds[i+1]:c.bounds[i+1]])
+		c.replies = append(c.replies, c.fr.Buf[c.bounds[i]:c.bounds[i+1]:c.bounds[i+1]])
 	}
 	return c.replies, nil
 }
 
 // compact moves the unread bytes to the front; the replies returned before
 // are no longer referenced.
-func (c *dconn) compact() {
-	if c.r > 0 {
-		c.w = copy(c.buf, c.buf[c.r:c.w])
-		c.r = 0
-	}
-}
+func (c *dconn) compact() { c.fr.Compact() }
 
-// frame reads until a whole reply starts at c.r and consumes it.
+// frame reads until a whole reply starts at c.fr.R and consumes it.
 func (d *Dedicated) frame() (start, end int, err error) {
-	c := d.c
-	for {
-		l, err := c.sc.Scan(c.buf[c.r:c.w])
-		if err != nil {
-			return 0, 0, d.setErr(d.fail(err))
-		}
-		if l > 0 {
-			start = c.r
-			c.r += l
-			return start, c.r, nil
-		}
-		if c.w == len(c.buf) {
-			nb := make([]byte, max(2*len(c.buf), dedicatedBuf))
-			copy(nb, c.buf[:c.w])
-			c.buf = nb
-		}
-		n, err := c.nc.Read(c.buf[c.w:])
-		c.w += n
-		if err != nil {
-			err = d.fail(err)
-			// A timeout leaves the stream intact (the Scanner keeps its
-			// place), so the borrower may wait on; anything else ends it.
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				d.setErr(err)
-			}
-			return 0, 0, err
-		}
+	start, end, err = d.c.fr.Next(d.c.nc.Read, dedicatedBuf)
+	switch {
+	case err == nil:
+		return start, end, nil
+	case errors.Is(err, resp.ErrBadReply):
+		return 0, 0, d.setErr(d.fail(err))
 	}
+	err = d.fail(err)
+	// A timeout leaves the stream intact (the Framer keeps its place), so
+	// the borrower may wait on; anything else ends it.
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		d.setErr(err)
+	}
+	return 0, 0, err
 }
 
 func (d *Dedicated) usable() error {
@@ -372,20 +351,19 @@ func (d *Dedicated) Release(dirty bool) {
 		return
 	}
 	c := d.c
-	keep := !d.broken.Load() && d.usable() == nil && c.r == c.w // unread bytes: out of step
+	keep := !d.broken.Load() && d.usable() == nil && !c.fr.Buffered() // unread bytes: out of step
 	if keep && dirty {
 		r, err := d.Do(resetCmds, 2, time.Now().Add(d.node.opts.DialTimeout))
-		keep = err == nil && !resp.IsError(r[1]) && c.r == c.w
+		keep = err == nil && !resp.IsError(r[1]) && !c.fr.Buffered()
 	}
 	if keep {
 		// A deadline that passes while idle would fail alive's peek.
 		keep = c.nc.SetDeadline(time.Time{}) == nil
 	}
-	c.r, c.w = 0, 0
-	c.sc.Reset()
+	c.fr.Reset(maxDedicatedKept)
 	clear(c.replies) // they pin the buffer
-	if cap(c.buf) > maxDedicatedKept {
-		c.buf, c.replies = nil, nil
+	if c.fr.Buf == nil {
+		c.replies = nil
 	}
 	s := &d.node.ded
 	s.mu.Lock()

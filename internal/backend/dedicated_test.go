@@ -153,8 +153,8 @@ func TestDedicatedReuse(t *testing.T) {
 	}
 	d.Release(false)
 	checkCounts(t, n, 0, 1)
-	if d.c.buf != nil {
-		t.Fatalf("a %d-byte read buffer was kept on Release", cap(d.c.buf))
+	if d.c.fr.Buf != nil {
+		t.Fatalf("a %d-byte read buffer was kept on Release", cap(d.c.fr.Buf))
 	}
 	if _, err := d.Receive(soon()); err == nil {
 		t.Fatal("Receive through a released handle succeeded")

@@ -188,9 +188,8 @@ type rawConn struct {
 	nc      net.Conn
 	timeout time.Duration // per round trip, when ctx has no earlier deadline
 	out     []byte
-	in      []byte // replies read; in[:n] is valid
-	n       int
-	ends    []int
+	in      resp.Framer
+	bounds  []int
 	replies [][]byte
 }
 
@@ -262,39 +261,21 @@ func (c *rawConn) roundTrip(ctx context.Context, cmds []Command) ([][]byte, erro
 	}
 	// Replies are framed as offsets while the buffer may still grow, and
 	// sliced once everything has arrived.
-	c.n = 0
-	c.ends = c.ends[:0]
-	var sc resp.Scanner
-	start := 0
-	for len(c.ends) < len(cmds) {
-		l, err := sc.Scan(c.in[start:c.n])
+	c.in.Compact()
+	c.bounds = c.bounds[:0]
+	for range cmds {
+		start, end, err := c.in.Next(c.nc.Read, 64<<10)
 		if err != nil {
-			return nil, err
-		}
-		if l > 0 {
-			start += l
-			c.ends = append(c.ends, start)
-			continue
-		}
-		if c.n == len(c.in) {
-			grown := make([]byte, max(64<<10, 2*len(c.in)))
-			copy(grown, c.in[:c.n])
-			c.in = grown
-		}
-		m, err := c.nc.Read(c.in[c.n:])
-		c.n += m
-		if err != nil && m == 0 {
 			return nil, c.ctxErr(ctx, err)
 		}
+		c.bounds = append(c.bounds, start, end)
 	}
-	if start != c.n {
-		return nil, fmt.Errorf("rebalance: %d bytes after the last reply from %s", c.n-start, c.nc.RemoteAddr())
+	if c.in.Buffered() {
+		return nil, fmt.Errorf("rebalance: bytes after the last reply from %s", c.nc.RemoteAddr())
 	}
 	c.replies = c.replies[:0]
-	prev := 0
-	for _, e := range c.ends {
-		c.replies = append(c.replies, c.in[prev:e:e])
-		prev = e
+	for i := 0; i < len(c.bounds); i += 2 {
+		c.replies = append(c.replies, c.in.Buf[c.bounds[i]:c.bounds[i+1]:c.bounds[i+1]])
 	}
 	return c.replies, nil
 }
@@ -308,9 +289,7 @@ func (c *rawConn) ctxErr(ctx context.Context, err error) error {
 }
 
 func (c *rawConn) shrink() {
-	if cap(c.in) > rawKeepBuf {
-		c.in = nil
-	}
+	c.in.Reset(rawKeepBuf)
 	if cap(c.out) > rawKeepBuf {
 		c.out = nil
 	}
