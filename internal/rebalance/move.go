@@ -171,10 +171,10 @@ type Outcome struct {
 // Move moves one key: exactly MoveBatch with one key. The Result is valid
 // even when err wraps ErrUnlink.
 //
-// Commands: on old `MULTI; DUMP k; PTTL k; EXEC`; then (unless the key is
-// missing or expiring) on new `EVALSHA <sha> 2 k mk(k) <ttl> <payload> <T>`
-// (with `SCRIPT LOAD` and one retry on -NOSCRIPT); then on old `UNLINK k`
-// unless the result is Missing or Failed.
+// Commands: on old `MULTI; DUMP k; PTTL k; GET pk; EXEC`; then (unless the
+// key is missing or expiring) on new `EVALSHA <sha> 3 k mk(k) pk <T> <ttl>
+// <payload> <place>` (with `SCRIPT LOAD` and one retry on -NOSCRIPT); then
+// on old `UNLINK k pk` unless the result is Missing or Failed.
 func (m *Mover) Move(ctx context.Context, key []byte) (Result, error) {
 	out, err := m.MoveBatch(ctx, [][]byte{key})
 	if out[0].Err != nil {
@@ -386,18 +386,22 @@ func (m *Mover) moveChunk(ctx context.Context, out []Outcome, places [][]byte) e
 			}
 		}
 	}
-	uerr := oldW.roundTrip(ctx, []Command{UnlinkCommand(unlink...)}, func(r [][]byte) error {
+	var refused string // the node's error reply, if any: the keys are handled, old keeps a stale copy
+	err = oldW.roundTrip(ctx, []Command{UnlinkCommand(unlink...)}, func(r [][]byte) error {
 		if resp.IsError(r[0]) {
-			return replyError(replyText(r[0]))
+			refused = replyText(r[0])
 		}
 		return nil
 	})
-	if uerr != nil {
+	switch {
+	case err != nil:
 		for _, i := range idx {
-			out[i].Err = fmt.Errorf("%w: %v", ErrUnlink, uerr)
+			out[i].Err = fmt.Errorf("%w: %v", ErrUnlink, err)
 		}
-		if ctx.Err() != nil || !isReplyText(uerr) {
-			return fmt.Errorf("%w: %v", ErrUnlink, uerr)
+		return fmt.Errorf("%w: %v", ErrUnlink, err)
+	case refused != "":
+		for _, i := range idx {
+			out[i].Err = fmt.Errorf("%w: %s", ErrUnlink, refused)
 		}
 	}
 	return nil
@@ -533,16 +537,6 @@ func replyText(r []byte) string {
 		return strconv.Quote(string(r[:64])) + "…"
 	}
 	return strconv.Quote(string(r))
-}
-
-// replyError is an error reply turned into an error by a wire's caller.
-type replyError string
-
-func (e replyError) Error() string { return string(e) }
-
-func isReplyText(err error) bool {
-	var re replyError
-	return errors.As(err, &re)
 }
 
 // isReply reports whether err is a reply from Redis (an error reply or
