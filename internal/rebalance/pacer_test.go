@@ -82,7 +82,10 @@ func TestPacer(t *testing.T) {
 // by someone else's slow scripts pauses between batches, and still moves
 // every key.
 func TestMigratorPaced(t *testing.T) {
-	src, dst := twoNodes(t, 600, 10)
+	// Enough keys that the migration outlasts the pacer's first decisions
+	// (16 probes 5 ms apart each): the raw-wire migrator moved 600 in 0.17 s.
+	const keys = 2000
+	src, dst := twoNodes(t, keys, 10)
 	ctx := tctx(t, 60*time.Second)
 	m, err := NewMigrator(Config{Source: src.c, Dests: map[int]Node{0: dst.c}, Moving: allMoving, Epoch: 1,
 		BatchKeys: 20, TargetDelay: time.Millisecond})
@@ -105,7 +108,7 @@ func TestMigratorPaced(t *testing.T) {
 	}()
 	p, err := m.Run(ctx)
 	stop()
-	if err != nil || p.KeysMoved != 600 {
+	if err != nil || p.KeysMoved != keys {
 		t.Fatalf("Run: %v, moved %d", err, p.KeysMoved)
 	}
 	if time.Duration(most.Load()) < minGap {
