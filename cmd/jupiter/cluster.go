@@ -43,7 +43,7 @@ func serveCluster(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	opts := cluster.Options{
 		ControlNode: controls.Node,
 		Migrator: rebalance.Config{KeysPerSec: cfg.MigrateKeysPerSec, BytesPerSec: cfg.MigrateBytesPerSec,
-			TargetDelay: cfg.MigrateTargetDelay},
+			TargetDelay: cfg.MigrateTargetDelay, Inflight: cfg.MigrateInflight},
 		Seed:   seed,
 		Pinger: pinger(cfg), // the leader checks new nodes with the backend AUTH/TLS settings
 		// Every ring the Syncer applies goes to the data path before the

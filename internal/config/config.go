@@ -40,6 +40,7 @@ type Config struct {
 	MigrateKeysPerSec  float64       // migrator throttle per source node (0 = unlimited)
 	MigrateBytesPerSec float64       // migrator throttle per source node in DUMP bytes/s (0 = unlimited)
 	MigrateTargetDelay time.Duration // migrator pauses while node PINGs take this much over their base (0 = off)
+	MigrateInflight    int           // migrator batches in flight per destination node, all sources together (twice that per source)
 
 	// Data path.
 	HashPrefix    string        // trailing "hash=<key>" override; empty disables
@@ -117,6 +118,7 @@ func Default() Config {
 		MemberLease:        10 * time.Second,
 		FreezeTimeout:      5 * time.Second,
 		MigrateBytesPerSec: 50 << 20,
+		MigrateInflight:    2,
 		LockLease:          10 * time.Second,
 		MemberSync:         10 * time.Second,
 
@@ -215,6 +217,9 @@ func (c Config) Validate() error {
 		}
 		if c.MigrateTargetDelay < 0 || c.MigrateTargetDelay > time.Second {
 			bad("migrate-target-delay", "%v, want 0 (off) or up to 1s", c.MigrateTargetDelay)
+		}
+		if c.MigrateInflight < 1 || c.MigrateInflight > 16 {
+			bad("migrate-inflight", "%d, want 1..16", c.MigrateInflight)
 		}
 	}
 	if strings.ContainsAny(c.HashPrefix, " \r\n") {
@@ -348,6 +353,7 @@ func (c *Config) Bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.FreezeTimeout, "rebalance-freeze-timeout", c.FreezeTimeout, "cluster mode: a freeze barrier taking longer goes back to prepare (aborted when one pod holds up 3 in a row, or after 3 minutes of retreats)")
 	fs.Float64Var(&c.MigrateKeysPerSec, "migrate-keys-per-sec", c.MigrateKeysPerSec, "cluster mode: migrator keys/s per source node (0 = unlimited)")
 	fs.Float64Var(&c.MigrateBytesPerSec, "migrate-bytes-per-sec", c.MigrateBytesPerSec, "cluster mode: migrator DUMP bytes/s per source node (0 = unlimited)")
+	fs.IntVar(&c.MigrateInflight, "migrate-inflight", c.MigrateInflight, "cluster mode: migrator batches in flight to each destination node from all sources together, at most twice that on one source (more moves faster and makes clients of those nodes wait longer behind them)")
 	fs.DurationVar(&c.MigrateTargetDelay, "migrate-target-delay", c.MigrateTargetDelay, "cluster mode: the migrator pauses between batches while PINGs to its nodes take this much longer than their usual round trip (0 = off)")
 	fs.StringVar(&c.HashPrefix, "hash-prefix", c.HashPrefix, "prefix of the trailing hash-override argument; empty disables")
 	fs.IntVar(&c.BackendConns, "backend-conns", c.BackendConns, "multiplexed connections per Redis node")

@@ -74,6 +74,8 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 			[]string{"--slowlog-max-len", "--hotkeys-sample", "--bigkeys-threshold", "--hotkeys-half-life"}},
 		{[]string{"--spanner-db", "projects/p"}, []string{"--spanner-db", "--hedge-addr"}},
 		{[]string{"--spanner-db", "projects/p/instances/i/databases/d", "--hedge-addr", "10.0.0.1:7070", "--lock-table", "bad-name"}, []string{"--lock-table"}},
+		{[]string{"--spanner-db", "projects/p/instances/i/databases/d", "--hedge-addr", "10.0.0.1:7070", "--migrate-inflight", "0"}, []string{"--migrate-inflight"}},
+		{[]string{"--spanner-db", "projects/p/instances/i/databases/d", "--hedge-addr", "10.0.0.1:7070", "--migrate-inflight", "17"}, []string{"--migrate-inflight"}},
 	}
 	for _, tt := range tests {
 		_, err := load(t, tt.args, nil)

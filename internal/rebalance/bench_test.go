@@ -64,52 +64,99 @@ func fill(b *testing.B, n node, keys, size int) {
 }
 
 // BenchmarkMigrate runs a Migrator (scan, verification pass, defaults:
-// SCAN COUNT 200, 32-key / 256 KiB batches, no throttle) moving every key
-// of one redis-server to another over loopback, and reports keys/s and
-// payload MB/s.
+// SCAN COUNT 200, 32-key / 256 KiB batches, no throttle) over loopback and
+// reports keys/s and payload MB/s, in three shapes of one source:
+//
+//   - all: every key moves to one destination (a node whose whole range
+//     moves);
+//   - quarter: a quarter of the keys move to one destination (a source of
+//     an ADD of a 4th node: the rest are scanned and stay);
+//   - remove: every key moves, spread over 3 destinations (the removed node
+//     of a REMOVE).
 func BenchmarkMigrate(b *testing.B) {
+	quarter := func(k []byte) (int, bool) { return 0, k[len(k)-1]%4 == 0 }
+	spread := func(k []byte) (int, bool) { return int(k[len(k)-1] % 3), true }
 	for _, bc := range []struct {
+		shape      string
 		keys, size int
 		delay      time.Duration // Config.TargetDelay
-	}{{20000, 100, 0}, {2000, 16 << 10, 0}, {20000, 100, time.Millisecond}} {
-		name := fmt.Sprintf("value=%dB", bc.size)
+	}{
+		{"all", 20000, 100, 0}, {"all", 2000, 16 << 10, 0}, {"all", 20000, 100, time.Millisecond},
+		{"quarter", 80000, 100, 0}, {"remove", 20000, 100, 0},
+	} {
+		name := fmt.Sprintf("%s/value=%dB", bc.shape, bc.size)
 		if bc.delay > 0 {
 			name += "/target-delay=" + bc.delay.String()
 		}
 		b.Run(name, func(b *testing.B) {
-			ns := startNodes(b, 2)
+			moving, dests := allMoving, 1
+			switch bc.shape {
+			case "quarter":
+				moving = quarter
+			case "remove":
+				moving, dests = spread, 3
+			}
+			want := 0
+			for i := range bc.keys {
+				if _, ok := moving([]byte(fmtKey("b", i))); ok {
+					want++
+				}
+			}
+			ns := startNodes(b, 1+dests)
+			ds := map[int]Node{}
+			for i := range dests {
+				ds[i] = ns[1+i].c
+			}
 			ctx := context.Background()
 			var moved, bytes int64
 			var elapsed, srcCPU, dstCPU, ownCPU time.Duration
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
+				if err := ns[0].c.FlushAll(ctx).Err(); err != nil {
+					b.Fatal(err)
+				}
 				fill(b, ns[0], bc.keys, bc.size)
-				m, err := NewMigrator(Config{Source: ns[0].c, Dests: map[int]Node{0: ns[1].c}, Moving: allMoving, Epoch: 1, TargetDelay: bc.delay})
+				m, err := NewMigrator(Config{Source: ns[0].c, Dests: ds, Moving: moving, Epoch: 1, TargetDelay: bc.delay})
 				if err != nil {
 					b.Fatal(err)
 				}
-				s0, d0, o0 := nodeCPU(b, ns[0]), nodeCPU(b, ns[1]), selfCPU()
+				cpu := func() (src, dst time.Duration) {
+					for j, n := range ns {
+						if j == 0 {
+							src = nodeCPU(b, n)
+						} else {
+							dst += nodeCPU(b, n)
+						}
+					}
+					return src, dst
+				}
+				s0, d0 := cpu()
+				o0 := selfCPU()
 				b.StartTimer()
 				start := time.Now()
 				p, err := m.Run(ctx)
 				elapsed += time.Since(start)
 				b.StopTimer()
-				srcCPU += nodeCPU(b, ns[0]) - s0
-				dstCPU += nodeCPU(b, ns[1]) - d0
+				s1, d1 := cpu()
+				srcCPU += s1 - s0
+				dstCPU += d1 - d0
 				ownCPU += selfCPU() - o0
-				if err != nil || p.KeysMoved != int64(bc.keys) {
-					b.Fatalf("Run: %v, moved %d", err, p.KeysMoved)
+				if err != nil || p.KeysMoved != int64(want) {
+					b.Fatalf("Run: %v, moved %d of %d", err, p.KeysMoved, want)
 				}
 				moved += p.KeysMoved
 				bytes += p.BytesMoved
-				if err := ns[1].c.FlushAll(ctx).Err(); err != nil {
-					b.Fatal(err)
+				for _, n := range ns[1:] {
+					if err := n.c.FlushAll(ctx).Err(); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
 			b.ReportMetric(float64(moved)/elapsed.Seconds(), "keys/s")
 			b.ReportMetric(float64(bytes)/1e6/elapsed.Seconds(), "MB/s")
-			// Where a key's move costs CPU: the source node (SCAN, DUMP,
-			// UNLINK), the destination (the restore script) and the
+			// Where a moved key costs CPU: the source node (SCAN, MGET of
+			// records, snapshot, UNLINK; in "quarter" also the keys that
+			// stay), the destinations (the restore script) and the
 			// migrator's process.
 			b.ReportMetric(float64(srcCPU.Nanoseconds())/1e3/float64(moved), "src-µs/key")
 			b.ReportMetric(float64(dstCPU.Nanoseconds())/1e3/float64(moved), "dst-µs/key")

@@ -162,9 +162,10 @@
 //     restoring it on its owner could resurrect a deleted value, so it is
 //     left for RemoveLeftovers.
 //   - Batches of 32 keys / 256 KiB, Config.Inflight (default 2) in flight
-//     per destination and twice that per source (rebalance.md suggests 2;
-//     with 200-key batches the second one cost clients' p99 more than it
-//     gained, with 32-key ones it does not); sources run in parallel. Only the leader
+//     per destination node across all sources (rebalance.md suggests 2 per
+//     source) and twice that per source, streamed across SCAN replies
+//     (stream.go) with SCAN and the MGET of records running up to 4
+//     replies ahead; sources run in parallel. Only the leader
 //     migrates, so the fleet-wide bound is the leader's: no semaphore
 //     across pods is needed. The rate limits are static token buckets; the
 //     adaptive parts (halve on p99, pause at 85% destination memory) and

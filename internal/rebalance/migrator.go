@@ -70,15 +70,18 @@ type Config struct {
 	ScanCount int
 	// BatchKeys and BatchBytes bound one pipelined batch (see Mover).
 	BatchKeys, BatchBytes int
-	// Inflight is how many batches of one source move at once to each of
-	// its destinations, and half of how many at most in all (0:
-	// DefaultInflight, 2): one batch's snapshot runs on the source while
-	// another's restore runs on its destination, and a removed node's
-	// batches to different destinations overlap. With 200-key batches a
-	// second one doubled what a client's GET could wait behind and raised
-	// the clients' p99 by half again; with 32-key batches it moves 20-30%
-	// more keys/s at the same p99 (BenchmarkMigrateLatency).
+	// Inflight is how many batches move at once to each destination node,
+	// and half of how many at most leave one source (0: DefaultInflight,
+	// 2). For Configs made by Plan the bound on a destination holds across
+	// all their sources: an ADD's new node, fed by every other node,
+	// otherwise queued one pipeline per source behind each client's GET.
+	// With 32-key batches two in flight move 20-30% more keys/s than one
+	// at the same p99 (BenchmarkMigrateLatency); a pass streams batches
+	// across SCAN replies (stream.go), so the bound is what the source
+	// and destination actually see.
 	Inflight int
+	// destSlots, set by Plan, is shared by the Configs of one plan.
+	destSlots *slotSet
 	// KeysPerSec and BytesPerSec throttle the moves (token buckets with a
 	// 100 ms burst); 0 means unlimited. Bytes are DUMP payload bytes,
 	// charged after each batch (the next batch waits for the debt).
@@ -203,7 +206,7 @@ type Migrator struct {
 	handledAtRun  int64
 	bytesAtRun    int64
 	passDBSize    int64
-	lastCkpt      time.Time
+	lastCkpt      time.Time    // under mu
 	consecutive   atomic.Int32 // batch-level failures in a row
 	sampleScanned int64        // keys scanned and found moving in PhaseScan (under mu)
 	sampleMoving  int64
@@ -370,13 +373,21 @@ func (m *Migrator) logf(format string, args ...any) {
 	}
 }
 
+// checkpointDue reports whether CheckpointEvery has passed since the last
+// checkpoint.
+func (m *Migrator) checkpointDue() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return time.Since(m.lastCkpt) >= m.cfg.CheckpointEvery
+}
+
 // checkpoint calls Config.Checkpoint with the current state.
 func (m *Migrator) checkpoint() {
 	m.mu.Lock()
 	m.p.UpdatedAt = time.Now()
 	p := m.snapshotLocked()
-	m.mu.Unlock()
 	m.lastCkpt = time.Now()
+	m.mu.Unlock()
 	if m.cfg.Checkpoint != nil {
 		m.cfg.Checkpoint(p)
 	}
@@ -463,17 +474,9 @@ func (m *Migrator) Run(ctx context.Context) (p Progress, err error) {
 			p.SourceKeys = size
 		}
 	})
+	m.mu.Lock()
 	m.lastCkpt = time.Now()
-
-	// The next SCAN reply (and its records) is fetched while the current
-	// one's keys move: the source answers SCAN while the destinations
-	// restore.
-	var ahead *scanAhead
-	defer func() {
-		if ahead != nil {
-			<-ahead.done // bounded: the clients have timeouts, and ctx ends with Run
-		}
-	}()
+	m.mu.Unlock()
 	for {
 		m.mu.Lock()
 		phase, cursor := m.p.Phase, m.p.Cursor
@@ -484,41 +487,8 @@ func (m *Migrator) Run(ctx context.Context) (p Progress, err error) {
 		if err := m.waitResumed(ctx); err != nil {
 			return p, err
 		}
-		var keys, places [][]byte
-		var next uint64
-		var err error
-		if ahead != nil && ahead.cursor == cursor {
-			<-ahead.done
-			keys, places, next, err = ahead.keys, ahead.places, ahead.next, ahead.err
-		} else {
-			if ahead != nil {
-				<-ahead.done
-			}
-			keys, places, next, err = m.scan(ctx, cursor)
-		}
-		ahead = nil
-		if err == nil && next != 0 {
-			ahead = m.prefetch(ctx, next)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return p, ctx.Err()
-			}
-			if err := m.backoff(ctx, fmt.Errorf("SCAN %d: %w", cursor, err)); err != nil {
-				return p, err
-			}
-			continue
-		}
-		if err := m.handle(ctx, keys, places); err != nil {
+		if err := m.pass(ctx, cursor); err != nil {
 			return p, err
-		}
-		m.consecutive.Store(0)
-		m.update(func(p *Progress) { p.Cursor = next })
-		if next != 0 {
-			if time.Since(m.lastCkpt) >= m.cfg.CheckpointEvery {
-				m.checkpoint()
-			}
-			continue
 		}
 		// A full pass ended.
 		var done bool
@@ -591,39 +561,6 @@ func (m *Migrator) dbsize(ctx context.Context) (int64, error) {
 	}
 }
 
-// scanAhead is a SCAN (with records) running in the background.
-type scanAhead struct {
-	cursor, next uint64
-	keys, places [][]byte
-	err          error
-	done         chan struct{}
-}
-
-// prefetch starts scan(cursor) in the background; Run waits for it.
-func (m *Migrator) prefetch(ctx context.Context, cursor uint64) *scanAhead {
-	a := &scanAhead{cursor: cursor, done: make(chan struct{})}
-	go func() {
-		defer close(a.done)
-		a.keys, a.places, a.next, a.err = m.scan(ctx, cursor)
-	}()
-	return a
-}
-
-// scan runs `SCAN cursor COUNT n` on the source, then reads the keys'
-// placement records (placesOf).
-func (m *Migrator) scan(ctx context.Context, cursor uint64) (keys, places [][]byte, next uint64, err error) {
-	// A SCAN is work on the source too: it waits out the pacer's pause
-	// like a batch (pacer.go).
-	if err := sleepCtx(ctx, m.pace.pause()); err != nil && ctx.Err() != nil {
-		return nil, nil, 0, context.Cause(ctx)
-	}
-	if keys, next, err = scanOnce(ctx, m.src, cursor, "", m.cfg.ScanCount); err != nil {
-		return nil, nil, 0, err
-	}
-	places, err = placesOf(ctx, m.src, keys)
-	return keys, places, next, err
-}
-
 func scanOnce(ctx context.Context, w wire, cursor uint64, match string, count int) (keys [][]byte, next uint64, err error) {
 	c := cmd("SCAN", strconv.AppendUint(nil, cursor, 10))
 	if match != "" {
@@ -667,37 +604,32 @@ func scanOnce(ctx context.Context, w wire, cursor uint64, match string, count in
 	return keys, next, err
 }
 
-// handle moves the moving keys among one SCAN reply, grouped by destination.
-// A key with a placement record moves by the record's hash key (the move
-// carries the record).
-func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
+// classify groups the moving keys among one SCAN reply by destination and
+// counts what it found. A key with a placement record moves by the
+// record's hash key (the move carries the record).
+func (m *Migrator) classify(keys, places [][]byte) (map[int]*batch, error) {
 	groups := map[int]*batch{}
-	var order []int
+	var moving, internal int64
 	for i, k := range keys {
 		if IsMarker(k) {
+			internal++
 			continue
 		}
 		d, ok := m.cfg.Moving(placeOr(k, places[i]))
 		if !ok {
 			continue
 		}
+		if m.movers[d] == nil {
+			return nil, fmt.Errorf("rebalance %s: Moving returned destination %d, which is not in Dests", m.cfg.SourceName, d)
+		}
 		g := groups[d]
 		if g == nil {
 			g = &batch{}
 			groups[d] = g
-			order = append(order, d)
 		}
 		g.keys = append(g.keys, k)
 		g.places = append(g.places, places[i])
-	}
-	var moving, internal int64
-	for _, g := range groups {
-		moving += int64(len(g.keys))
-	}
-	for _, k := range keys {
-		if IsMarker(k) {
-			internal++
-		}
+		moving++
 	}
 	m.update(func(p *Progress) {
 		p.KeysScanned += int64(len(keys))
@@ -708,12 +640,7 @@ func (m *Migrator) handle(ctx context.Context, keys, places [][]byte) error {
 			m.sampleInternal += internal
 		}
 	})
-	for _, d := range order {
-		if m.movers[d] == nil {
-			return fmt.Errorf("rebalance %s: Moving returned destination %d, which is not in Dests", m.cfg.SourceName, d)
-		}
-	}
-	return m.moveGroups(ctx, order, groups)
+	return groups, nil
 }
 
 // batch is keys to move with their placement records (nil: none), as SCAN
@@ -723,86 +650,6 @@ type batch struct{ keys, places [][]byte }
 // cut splits off the first n keys.
 func (b batch) cut(n int) (head, rest batch) {
 	return batch{b.keys[:n], b.places[:n]}, batch{b.keys[n:], b.places[n:]}
-}
-
-// moveGroups moves one SCAN reply's moving keys, grouped by destination, in
-// batches, up to Inflight of them at once per destination and 2 × Inflight
-// on the source, all destinations at once (a removed node's keys go to every other node: its
-// batches then overlap on different destinations instead of queueing
-// behind one), each retried on batch-level failures (see moveBatch). A
-// checkpoint may follow (from this goroutine only).
-func (m *Migrator) moveGroups(ctx context.Context, order []int, groups map[int]*batch) error {
-	var n int
-	for _, g := range groups {
-		n += len(g.keys)
-	}
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for _, d := range order {
-		g, mv := *groups[d], m.movers[d]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := m.moveGroup(ctx, mv, g); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return err
-	}
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	if time.Since(m.lastCkpt) >= m.cfg.CheckpointEvery {
-		// The cursor still points before this SCAN reply: a resume
-		// re-reads it, and moves are idempotent.
-		m.checkpoint()
-	}
-	return nil
-}
-
-// moveGroup moves keys to one destination in batches, up to Inflight of
-// them at once.
-func (m *Migrator) moveGroup(ctx context.Context, mv *Mover, keys batch) error {
-	sem := make(chan struct{}, m.cfg.Inflight)
-	errs := make(chan error, len(keys.keys))
-	var wg sync.WaitGroup
-	for len(keys.keys) > 0 {
-		var chunk batch
-		chunk, keys = keys.cut(min(mv.batchKeys(), len(keys.keys)))
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		select {
-		case m.srcSlots <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			select { // a slot taken as ctx ended goes back
-			case <-m.srcSlots:
-			default:
-			}
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-m.srcSlots; <-sem }()
-			if err := m.moveBatch(ctx, mv, chunk); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
 }
 
 // moveBatch moves one batch, retrying batch-level failures (only the keys

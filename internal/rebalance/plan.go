@@ -64,10 +64,16 @@ func MovingFraction(old, new *ring.Ring, source string) float64 {
 // Plan returns one migrator Config per source node (a node of old that loses
 // slots under new), each a copy of base with Source, SourceName, Moving,
 // Dests and MovingFraction filled in. node returns the client for a node
-// name (its primary endpoint). Set From per source from its checkpoint
-// before NewMigrator.
+// name (its primary endpoint). The Configs share one bound per destination
+// node: Inflight batches in flight to it from all sources together. Set
+// From per source from its checkpoint before NewMigrator.
 func Plan(old, new *ring.Ring, node func(name string) Node, base Config) ([]Config, error) {
 	var out []Config
+	inflight := base.Inflight
+	if inflight <= 0 {
+		inflight = DefaultInflight
+	}
+	base.destSlots = newSlotSet(inflight) // one bound per destination across the plan's sources
 	for _, n := range old.Nodes() {
 		if MovingFraction(old, new, n.Name) == 0 {
 			continue
