@@ -33,7 +33,7 @@ const maxHeldReplies = 16
 
 // scanReply is one SCAN reply on its way through a pass.
 type scanReply struct {
-	cursor, next uint64
+	next         uint64 // the cursor after it
 	keys, places [][]byte
 	err          error         // reading the records failed for good
 	ready        chan struct{} // closed once places (or err) is set
@@ -49,7 +49,6 @@ type passState struct {
 	m     *Migrator
 	mu    sync.Mutex
 	order []*scanReply // replies classified or being classified, oldest first
-	err   error        // the first fatal error of a batch
 }
 
 // batchDone marks the keys of a finished batch handled and advances the
@@ -72,14 +71,6 @@ func (ps *passState) advanceLocked() {
 		// batch-level failures, as a whole reply handled did before.
 		ps.m.consecutive.Store(0)
 	}
-}
-
-func (ps *passState) fail(err error) {
-	ps.mu.Lock()
-	if ps.err == nil {
-		ps.err = err
-	}
-	ps.mu.Unlock()
 }
 
 // streamBatch is keys bound for one destination with the replies they came
@@ -130,8 +121,7 @@ func (m *Migrator) pass(ctx context.Context, from uint64) error {
 			defer wg.Done()
 			defer func() { <-m.srcSlots; <-sem }()
 			if err := m.moveBatch(pctx, m.movers[d], b.batch); err != nil {
-				ps.fail(err)
-				cancel(err)
+				cancel(err) // the first cause is the pass's error
 				return
 			}
 			ps.batchDone(b.from)
@@ -164,14 +154,12 @@ func (m *Migrator) pass(ctx context.Context, from uint64) error {
 			continue
 		}
 		if r.err != nil {
-			ps.fail(r.err)
 			cancel(r.err)
 			ok = false
 			continue
 		}
 		groups, err := m.classify(r.keys, r.places)
 		if err != nil {
-			ps.fail(err)
 			cancel(err)
 			ok = false
 			continue
@@ -218,19 +206,12 @@ func (m *Migrator) pass(ctx context.Context, from uint64) error {
 		}
 	}
 	wg.Wait()
-	if ps.err != nil {
-		return ps.err
-	}
-	if scanErr != nil {
-		return scanErr
-	}
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	if err := context.Cause(pctx); err != nil && err != context.Canceled {
+	// pctx ends only by a failure here (the first cause is kept) or with
+	// ctx (its cause); the scanner's own give-up does not cancel it.
+	if err := context.Cause(pctx); err != nil {
 		return err
 	}
-	return nil
+	return scanErr
 }
 
 // scanner walks the source's cursor from cursor to 0, sending each reply
@@ -257,7 +238,7 @@ func (m *Migrator) scanner(ctx context.Context, cursor uint64, out chan<- *scanR
 			}
 			continue
 		}
-		r := &scanReply{cursor: cursor, next: next, keys: keys, ready: make(chan struct{})}
+		r := &scanReply{next: next, keys: keys, ready: make(chan struct{})}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -15,9 +15,9 @@ func TestPassCursorWaitsForEarlierReplies(t *testing.T) {
 	m := &Migrator{}
 	m.p.Cursor = 7 // where the pass started
 	ps := &passState{m: m}
-	r1 := &scanReply{cursor: 7, next: 11}
-	r2 := &scanReply{cursor: 11, next: 13}
-	r3 := &scanReply{cursor: 13, next: 0}
+	r1 := &scanReply{next: 11}
+	r2 := &scanReply{next: 13}
+	r3 := &scanReply{next: 0}
 	cursor := func() uint64 { return m.Progress().Cursor }
 	classify := func(r *scanReply, moving int) {
 		ps.mu.Lock()
@@ -54,8 +54,8 @@ func TestPassCursorWaitsForEarlierReplies(t *testing.T) {
 
 	// A batch spanning two replies completes both at once.
 	m.p.Cursor = 20
-	a := &scanReply{cursor: 20, next: 21}
-	b := &scanReply{cursor: 21, next: 22}
+	a := &scanReply{next: 21}
+	b := &scanReply{next: 22}
 	classify(a, 1)
 	classify(b, 1)
 	ps.batchDone([]*scanReply{a, b})
